@@ -1,0 +1,3 @@
+from seqpt_jax.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,50 @@
+"""The `seqpt` command: a thin dispatcher over `seqpt_jax/commands/<name>.py`.
+
+Each command module defines `main(argv) -> int` with its own argparse parser. Modules are
+imported only when their command runs, so `seqpt --help` stays fast and a command never pays
+for another's dependencies. A `UserError` becomes one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from seqpt_jax.errors import UserError
+
+# name -> one-line help. The module is seqpt_jax.commands.<name>.
+COMMANDS = {
+    "models": "list presets with their parameter counts (and published counts)",
+    "convert": "convert Hugging Face checkpoints to seqpt_jax and back",
+}
+
+
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    rows = "\n".join(f"  {name:<{width}}  {text}" for name, text in COMMANDS.items())
+    return ("usage: seqpt COMMAND [options]   (seqpt COMMAND --help for its options)\n\n"
+            f"commands:\n{rows}\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage(), end="")
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"seqpt: error: unknown command {name!r}; run `seqpt --help` for the list.", file=sys.stderr)
+        return 2
+    module = importlib.import_module(f"seqpt_jax.commands.{name.replace('-', '_')}")
+    try:
+        return int(module.main(rest) or 0)
+    except UserError as e:
+        print(f"seqpt {name}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"seqpt {name}: interrupted; completed work is kept, rerun to continue.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

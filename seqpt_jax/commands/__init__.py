@@ -1,0 +1,1 @@
+"""One module per `seqpt` subcommand, each with `main(argv) -> int`."""

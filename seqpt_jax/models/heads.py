@@ -1,0 +1,129 @@
+"""The models: Encoder, EncoderMLM, EncoderDecoder, SequenceClassifier, TokenClassifier.
+
+All take a batch in seqio feature-converter names (`encoder_input_tokens`, optional
+`encoder_segment_ids` / `encoder_positions`, `decoder_input_tokens`, ...) and return float32.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from seqpt_jax.models.config import TransformerConfig
+from seqpt_jax.models.layers import DenseGeneral, Norm, _param
+from seqpt_jax.models.transformer import Batch, Embedders, decode, encode
+
+Array = jax.Array
+
+
+def _activation(cfg: TransformerConfig):
+    return {"gelu": lambda v: jax.nn.gelu(v, approximate=False),
+            "gelu_tanh": lambda v: jax.nn.gelu(v, approximate=True),
+            "relu": jax.nn.relu}[cfg.activation]
+
+
+def _vocab_logits(module: nn.Module, cfg: TransformerConfig, embedders: Embedders, h: Array,
+                  name: str) -> Array:
+    """Output projection: tied to the token embedding, or an own `[embed, vocab]` kernel."""
+    if cfg.tie_embeddings:
+        return embedders.token.attend(h)
+    return DenseGeneral(cfg.replace(use_bias=False), (cfg.d_model,), (cfg.vocab_size,),
+                        ("embed", "vocab"), name=name)(h)
+
+
+class Encoder(nn.Module):
+    """The encoder alone; returns the last hidden states `[batch, length, embed]`."""
+
+    cfg: TransformerConfig
+
+    @nn.compact
+    def __call__(self, batch: Batch, *, enable_dropout: bool = False) -> Array:
+        hidden, _ = encode(self.cfg, Embedders(self.cfg), batch, not enable_dropout)
+        return hidden.astype(jnp.float32)
+
+
+class MlmHead(nn.Module):
+    """BERT's prediction head: dense + activation + norm, then the (tied) vocabulary projection."""
+
+    cfg: TransformerConfig
+
+    @nn.compact
+    def __call__(self, hidden: Array, embedders: Embedders) -> Array:
+        cfg = self.cfg
+        h = DenseGeneral(cfg, (cfg.d_model,), (cfg.d_model,), ("embed", "embed_out"), name="transform")(hidden)
+        h = Norm(cfg, name="transform_norm")(_activation(cfg)(h))
+        logits = _vocab_logits(self, cfg, embedders, h, "output")
+        if cfg.use_bias:
+            logits = logits + _param(self, "output_bias", nn.initializers.zeros, (cfg.vocab_size,), ("vocab",))
+        return logits
+
+
+class EncoderMLM(nn.Module):
+    """Encoder + MLM head; returns float32 logits `[batch, length, vocab]`."""
+
+    cfg: TransformerConfig
+
+    @nn.compact
+    def __call__(self, batch: Batch, *, enable_dropout: bool = False) -> Array:
+        embedders = Embedders(self.cfg)
+        hidden, _ = encode(self.cfg, embedders, batch, not enable_dropout)
+        # The head is created at this level so the tree reads mlm_head/..., beside encoder/.
+        logits = MlmHead(self.cfg, name="mlm_head")(hidden, embedders)
+        return logits.astype(jnp.float32)
+
+
+class EncoderDecoder(nn.Module):
+    """Seq2seq: encoder + causal decoder with cross-attention; float32 logits over the vocab."""
+
+    cfg: TransformerConfig
+
+    @nn.compact
+    def __call__(self, batch: Batch, *, enable_dropout: bool = False) -> Array:
+        cfg = self.cfg
+        embedders = Embedders(cfg)
+        encoded, segments = encode(cfg, embedders, batch, not enable_dropout)
+        y = decode(cfg, embedders, batch, encoded, segments, not enable_dropout)
+        if cfg.tie_embeddings and cfg.family == "t5":
+            y = y * cfg.d_model ** -0.5  # T5 rescales before the tied projection.
+        return _vocab_logits(self, cfg, embedders, y, "lm_head").astype(jnp.float32)
+
+
+class SequenceClassifier(nn.Module):
+    """Encoder, pooled (first token for bert, mean over tokens for t5), then a linear layer."""
+
+    cfg: TransformerConfig
+    num_classes: int
+
+    @nn.compact
+    def __call__(self, batch: Batch, *, enable_dropout: bool = False) -> Array:
+        cfg = self.cfg
+        hidden, segments = encode(cfg, Embedders(cfg), batch, not enable_dropout)
+        if cfg.family == "bert":
+            pooled = jnp.tanh(DenseGeneral(cfg, (cfg.d_model,), (cfg.d_model,), ("embed", "embed_out"),
+                                           name="pooler")(hidden[:, 0]))
+        else:
+            weights = (segments != 0).astype(hidden.dtype)[..., None]
+            pooled = (hidden * weights).sum(1) / jnp.maximum(weights.sum(1), 1.0)
+        if cfg.dropout_rate and enable_dropout:
+            pooled = nn.Dropout(cfg.dropout_rate)(pooled, deterministic=False)
+        logits = DenseGeneral(cfg.replace(use_bias=True), (cfg.d_model,), (self.num_classes,),
+                              ("embed", "classes"), name="classifier")(pooled)
+        return logits.astype(jnp.float32)
+
+
+class TokenClassifier(nn.Module):
+    """Encoder, then a linear layer per token: float32 `[batch, length, num_labels]`."""
+
+    cfg: TransformerConfig
+    num_labels: int
+
+    @nn.compact
+    def __call__(self, batch: Batch, *, enable_dropout: bool = False) -> Array:
+        cfg = self.cfg
+        hidden, _ = encode(cfg, Embedders(cfg), batch, not enable_dropout)
+        if cfg.dropout_rate and enable_dropout:
+            hidden = nn.Dropout(cfg.dropout_rate)(hidden, deterministic=False)
+        logits = DenseGeneral(cfg.replace(use_bias=True), (cfg.d_model,), (self.num_labels,),
+                              ("embed", "classes"), name="classifier")(hidden)
+        return logits.astype(jnp.float32)

@@ -1,0 +1,175 @@
+"""Building blocks: norms, attention with an explicit heads axis, MLP, relative position bias.
+
+Every parameter is created through `nn.with_logical_partitioning`, so its logical axis names
+(`vocab, embed, heads, kv, mlp, relpos_buckets`; `layers` is added by the scan) travel with it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from seqpt_jax.models.config import TransformerConfig
+
+Array = jax.Array
+
+
+def _constrain(x: Array, axes: tuple) -> Array:
+    """Logical sharding hint for an activation (a no-op outside a mesh/rules context)."""
+    return nn.with_logical_constraint(x, axes)
+
+
+def _init(cfg: TransformerConfig, fan_in: int) -> nn.initializers.Initializer:
+    """BERT uses N(0, 0.02); T5 scales by fan-in (T5X's variance scaling, 'fan_in', normal)."""
+    if cfg.family == "bert":
+        return nn.initializers.normal(0.02)
+    return nn.initializers.normal(fan_in ** -0.5)
+
+
+def _param(module: nn.Module, name: str, init, shape: tuple, axes: tuple) -> Array:
+    return module.param(name, nn.with_logical_partitioning(init, axes), shape, jnp.float32)
+
+
+class Norm(nn.Module):
+    """LayerNorm (scale + bias, mean-centred) or RMSNorm (scale only), computed in float32."""
+
+    cfg: TransformerConfig
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        cfg = self.cfg
+        dim = x.shape[-1]
+        x32 = x.astype(jnp.float32)
+        scale = _param(self, "scale", nn.initializers.ones, (dim,), ("embed",))
+        if cfg.norm == "rmsnorm":
+            y = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), -1, keepdims=True) + cfg.norm_eps)
+            return (y * scale).astype(cfg.compute_dtype)
+        mean = jnp.mean(x32, -1, keepdims=True)
+        var = jnp.mean(jnp.square(x32 - mean), -1, keepdims=True)
+        y = (x32 - mean) * jax.lax.rsqrt(var + cfg.norm_eps)
+        bias = _param(self, "bias", nn.initializers.zeros, (dim,), ("embed",))
+        return (y * scale + bias).astype(cfg.compute_dtype)
+
+
+class DenseGeneral(nn.Module):
+    """y = x @ kernel (+ bias) contracting the last `len(in_shape)` axes of x.
+
+    Kernels keep their natural multi-axis shape (`[embed, heads, kv]`, `[heads, kv, embed]`), so
+    width mappings can act on named axes.
+    """
+
+    cfg: TransformerConfig
+    in_shape: tuple
+    out_shape: tuple
+    axes: tuple  # logical names of kernel axes (in + out)
+    init_fan_in: Optional[int] = None
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        cfg = self.cfg
+        fan_in = self.init_fan_in or int(np.prod(self.in_shape))
+        kernel = _param(self, "kernel", _init(cfg, fan_in), self.in_shape + self.out_shape, self.axes)
+        n_in = len(self.in_shape)
+        contract = (tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in)))
+        y = jax.lax.dot_general(x.astype(cfg.compute_dtype), kernel.astype(cfg.compute_dtype),
+                                (contract, ((), ())))
+        if cfg.use_bias:
+            bias = _param(self, "bias", nn.initializers.zeros, self.out_shape, self.axes[n_in:])
+            y = y + bias.astype(cfg.compute_dtype)
+        return y
+
+
+class Attention(nn.Module):
+    """Multi-head attention through `jax.nn.dot_product_attention` (fused where available)."""
+
+    cfg: TransformerConfig
+
+    @nn.compact
+    def __call__(self, x: Array, kv_input: Array, mask: Optional[Array],
+                 bias: Optional[Array], deterministic: bool) -> Array:
+        cfg = self.cfg
+        d, h, k = cfg.d_model, cfg.num_heads, cfg.head_dim
+        qkv_axes = ("embed", "heads", "kv")
+        # T5 folds 1/sqrt(head_dim) into the query init and uses no scaling at attention time.
+        q_fan_in = d * k if cfg.family == "t5" else d
+        query = DenseGeneral(cfg, (d,), (h, k), qkv_axes, init_fan_in=q_fan_in, name="query")(x)
+        key = DenseGeneral(cfg, (d,), (h, k), qkv_axes, name="key")(kv_input)
+        value = DenseGeneral(cfg, (d,), (h, k), qkv_axes, name="value")(kv_input)
+        query = _constrain(query, ("batch", "length", "heads", "kv"))
+        key = _constrain(key, ("batch", "length", "heads", "kv"))
+        value = _constrain(value, ("batch", "length", "heads", "kv"))
+        scale = 1.0 if cfg.family == "t5" else 1.0 / math.sqrt(k)
+        if bias is not None:
+            bias = bias.astype(query.dtype)
+        out = jax.nn.dot_product_attention(query, key, value, bias=bias, mask=mask, scale=scale)
+        if cfg.dropout_rate and not deterministic:
+            out = nn.Dropout(cfg.dropout_rate)(out, deterministic=False)
+        out = _constrain(out, ("batch", "length", "heads", "kv"))
+        return DenseGeneral(cfg, (h, k), (d,), ("heads", "kv", "embed"), name="out")(out)
+
+
+class Mlp(nn.Module):
+    """Feed-forward block: act(x wi) wo, or gated act(x wi_0) * (x wi_1) wo."""
+
+    cfg: TransformerConfig
+
+    @nn.compact
+    def __call__(self, x: Array, deterministic: bool) -> Array:
+        cfg = self.cfg
+        act = {"gelu": lambda v: jax.nn.gelu(v, approximate=False),
+               "gelu_tanh": lambda v: jax.nn.gelu(v, approximate=True),
+               "relu": jax.nn.relu}[cfg.activation]
+        axes_in = ("embed", "mlp")
+        if cfg.gated_mlp:
+            h = act(DenseGeneral(cfg, (cfg.d_model,), (cfg.d_ff,), axes_in, name="wi_0")(x))
+            h = h * DenseGeneral(cfg, (cfg.d_model,), (cfg.d_ff,), axes_in, name="wi_1")(x)
+        else:
+            h = act(DenseGeneral(cfg, (cfg.d_model,), (cfg.d_ff,), axes_in, name="wi")(x))
+        h = _constrain(h, ("batch", "length", "mlp"))
+        if cfg.dropout_rate and not deterministic:
+            h = nn.Dropout(cfg.dropout_rate)(h, deterministic=False)
+        return DenseGeneral(cfg, (cfg.d_ff,), (cfg.d_model,), ("mlp", "embed"), name="wo")(h)
+
+
+def relative_position_buckets(q_pos: np.ndarray, k_pos: np.ndarray, bidirectional: bool,
+                              num_buckets: int, max_distance: int):
+    """T5's bucketing of (key - query) distances; exact below num_buckets/2, log-spaced above."""
+    rel = k_pos[..., None, :] - q_pos[..., :, None]
+    xp = jnp if isinstance(rel, jax.Array) else np
+    buckets = 0
+    if bidirectional:
+        num_buckets //= 2
+        buckets = (rel > 0).astype(np.int32) * num_buckets
+        rel = xp.abs(rel)
+    else:
+        rel = -xp.minimum(rel, 0)
+    max_exact = num_buckets // 2
+    is_small = rel < max_exact
+    safe = xp.maximum(rel, 1).astype(np.float32)
+    large = max_exact + (xp.log(safe / np.float32(max_exact)) / np.float32(math.log(max_distance / max_exact))
+                         * (num_buckets - max_exact)).astype(np.int32)
+    large = xp.minimum(large, num_buckets - 1)
+    return buckets + xp.where(is_small, rel, large)
+
+
+class RelativePositionBias(nn.Module):
+    """Learned per-head scalar bias per distance bucket, shared by all layers of a stack."""
+
+    cfg: TransformerConfig
+    bidirectional: bool
+
+    @nn.compact
+    def __call__(self, q_pos: Array, k_pos: Array) -> Array:
+        cfg = self.cfg
+        table = _param(self, "rel_embedding", nn.initializers.normal(cfg.num_heads ** -0.5),
+                       (cfg.relpos_buckets, cfg.num_heads), ("relpos_buckets", "heads"))
+        buckets = relative_position_buckets(q_pos, k_pos, self.bidirectional,
+                                            cfg.relpos_buckets, cfg.relpos_max_distance)
+        bias = jnp.take(table, buckets, axis=0)  # [..., q, k, heads]
+        bias = jnp.moveaxis(bias, -1, -3)  # [..., heads, q, k]
+        return bias if bias.ndim == 4 else bias[None]

@@ -1,0 +1,46 @@
+"""seqpt_jax: sequential pre-training (encoder -> seq2seq, small -> large) in JAX/Flax."""
+
+from setuptools import find_packages, setup
+
+# The stack verified together on Python 3.11 (CPU); see README "Installation".
+CORE = [
+    "jax>=0.10,<0.11",
+    "jaxlib>=0.10,<0.11",
+    "flax>=0.12,<0.13",
+    "optax==0.2.8",
+    "orbax-checkpoint>=0.12,<0.13",
+    "seqio==0.0.20",
+    "tensorflow-cpu==2.21.*",
+    "tensorflow-text==2.21.*",
+    "tensorflow-datasets==4.9.10",
+    "sentencepiece>=0.2,<0.3",
+    "gin-config==0.5.0",
+    "numpy>=2,<3",
+    "safetensors>=0.4",
+    "tqdm>=4.66",
+    "matplotlib>=3.8",
+    "tensorboard>=2.18",
+]
+
+EXTRAS = {
+    "gpu": ["jax[cuda12]>=0.10,<0.11"],
+    "tpu": ["jax[tpu]>=0.10,<0.11"],
+    # torch 2.13.0 CPU: the wheel these machines carry; a newer torch pulls GBs of CUDA.
+    "hf": ["torch==2.13.0", "transformers>=5,<6", "safetensors>=0.4"],
+    "test": ["pytest>=8", "pytest-xdist>=3", "hypothesis>=6", "nbformat>=5", "nbclient>=0.10",
+             "ipykernel>=6"],
+}
+
+setup(
+    name="seqpt_jax",
+    version="0.1.0",
+    description="Sequential encoder / seq2seq pre-training and model growth (bert2BERT) in JAX/Flax.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["seqpt_jax", "seqpt_jax.*"]),
+    install_requires=CORE,
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["seqpt=seqpt_jax.cli:main"]},
+    include_package_data=True,
+)
