@@ -20,6 +20,7 @@ CORE = [
     "tqdm>=4.66",
     "matplotlib>=3.8",
     "tensorboard>=2.18",
+    "sacrebleu>=2.4,<3",
 ]
 
 EXTRAS = {
@@ -28,7 +29,8 @@ EXTRAS = {
     # torch 2.13.0 CPU: the wheel these machines carry; a newer torch pulls GBs of CUDA.
     "hf": ["torch==2.13.0", "transformers>=5,<6", "safetensors>=0.4"],
     "test": ["pytest>=8", "pytest-xdist>=3", "hypothesis>=6", "nbformat>=5", "nbclient>=0.10",
-             "ipykernel>=6"],
+             "ipykernel>=6",
+             "seqeval==1.2.2"],
 }
 
 setup(

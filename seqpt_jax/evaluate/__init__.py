@@ -1,0 +1,1 @@
+"""Downstream evaluation: metrics, decoding, task files, fine-tuning and the cross-lingual protocol."""
