@@ -1,0 +1,214 @@
+"""The SentencePiece vocabulary: training from the corpus, loading, and the token facts the
+objectives need.
+
+Conventions (mT5): pad=0, eos=1, unk=2, no bos; byte fallback so no text is ever <unk>;
+`extra_ids` (100) sentinels appended at the TOP of the vocabulary, <extra_id_0> being the
+highest id. Span corruption counts sentinels down from the top; MLM's [MASK] is the lowest
+extra id (<extra_id_99>), which span corruption never reaches (it is capped at 99 spans).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from seqpt_jax.data import mixing, records
+from seqpt_jax.errors import UserError
+
+PAD_ID, EOS_ID, UNK_ID = 0, 1, 2
+EXTRA_IDS = 100
+WORD_START = "\u2581"  # SentencePiece's "▁": the piece begins a new word
+
+
+def _sample_lines(corpus, langs: Sequence[str], alpha: float, max_chars: int, seed: int,
+                  skipped: records.SkipCounter) -> tuple[list[str], dict[str, int]]:
+    """Training lines drawn per language with temperature `alpha`, at most ~max_chars in all.
+
+    Each language gets a share p_l of the budget; a small language is repeated (in a fresh
+    shuffled order each pass) until it fills its share, as mT5 upsamples low-resource text.
+    """
+    docs = {lang: [line for text in records.read_texts(corpus, lang, "train", skipped)
+                   for line in text.split("\n") if line.strip()] for lang in langs}
+    chars = {lang: sum(map(len, lines)) for lang, lines in docs.items()}
+    empty = [lang for lang, n in chars.items() if n == 0]
+    if empty:
+        raise UserError(f"no usable training text for {', '.join(empty)} in {corpus}; "
+                        "drop those languages with --langs or rebuild the corpus.")
+    rates = mixing.temperature_rates(chars, alpha)
+    budget = min(max_chars, sum(chars.values()))
+    rng = random.Random(seed)
+    out, taken = [], {}
+    for lang in langs:
+        want, got, lines = rates[lang] * budget, 0, docs[lang]
+        while got < want:
+            order = list(range(len(lines)))
+            rng.shuffle(order)
+            for i in order:
+                out.append(lines[i])
+                got += len(lines[i])
+                if got >= want:
+                    break
+        taken[lang] = got
+    rng.shuffle(out)
+    return out, taken
+
+
+def _fitting_coverage(lines: Sequence[str], size: int, requested: float) -> float:
+    """The character coverage, lowered (SentencePiece allows down to 0.98) so the required
+    characters leave at least half of the non-byte pieces for subwords; byte fallback covers
+    the characters left out. A UserError if even 0.98 does not fit."""
+    counts = collections.Counter(ch for line in lines for ch in line if not ch.isspace())
+    freqs = np.sort(np.fromiter(counts.values(), float))[::-1]
+    cumulative = np.cumsum(freqs) / max(freqs.sum(), 1.0)
+    allowed = max((size - 256 - 3) // 2, 1)
+    if len(freqs) <= allowed:
+        return requested
+    coverage = max(min(requested, float(cumulative[allowed - 1]) * 0.999), 0.98)
+    needed = int(np.searchsorted(cumulative, coverage)) + 1 + 256 + 3
+    if needed > size:
+        raise UserError(f"--size {size} is too small for this text: covering 98% of its "
+                        f"{len(freqs)} distinct characters needs at least {needed} pieces.")
+    return coverage
+
+
+def train(corpus: str | os.PathLike, size: int, out: str | os.PathLike, *,
+          langs: Sequence[str] | None = None, alpha: float = mixing.DEFAULT_ALPHA,
+          max_chars: int = 20_000_000, character_coverage: float = 0.9995, seed: int = 0,
+          threads: int = 2, verbose: bool = False):
+    """Trains a unigram SentencePiece model of `size` pieces (plus 100 sentinels) to `out`.
+
+    Returns the `seqio.SentencePieceVocabulary` (vocab_size = size + 100).
+    """
+    import sentencepiece as spm
+
+    langs = list(langs or records.languages(corpus))
+    for lang in langs:
+        records.text_file(corpus, lang, "train")  # one clear error per missing language
+    if size < 260:
+        raise UserError(f"--size {size} is too small: byte fallback alone needs 259 pieces; use >= 300.")
+    skipped = records.SkipCounter()
+    lines, _ = _sample_lines(corpus, langs, alpha, max_chars, seed, skipped)
+    skipped.report(f"{corpus} (vocabulary training text)")
+    out = Path(out).expanduser()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        text = Path(tmp) / "train.txt"
+        text.write_text("\n".join(lines) + "\n", "utf-8")
+        coverage = _fitting_coverage(lines, size, character_coverage)
+        spm.SentencePieceTrainer.train(
+            input=str(text), model_prefix=str(Path(tmp) / "sp"), vocab_size=size,
+            model_type="unigram", character_coverage=coverage, byte_fallback=True,
+            pad_id=PAD_ID, eos_id=EOS_ID, unk_id=UNK_ID, bos_id=-1, split_digits=True,
+            hard_vocab_limit=False, input_sentence_size=len(lines), shuffle_input_sentence=False,
+            max_sentence_length=16384, num_threads=threads, minloglevel=0 if verbose else 2)
+        # Write-then-rename: an interrupted run never leaves a truncated model at `out`.
+        shutil.move(str(Path(tmp) / "sp.model"), str(out))
+    return load(out)
+
+
+def load(path: str | os.PathLike, extra_ids: int = EXTRA_IDS):
+    """The seqio vocabulary of a SentencePiece model file, or a one-line UserError."""
+    import seqio
+
+    path = Path(path).expanduser()
+    processor(path)  # validates the file with a clear error
+    return seqio.SentencePieceVocabulary(str(path), extra_ids=extra_ids)
+
+
+def processor(path: str | os.PathLike):
+    """The raw SentencePieceProcessor (fast batch encoding without TensorFlow)."""
+    import sentencepiece as spm
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserError(f"vocabulary file {path} not found; train one with "
+                        f"`seqpt vocab train --corpus DIR --size N --out {path}`.")
+    try:
+        return spm.SentencePieceProcessor(model_file=str(path))
+    except (RuntimeError, OSError) as e:
+        raise UserError(f"{path} is not a SentencePiece model ({str(e).splitlines()[0]}); "
+                        "retrain it with `seqpt vocab train`.") from None
+
+
+def model_path(vocab) -> str:
+    """The model file behind a seqio SentencePieceVocabulary or a path."""
+    return str(getattr(vocab, "sentencepiece_model_file", vocab))
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenInfo:
+    """What the objectives need to know about the vocabulary, as plain numpy."""
+
+    vocab_size: int          # including the extra ids
+    extra_ids: int
+    word_start: np.ndarray   # [vocab_size] bool: the piece begins a word
+    special: np.ndarray      # [vocab_size] bool: pad/eos/unk/extra ids, never selected for masking
+    pad_id: int = PAD_ID
+    eos_id: int = EOS_ID
+
+    @property
+    def mask_id(self) -> int:
+        """[MASK] for MLM: the lowest extra id, never used as a span sentinel."""
+        return self.vocab_size - self.extra_ids
+
+    def sentinel(self, k: int) -> int:
+        """Span k's sentinel, counted down from the top id (<extra_id_k>)."""
+        return self.vocab_size - 1 - k
+
+    @property
+    def max_spans(self) -> int:
+        return self.extra_ids - 1
+
+    @property
+    def random_range(self) -> tuple[int, int]:
+        """Ids for MLM's random replacement: ordinary pieces, no specials, no extra ids."""
+        return UNK_ID + 1, self.vocab_size - self.extra_ids
+
+
+def token_info(vocab, extra_ids: int = EXTRA_IDS) -> TokenInfo:
+    """TokenInfo of a vocabulary (seqio vocabulary, model path or SentencePieceProcessor)."""
+    sp = vocab if hasattr(vocab, "id_to_piece") else processor(model_path(vocab))
+    n = sp.get_piece_size()
+    pieces = [sp.id_to_piece(i) for i in range(n)]
+    word_start = np.zeros(n + extra_ids, bool)
+    word_start[:n] = [p.startswith(WORD_START) for p in pieces]
+    special = np.zeros(n + extra_ids, bool)
+    special[[PAD_ID, EOS_ID, UNK_ID]] = True
+    special[n:] = True
+    return TokenInfo(n + extra_ids, extra_ids, word_start, special)
+
+
+def synthetic_token_info(vocab_size: int, extra_ids: int = EXTRA_IDS, every: int = 3) -> TokenInfo:
+    """A TokenInfo without a model file (tests, benchmarks): every `every`-th id starts a word."""
+    ids = np.arange(vocab_size)
+    special = (ids <= UNK_ID) | (ids >= vocab_size - extra_ids)
+    return TokenInfo(vocab_size, extra_ids, ids % every == 0, special)
+
+
+def tokens_per_char(vocab, corpus, langs: Iterable[str], split: str = "validation",
+                    max_docs: int = 2000) -> dict[str, float]:
+    """Tokens per character of each language's `split` text (train where `split` is missing)."""
+    sp = processor(model_path(vocab))
+    out = {}
+    for lang in langs:
+        try:
+            records.text_file(corpus, lang, split)
+            use = split
+        except UserError:
+            use = "train"
+        docs = []
+        for text in records.read_texts(corpus, lang, use):
+            docs.append(text)
+            if len(docs) >= max_docs:
+                break
+        chars = sum(map(len, docs))
+        out[lang] = sum(map(len, sp.encode(docs))) / max(chars, 1)
+    return out
