@@ -1,0 +1,193 @@
+"""Token sources: tokenized documents held as one flat array, cut into fixed windows, and
+supervised examples packed into rows. Everything here is indexable, so a batch can be
+built from (seed, step, counters) alone — the basis of exact resume in feeding.py.
+
+A window is the raw token span one training example is made from: `length` tokens of the
+concatenated documents (each followed by EOS) when packing, or one document piece per
+window without packing. Streamed sources (mC4) replay their iterator instead of indexing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from seqpt_jax.data import records, vocab
+from seqpt_jax.errors import UserError
+
+
+class TokenStore:
+    """Documents as one flat int32 array (each followed by EOS) plus their start offsets."""
+
+    def __init__(self, tokens: np.ndarray, starts: np.ndarray):
+        self.tokens = np.asarray(tokens, np.int32)
+        self.starts = np.asarray(starts, np.int64)
+
+    @classmethod
+    def from_token_lists(cls, docs: Iterable[Sequence[int]], eos_id: int = vocab.EOS_ID) -> "TokenStore":
+        arrays = [np.append(np.asarray(d, np.int32), np.int32(eos_id)) for d in docs if len(d)]
+        if not arrays:
+            return cls(np.zeros(0, np.int32), np.zeros(0, np.int64))
+        lengths = np.array([len(a) for a in arrays], np.int64)
+        return cls(np.concatenate(arrays), np.concatenate([[0], np.cumsum(lengths)[:-1]]))
+
+    @classmethod
+    def from_texts(cls, texts: Iterable[str], sp, chunk: int = 4096) -> "TokenStore":
+        """Tokenizes in chunks (SentencePiece encodes a list in C++ threads)."""
+        docs, batch = [], []
+        for text in texts:
+            batch.append(text)
+            if len(batch) == chunk:
+                docs += sp.encode(batch)
+                batch = []
+        docs += sp.encode(batch) if batch else []
+        return cls.from_token_lists(docs)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def save(self, path: Path) -> None:
+        """Write-then-rename, so a reader never sees half a cache file."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, tokens=self.tokens, starts=self.starts)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> "TokenStore":
+        with np.load(path) as z:
+            return cls(z["tokens"], z["starts"])
+
+
+def vocab_fingerprint(model_file: str) -> str:
+    return hashlib.sha1(Path(model_file).read_bytes()).hexdigest()[:12]
+
+
+def corpus_tokens(corpus, lang: str, split: str, model_file: str,
+                  cache: bool = True) -> TokenStore:
+    """The tokenized text of one language and split, cached beside the corpus per vocabulary.
+
+    Skipped records are reported once, when the cache is built. An unwritable corpus
+    directory just means no cache.
+    """
+    text_path = records.text_file(corpus, lang, split)
+    cache_path = (Path(corpus).expanduser() / "cache" / f"tokens-{vocab_fingerprint(model_file)}"
+                  / f"{lang}.{split}.npz")
+    if cache and cache_path.is_file() and cache_path.stat().st_mtime >= text_path.stat().st_mtime:
+        return TokenStore.load(cache_path)
+    skipped = records.SkipCounter()
+    store = TokenStore.from_texts(records.read_texts(corpus, lang, split, skipped),
+                                  vocab.processor(model_file))
+    skipped.report(str(text_path))
+    if not len(store):
+        raise UserError(f"{text_path} has no usable records; rebuild the corpus or drop {lang!r}.")
+    if cache:
+        try:
+            store.save(cache_path)
+        except OSError:
+            pass
+    return store
+
+
+class Windows:
+    """Fixed windows over a TokenStore: `length` tokens from the concatenated stream when
+    `pack` (documents share windows; segment ids mark their boundaries), else one piece of one
+    document per window. `get(i)` -> (ids, segment_ids), unpadded."""
+
+    def __init__(self, store: TokenStore, length: int, pack: bool = True):
+        if not len(store):
+            raise UserError("cannot make training windows from an empty source.")
+        self.store, self.length, self.pack = store, length, pack
+        n = len(store.tokens)
+        if pack:
+            count = max(n // length, 1)  # the tail shorter than a window is dropped
+            self.bounds = np.stack([np.arange(count) * length,
+                                    np.minimum(np.arange(1, count + 1) * length, n)], 1)
+        else:
+            ends = np.append(store.starts[1:], n)
+            pieces = [np.arange(s, e, length) for s, e in zip(store.starts, ends)]
+            begin = np.concatenate(pieces)
+            doc_end = np.repeat(ends, [len(p) for p in pieces])
+            self.bounds = np.stack([begin, np.minimum(begin + length, doc_end)], 1)
+
+    def __len__(self) -> int:
+        return len(self.bounds)
+
+    def get(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        a, b = self.bounds[i]
+        ids = self.store.tokens[a:b]
+        starts = self.store.starts
+        first = np.searchsorted(starts, a, side="right")  # documents beginning after a
+        seg = np.ones(b - a, np.int32)
+        inside = starts[first:np.searchsorted(starts, b)] - a
+        if len(inside):
+            bump = np.zeros(b - a, np.int32)
+            bump[inside] = 1
+            seg += np.cumsum(bump)
+        return ids, seg
+
+
+class StreamWindows:
+    """Windows cut from a deterministic document stream (too large to hold: mC4).
+
+    Access must be in increasing order; asking for an earlier window replays the stream from
+    the start, so restoring a position costs time proportional to it but is exact."""
+
+    def __init__(self, make_docs: Callable[[], Iterator[Sequence[int]]], length: int,
+                 eos_id: int = vocab.EOS_ID):
+        self.make_docs, self.length, self.eos_id = make_docs, length, eos_id
+        self._reset()
+
+    def _reset(self) -> None:
+        self._docs, self._next, self._buf, self._seg = self.make_docs(), 0, [], []
+        self._doc_count = 0
+
+    def _fill(self) -> None:
+        while len(self._buf) < self.length:
+            doc = next(self._docs, None)
+            if doc is None:
+                if not self._buf and self._next == 0:
+                    raise UserError("the streamed source yielded no documents.")
+                self._docs = self.make_docs()  # epoch boundary: start the stream over
+                continue
+            if len(doc):
+                self._doc_count += 1
+                self._buf += list(doc) + [self.eos_id]
+                self._seg += [self._doc_count] * (len(doc) + 1)
+
+    def get(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        if i < self._next:
+            self._reset()
+        while True:
+            self._fill()
+            ids, seg = self._buf[:self.length], self._seg[:self.length]
+            self._buf, self._seg = self._buf[self.length:], self._seg[self.length:]
+            self._next += 1
+            if self._next - 1 == i:
+                seg = np.asarray(seg, np.int32)
+                return np.asarray(ids, np.int32), (seg - seg[0] + 1).astype(np.int32)
+
+
+def pack_examples(examples: Sequence[dict], lengths: dict[str, int]) -> list[dict]:
+    """Greedy in-order packing of supervised examples into rows: a row takes the next
+    example while every feature still fits. Each row maps feature -> (concatenated ids,
+    segment ids); an example longer than a row is truncated to it."""
+    rows, current, used, segment = [], None, None, 0
+    for ex in examples:
+        ex = {k: np.asarray(v, np.int32)[:lengths[k]] for k, v in ex.items() if k in lengths}
+        if current is None or any(used[k] + len(ex[k]) > lengths[k] for k in lengths):
+            current, used, segment = {k: ([], []) for k in lengths}, dict.fromkeys(lengths, 0), 0
+            rows.append(current)
+        segment += 1
+        for k in lengths:
+            current[k][0].extend(ex[k].tolist())
+            current[k][1].extend([segment] * len(ex[k]))
+            used[k] += len(ex[k])
+    return [{k: (np.asarray(ids, np.int32), np.asarray(seg, np.int32)) for k, (ids, seg) in row.items()}
+            for row in rows]
