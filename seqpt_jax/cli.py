@@ -16,6 +16,7 @@ from seqpt_jax.errors import UserError
 COMMANDS = {
     "models": "list presets with their parameter counts (and published counts)",
     "convert": "convert Hugging Face checkpoints to seqpt_jax and back",
+    "corpus": "build the embedded multilingual corpus from Debian packages",
     "vocab": "train a SentencePiece vocabulary on the corpus (mT5 conventions, sentinels on top)",
 }
 

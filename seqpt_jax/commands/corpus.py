@@ -1,0 +1,72 @@
+"""`seqpt corpus`: build the embedded multilingual corpus from Debian packages, show its stats."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from seqpt_jax.errors import UserError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="seqpt corpus", description=__doc__)
+    sub = p.add_subparsers(dest="action", required=True)
+    b = sub.add_parser("build", help="fetch, clean, split and write the corpus (cached)")
+    b.add_argument("--out", help="corpus directory (default: $SEQPT_DATA_DIR/corpus or "
+                                 "~/.cache/seqpt_jax/corpus)")
+    b.add_argument("--langs", help="comma-separated language codes (default: the 15 of "
+                                   "languages.DEFAULT_LANGS); `seqpt corpus langs` lists them")
+    b.add_argument("--max-mb", type=float, help="cap on the text size in MB, shared equally by "
+                                                "the languages (default: everything)")
+    b.add_argument("--cache", help="download cache (default: <out>/../downloads)")
+    b.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s = sub.add_parser("stats", help="print a built corpus's sizes per language, script and task")
+    s.add_argument("--out", help="corpus directory (default as for build)")
+    sub.add_parser("langs", help="list the languages and their Debian packages")
+    return p
+
+
+def _summary(stats: dict) -> str:
+    rows = [f"{'lang':<5} {'train docs':>10} {'train MB':>9} {'valid':>6} {'test':>6}  sources"]
+    for lang, splits in stats["languages"].items():
+        tr = splits["train"]
+        srcs = ", ".join(f"{k} {v}" for k, v in stats.get("sources", {}).get(lang, {}).items())
+        rows.append(f"{lang:<5} {tr['documents']:>10} {tr['characters'] / 1e6:>9.2f} "
+                    f"{splits['validation']['documents']:>6} {splits['test']['documents']:>6}  {srcs}")
+    scripts = ", ".join(f"{k} {v['characters'] / 1e6:.1f}M chars"
+                        for k, v in sorted(stats["scripts"].items(), key=lambda kv: -kv[1]["characters"]))
+    rows.append(f"scripts: {scripts}")
+    rows.append(f"total: {stats['total_mb']} MB of text in {len(stats['languages'])} languages")
+    for task, files in stats.get("tasks", {}).items():
+        total = sum(files.values())
+        rows.append(f"task {task}: {total} examples in {len(files)} files")
+    return "\n".join(rows)
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    from seqpt_jax.data.corpus import default_dir
+    out = Path(args.out).expanduser() if getattr(args, "out", None) else default_dir()
+    if args.action == "langs":
+        from seqpt_jax.data.corpus.languages import DEFAULT_LANGS, LANGUAGES
+        for l in LANGUAGES.values():
+            mark = "*" if l.code in DEFAULT_LANGS else " "
+            print(f"{mark} {l.code:<3} {l.name:<22} {l.script:<11} ddtp={l.ddtp} "
+                  f"manpages={l.manpages} help={l.help} fortunes={l.fortunes}")
+        return 0
+    if args.action == "stats":
+        path = out / "stats.json"
+        if not (out / "COMPLETE").is_file():
+            raise UserError(f"no complete corpus at {out}; build it with `seqpt corpus build "
+                            f"--out {out}`.")
+        print(_summary(json.loads(path.read_text())))
+        return 0
+    from seqpt_jax.data.corpus.build import build
+    before = (out / "COMPLETE").is_file()
+    build(out, langs=args.langs, max_mb=args.max_mb, cache_dir=args.cache,
+          progress=not args.no_progress)
+    if not before:
+        print(_summary(json.loads((out / "stats.json").read_text())))
+        print(f"corpus written to {out}")
+    return 0
