@@ -8,6 +8,7 @@ so an interrupted save never leaves a directory that looks complete.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -23,10 +24,9 @@ from seqpt_jax.models import KINDS, TransformerConfig
 MODEL_FILE = "model.json"
 
 
-def save_params(path: str, kind: str, cfg: TransformerConfig, params, *, overwrite: bool = False) -> str:
-    """Writes params (a pytree of arrays) with its kind and config; returns the path."""
-    if kind not in KINDS:
-        raise UserError(f"Unknown model kind {kind!r}; use one of {', '.join(KINDS)}.")
+@contextlib.contextmanager
+def atomic_directory(path: str, overwrite: bool = False):
+    """Yields a temporary sibling of `path` to fill; renamed to `path` only if the block succeeds."""
     path = os.path.abspath(path)
     if os.path.exists(path) and not overwrite:
         raise UserError(f"{path} already exists; choose another --out or remove it first.")
@@ -37,19 +37,27 @@ def save_params(path: str, kind: str, cfg: TransformerConfig, params, *, overwri
     except OSError as e:
         raise UserError(f"cannot write under {parent}: {e.strerror}; choose a writable --out.") from e
     try:
-        host = jax.tree.map(lambda x: np.asarray(jax.device_get(x)), params)
-        ckptr = ocp.StandardCheckpointer()
-        ckptr.save(os.path.join(tmp, "params"), host)
-        ckptr.wait_until_finished()
-        with open(os.path.join(tmp, MODEL_FILE), "w") as f:
-            json.dump({"kind": kind, "config": cfg.to_dict()}, f, indent=2, sort_keys=True)
+        yield tmp
         if os.path.exists(path):
             shutil.rmtree(path)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
-    return path
+
+
+def save_params(path: str, kind: str, cfg: TransformerConfig, params, *, overwrite: bool = False) -> str:
+    """Writes params (a pytree of arrays) with its kind and config; returns the path."""
+    if kind not in KINDS:
+        raise UserError(f"Unknown model kind {kind!r}; use one of {', '.join(KINDS)}.")
+    with atomic_directory(path, overwrite) as tmp:
+        host = jax.tree.map(lambda x: np.asarray(jax.device_get(x)), params)
+        ckptr = ocp.StandardCheckpointer()
+        ckptr.save(os.path.join(tmp, "params"), host)
+        ckptr.wait_until_finished()
+        with open(os.path.join(tmp, MODEL_FILE), "w") as f:
+            json.dump({"kind": kind, "config": cfg.to_dict()}, f, indent=2, sort_keys=True)
+    return os.path.abspath(path)
 
 
 def read_model(path: str) -> tuple[str, TransformerConfig]:
