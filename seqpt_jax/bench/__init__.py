@@ -1,0 +1,1 @@
+"""Benchmarks that print figures (`seqpt bench ...`); never timed assertions in tests."""
