@@ -16,10 +16,8 @@ Mixture rates are language-temperature rates (alpha 0.3, as mT5) from the data's
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
-import numpy as np
 
 from seqpt_jax.data import feeding, mixing, preprocessors, records, sources, vocab
 from seqpt_jax.errors import UserError
