@@ -34,6 +34,9 @@ CASES = {
         vocab_size=251, hidden_size=36, num_hidden_layers=2, num_attention_heads=3, intermediate_size=50,
         max_position_embeddings=20, type_vocab_size=1, pad_token_id=1, bos_token_id=0, eos_token_id=2,
         layer_norm_eps=1e-5), False, tf.AutoModelForMaskedLM),
+    "roberta_h6_v99": (tf.RobertaForMaskedLM, lambda: tf.RobertaConfig(
+        vocab_size=99, hidden_size=24, num_hidden_layers=1, num_attention_heads=6, intermediate_size=30,
+        max_position_embeddings=12, type_vocab_size=1, pad_token_id=1), False, tf.AutoModelForMaskedLM),
     "t5_gated_untied_h3_v99": (tf.T5ForConditionalGeneration, lambda: tf.T5Config(
         vocab_size=99, d_model=24, d_kv=8, num_heads=3, d_ff=40, num_layers=2, num_decoder_layers=3,
         feed_forward_proj="gated-gelu", tie_word_embeddings=False, relative_attention_num_buckets=8,
@@ -51,6 +54,8 @@ CASES = {
     "t5_encoder_h3_v99": (tf.T5EncoderModel, lambda: tf.T5Config(
         vocab_size=99, d_model=24, d_kv=8, num_heads=3, d_ff=40, num_layers=3, feed_forward_proj="gated-gelu",
         relative_attention_num_buckets=8, relative_attention_max_distance=16), False, tf.T5EncoderModel),
+    "mt5_encoder_h6_v251": (tf.MT5EncoderModel, lambda: tf.MT5Config(
+        vocab_size=251, d_model=24, d_kv=4, num_heads=6, d_ff=32, num_layers=2), False, tf.MT5EncoderModel),
 }
 
 
@@ -90,7 +95,7 @@ def _hf_out(model, batch, cfg) -> np.ndarray:
         kwargs["decoder_input_ids"] = torch.from_numpy(batch["decoder_input_tokens"]).long()
     with torch.no_grad():
         out = model(**kwargs)
-    return (out.last_hidden_state if isinstance(model, tf.T5EncoderModel) else out.logits).numpy()
+    return (out.logits if hasattr(out, "logits") else out.last_hidden_state).numpy()
 
 
 def _ours(kind, cfg, params, batch) -> np.ndarray:
