@@ -12,7 +12,7 @@ import jax.numpy as jnp
 
 from seqpt_jax.models.config import TransformerConfig
 from seqpt_jax.models.layers import DenseGeneral, Norm, _param
-from seqpt_jax.models.transformer import Batch, Embedders, decode, encode
+from seqpt_jax.models.transformer import Batch, Embedders, decode, decode_step, encode
 
 Array = jax.Array
 
@@ -74,16 +74,40 @@ class EncoderMLM(nn.Module):
 
 
 class EncoderDecoder(nn.Module):
-    """Seq2seq: encoder + causal decoder with cross-attention; float32 logits over the vocab."""
+    """Seq2seq: encoder + causal decoder with cross-attention; float32 logits over the vocab.
+
+    For generation, `encode` and `decode_step` run the two halves separately
+    (`model.apply(..., method="encode")`); they share `__call__`'s parameters.
+    """
 
     cfg: TransformerConfig
 
-    @nn.compact
     def __call__(self, batch: Batch, *, enable_dropout: bool = False) -> Array:
+        return self._run("forward", batch, enable_dropout=enable_dropout)
+
+    def encode(self, batch: Batch) -> tuple[Array, Array]:
+        """(encoded hidden states, encoder segment ids) for `encoder_input_tokens`."""
+        return self._run("encode", batch)
+
+    def decode_step(self, tokens: Array, encoded: Array, encoder_segments: Array, step: Array,
+                    max_length: int) -> Array:
+        """Logits for decoder `tokens` [batch, q] at positions `step`..; needs mutable "cache".
+        `max_length` is the cache length (static)."""
+        return self._run("decode_step", (tokens, encoded, encoder_segments, step, max_length))
+
+    @nn.compact
+    def _run(self, mode: str, inputs, *, enable_dropout: bool = False):
+        # One compact method builds every submodule (Linen allows one), so all three entry
+        # points see the same parameter tree.
         cfg = self.cfg
         embedders = Embedders(cfg)
-        encoded, segments = encode(cfg, embedders, batch, not enable_dropout)
-        y = decode(cfg, embedders, batch, encoded, segments, not enable_dropout)
+        if mode == "decode_step":
+            y = decode_step(cfg, embedders, *inputs)
+        else:
+            encoded, segments = encode(cfg, embedders, inputs, not enable_dropout)
+            if mode == "encode":
+                return encoded, segments
+            y = decode(cfg, embedders, inputs, encoded, segments, not enable_dropout)
         if cfg.tie_embeddings and cfg.family == "t5":
             y = y * cfg.d_model ** -0.5  # T5 rescales before the tied projection.
         return _vocab_logits(self, cfg, embedders, y, "lm_head").astype(jnp.float32)

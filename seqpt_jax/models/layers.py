@@ -85,9 +85,33 @@ class DenseGeneral(nn.Module):
 
 
 class Attention(nn.Module):
-    """Multi-head attention through `jax.nn.dot_product_attention` (fused where available)."""
+    """Multi-head attention through `jax.nn.dot_product_attention` (fused where available).
+
+    `decode=True` (decoder self-attention at generation time) keeps keys and values in the
+    "cache" collection (`cached_key`, `cached_value`, `cache_index`), as Flax's
+    MultiHeadDotProductAttention does: the first call, with the full target length, only
+    creates the zero cache; later calls append this step's keys/values and attend to the
+    cache prefix, causal within the step. Params are the same in both modes.
+    """
 
     cfg: TransformerConfig
+    decode: bool = False
+
+    def _update_cache(self, key: Array, value: Array, mask: Optional[Array]):
+        initialized = self.has_variable("cache", "cached_key")
+        cached_key = self.variable("cache", "cached_key", jnp.zeros, key.shape, key.dtype)
+        cached_value = self.variable("cache", "cached_value", jnp.zeros, value.shape, value.dtype)
+        cache_index = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
+        if not initialized:
+            return key, value, mask
+        index, steps, length = cache_index.value, key.shape[1], cached_key.value.shape[1]
+        cached_key.value = jax.lax.dynamic_update_slice(cached_key.value, key, (0, index, 0, 0))
+        cached_value.value = jax.lax.dynamic_update_slice(cached_value.value, value, (0, index, 0, 0))
+        cache_index.value = index + steps
+        visible = jnp.arange(length)[None, :] <= index + jnp.arange(steps)[:, None]  # [q, k]
+        visible = visible[None, None]
+        mask = visible if mask is None else mask & visible
+        return cached_key.value, cached_value.value, mask
 
     @nn.compact
     def __call__(self, x: Array, kv_input: Array, mask: Optional[Array],
@@ -103,6 +127,8 @@ class Attention(nn.Module):
         query = _constrain(query, ("batch", "length", "heads", "kv"))
         key = _constrain(key, ("batch", "length", "heads", "kv"))
         value = _constrain(value, ("batch", "length", "heads", "kv"))
+        if self.decode:
+            key, value, mask = self._update_cache(key, value, mask)
         scale = 1.0 if cfg.family == "t5" else 1.0 / math.sqrt(k)
         if bias is not None:
             bias = bias.astype(query.dtype)

@@ -69,12 +69,13 @@ class EncoderLayer(nn.Module):
 class DecoderLayer(nn.Module):
     cfg: TransformerConfig
     deterministic: bool = True
+    decode: bool = False  # key/value cache for step-by-step generation (see Attention)
 
     @nn.compact
     def __call__(self, x: Array, encoded: Array, self_mask: Array, cross_mask: Array,
                  bias: Optional[Array]):
         cfg, det = self.cfg, self.deterministic
-        self_attn = Attention(cfg, name="self_attention")
+        self_attn = Attention(cfg, decode=self.decode, name="self_attention")
         cross_attn = Attention(cfg, name="cross_attention")
         mlp = Mlp(cfg, name="mlp")
         if cfg.norm_position == "pre":
@@ -94,16 +95,17 @@ class DecoderLayer(nn.Module):
 
 
 def _scanned(layer_cls, cfg: TransformerConfig, num_layers: int, num_inputs: int,
-             deterministic: bool, name: str) -> nn.Module:
+             deterministic: bool, name: str, **layer_kwargs) -> nn.Module:
     """`num_layers` copies of a layer with every parameter stacked on a leading `layers` axis."""
     if cfg.remat != "none":
         policy = (jax.checkpoint_policies.checkpoint_dots if cfg.remat == "dots"
                   else jax.checkpoint_policies.nothing_saveable)
         layer_cls = nn.remat(layer_cls, policy=policy, prevent_cse=False)
-    scan = nn.scan(layer_cls, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
+    # A decode cache, when there is one, is stacked per layer like the params.
+    scan = nn.scan(layer_cls, variable_axes={"params": 0, "cache": 0}, split_rngs={"params": True, "dropout": True},
                    in_axes=(nn.broadcast,) * num_inputs, length=num_layers,
                    metadata_params={nn.PARTITION_NAME: "layers"})
-    return scan(cfg, deterministic, name=name)
+    return scan(cfg, deterministic, name=name, **layer_kwargs)
 
 
 def attention_mask(q_segments: Array, k_segments: Array) -> Array:
@@ -132,17 +134,22 @@ class EncoderStack(nn.Module):
 class DecoderStack(nn.Module):
     cfg: TransformerConfig
     deterministic: bool = True
+    decode: bool = False
 
     @nn.compact
     def __call__(self, y: Array, encoded: Array, self_mask: Array, cross_mask: Array,
-                 positions) -> Array:
+                 positions, key_positions=None) -> Array:
+        """`key_positions` (decode mode): the cache's positions when queries are one step."""
         cfg = self.cfg
         bias = None
         if cfg.positions == "relative":
-            bias = RelativePositionBias(cfg, bidirectional=False, name="relpos_bias")(positions, positions)
+            keys = positions if key_positions is None else key_positions
+            bias = RelativePositionBias(cfg, bidirectional=False, name="relpos_bias")(positions, keys)
         else:
             y = _dropout(cfg, Norm(cfg, name="embedding_norm")(y), self.deterministic)
-        layers = _scanned(DecoderLayer, cfg, cfg.num_decoder_layers, 4, self.deterministic, "layers")
+        kwargs = {"decode": True} if self.decode else {}
+        layers = _scanned(DecoderLayer, cfg, cfg.num_decoder_layers, 4, self.deterministic, "layers",
+                          **kwargs)
         y, _ = layers(y, encoded, self_mask, cross_mask, bias)
         if cfg.norm_position == "pre":
             y = _dropout(cfg, Norm(cfg, name="final_norm")(y), self.deterministic)
@@ -209,6 +216,22 @@ def decode(cfg: TransformerConfig, embedders: Embedders, batch: Batch, encoded: 
         y = _dropout(cfg, y, deterministic)
     self_mask, cross_mask = decoder_masks(batch, encoder_segments, length)
     return DecoderStack(cfg, deterministic, name="decoder")(y, encoded, self_mask, cross_mask, positions)
+
+
+def decode_step(cfg: TransformerConfig, embedders: Embedders, tokens: Array, encoded: Array,
+                encoder_segments: Array, step: Array, max_length: int) -> Array:
+    """Decoder hidden states for `tokens` [batch, q] at positions step..step+q-1, reading and
+    extending the key/value cache of length `max_length` (mutable "cache" collection).
+
+    Call with tokens of length `max_length` and no cache yet to create the cache (shapes only).
+    """
+    q = tokens.shape[-1]
+    positions = (jnp.asarray(step, jnp.int32) + jnp.arange(q, dtype=jnp.int32))[None]
+    key_positions = np.arange(max_length, dtype=np.int32)[None]
+    y = embedders(tokens, positions)
+    cross_mask = (encoder_segments != 0)[:, None, None, :]
+    stack = DecoderStack(cfg, True, decode=True, name="decoder")
+    return stack(y, encoded, None, cross_mask, positions, key_positions)
 
 
 def decoder_masks(batch: Batch, encoder_segments: Array, length: int):
