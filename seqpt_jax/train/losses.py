@@ -1,0 +1,59 @@
+"""Training losses: weighted token cross-entropy (+ optional z-loss) for MLM and seq2seq.
+
+Every loss returns *sums* (loss, z-loss, weight), not means: gradient accumulation and data
+parallelism add sums across micro-batches and devices and divide once by the total weight, so
+k micro-batches give exactly the gradient of one batch k times larger.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+
+class LossSums(NamedTuple):
+    loss: jax.Array      # sum of weighted cross-entropy (+ z-loss) over tokens
+    z_loss: jax.Array    # the z-loss part of `loss`
+    weight: jax.Array    # sum of token weights (the normaliser)
+    correct: jax.Array   # weighted count of argmax hits (accuracy = correct / weight)
+
+
+def cross_entropy(logits: jax.Array, targets: jax.Array, weights: jax.Array,
+                  z_loss: float = 0.0) -> LossSums:
+    """Weighted softmax cross-entropy over the last axis, computed in float32.
+
+    z-loss (PaLM / T5X): `z_loss * logsumexp(logits)^2` per token keeps the softmax normaliser
+    near 1, which stabilises bf16 training of large vocabularies.
+    """
+    logits = logits.astype(jnp.float32)
+    weights = weights.astype(jnp.float32)
+    log_z = jax.nn.logsumexp(logits, axis=-1)
+    target_logit = jnp.take_along_axis(logits, targets[..., None].astype(jnp.int32), -1)[..., 0]
+    token_loss = log_z - target_logit
+    token_z = z_loss * jnp.square(log_z)
+    correct = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
+    return LossSums(loss=jnp.sum((token_loss + token_z) * weights),
+                    z_loss=jnp.sum(token_z * weights),
+                    weight=jnp.sum(weights),
+                    correct=jnp.sum(correct * weights))
+
+
+def mlm_loss(logits: jax.Array, batch: dict, z_loss: float = 0.0) -> LossSums:
+    """Loss on the masked positions: `mlm_targets` weighted by `mlm_weights`."""
+    return cross_entropy(logits, batch["mlm_targets"], batch["mlm_weights"], z_loss)
+
+
+def seq2seq_loss(logits: jax.Array, batch: dict, z_loss: float = 0.0) -> LossSums:
+    """Loss on `decoder_target_tokens` weighted by `decoder_loss_weights` (seqio's names)."""
+    return cross_entropy(logits, batch["decoder_target_tokens"], batch["decoder_loss_weights"], z_loss)
+
+
+def loss_for(batch: dict):
+    """The loss that matches a batch's features: seq2seq if it has decoder targets, else MLM."""
+    return seq2seq_loss if "decoder_target_tokens" in batch else mlm_loss
+
+
+def add(a: LossSums, b: LossSums) -> LossSums:
+    return LossSums(*(x + y for x, y in zip(a, b)))
