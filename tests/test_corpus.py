@@ -382,3 +382,23 @@ def test_max_mb_caps_each_language(tmp_path, monkeypatch):
     stats = json.loads((out / "stats.json").read_text())
     for lang, splits in stats["languages"].items():
         assert 0 < sum(s["characters"] for s in splits.values()) <= 1000
+
+
+def test_stats_command_prints_the_summary_or_one_line_error(tiny_corpus, tmp_path, capsys):
+    assert cli.main(["corpus", "stats", "--out", str(tiny_corpus)]) == 0
+    shown = capsys.readouterr().out
+    assert "total:" in shown and "task ui_tagging:" in shown and shown.count("\nde ") == 1
+    assert cli.main(["corpus", "stats", "--out", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "no complete corpus" in err
+
+
+def test_package_licenses_come_from_the_copyright_file(tmp_path):
+    from seqpt_jax.data.corpus import output
+    doc = tmp_path / "usr/share/doc/fortunes-de"
+    doc.mkdir(parents=True)
+    (doc / "copyright").write_text("Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\n"
+                                   "Files: *\nCopyright: 1999 A\nLicense: GPL-2+\n\nFiles: debian/*\n"
+                                   "License: GPL-2+\n\nLicense: BSD-3-clause\n Text.\n")
+    assert output.package_licenses(tmp_path, "fortunes-de") == "BSD-3-clause, GPL-2+"
+    assert output.package_licenses(tmp_path, "fortunes-xx") == "no copyright file"

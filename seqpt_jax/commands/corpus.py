@@ -28,11 +28,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _summary(stats: dict) -> str:
-    rows = [f"{'lang':<5} {'train docs':>10} {'train MB':>9} {'valid':>6} {'test':>6}  sources"]
+    rows = [f"{'lang':<5} {'train docs':>10} {'train Mchar':>11} {'valid':>6} {'test':>6}  sources"]
     for lang, splits in stats["languages"].items():
         tr = splits["train"]
         srcs = ", ".join(f"{k} {v}" for k, v in stats.get("sources", {}).get(lang, {}).items())
-        rows.append(f"{lang:<5} {tr['documents']:>10} {tr['characters'] / 1e6:>9.2f} "
+        rows.append(f"{lang:<5} {tr['documents']:>10} {tr['characters'] / 1e6:>11.2f} "
                     f"{splits['validation']['documents']:>6} {splits['test']['documents']:>6}  {srcs}")
     scripts = ", ".join(f"{k} {v['characters'] / 1e6:.1f}M chars"
                         for k, v in sorted(stats["scripts"].items(), key=lambda kv: -kv[1]["characters"]))

@@ -72,7 +72,7 @@ def _tree(c: _Collector, fetcher: Fetcher, source: str, package: str | None, lan
     if tree is None:
         c.missing.append(f"{source}: no package for {lang}" + (f" ({package})" if package else ""))
     else:
-        c.packages[source].append(package)
+        c.packages[source].append(f"{package}: {output.package_licenses(tree, package)}")
     return tree
 
 

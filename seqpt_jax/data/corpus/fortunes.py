@@ -12,9 +12,8 @@ from pathlib import Path
 from seqpt_jax.data.corpus.clean import Doc, Skips, decode, letter_ratio, normalize
 
 NAME = "fortunes"
-LICENSE = ("Collected quotations; the packages are distributed in Debian main (BSD-4-clause "
-           "for `fortunes`, various free licenses for fortunes-<lang>; see each package's "
-           "copyright file).")
+LICENSE = ("Per package, as its copyright file states (GPL-2+ for most fortunes-<lang>); "
+           "the quotations themselves are collected from many authors.")
 FETCHED = "`apt-get download fortunes-<lang>` and `dpkg -x` (nothing installed)."
 
 

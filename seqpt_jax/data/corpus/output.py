@@ -113,6 +113,16 @@ def write_tasks(root: Path, tasks: dict[str, dict[tuple[str, str], list]]) -> di
     return counts
 
 
+def package_licenses(tree: Path, package: str) -> str:
+    """The distinct `License:` names in the package's machine-readable copyright file."""
+    path = tree / "usr/share/doc" / package / "copyright"
+    if not path.is_file():
+        return "no copyright file"
+    names = sorted({line[8:].strip() for line in path.read_text(errors="replace").splitlines()
+                    if line.startswith("License:") and line[8:].strip()})
+    return ", ".join(names) if names else "free-form copyright file"
+
+
 def write_sources(root: Path, sources, packages: dict[str, list[str]]) -> None:
     """SOURCES.md: per source its license, how it was fetched and the packages used."""
     lines = ["# Sources of this corpus", "",
@@ -124,7 +134,8 @@ def write_sources(root: Path, sources, packages: dict[str, list[str]]) -> None:
                   f"- Fetched: {module.FETCHED}"]
         used = packages.get(module.NAME, [])
         if used:
-            lines.append(f"- Packages / indexes: {', '.join(used)}")
+            lines.append("- Packages / indexes (with the licenses their copyright files name):")
+            lines += [f"  - {item}" for item in used]
         lines.append("")
     (root / "SOURCES.md").write_text("\n".join(lines))
 
