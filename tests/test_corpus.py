@@ -208,8 +208,11 @@ def test_unknown_language_is_one_line_exit_2(capsys, tmp_path):
     assert "\n" not in err and "unknown language code(s) xx" in err
 
 
-def test_unwritable_out_is_a_user_error(tmp_path):
+def test_unwritable_out_is_a_user_error(tmp_path, capsys):
     (tmp_path / "file").write_text("not a directory")
+    assert cli.main(["corpus", "build", "--langs", "en", "de", "--out", str(tmp_path / "file" / "c")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "cannot write the corpus" in err
     with pytest.raises(UserError, match="cannot write the corpus"):
         build.build(tmp_path / "file" / "corpus", langs="en", fetcher=FixtureFetcher(tmp_path))
 

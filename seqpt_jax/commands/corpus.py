@@ -15,8 +15,9 @@ def _parser() -> argparse.ArgumentParser:
     b = sub.add_parser("build", help="fetch, clean, split and write the corpus (cached)")
     b.add_argument("--out", help="corpus directory (default: $SEQPT_DATA_DIR/corpus or "
                                  "~/.cache/seqpt_jax/corpus)")
-    b.add_argument("--langs", help="comma-separated language codes (default: the 15 of "
-                                   "languages.DEFAULT_LANGS); `seqpt corpus langs` lists them")
+    b.add_argument("--langs", nargs="+", help="language codes, space or comma separated "
+                                              "(default: 15 languages); `seqpt corpus langs` "
+                                              "lists them")
     b.add_argument("--max-mb", type=float, help="cap on the text size in MB, shared equally by "
                                                 "the languages (default: everything)")
     b.add_argument("--cache", help="download cache (default: <out>/../downloads)")
@@ -64,7 +65,8 @@ def main(argv: list[str]) -> int:
         return 0
     from seqpt_jax.data.corpus.build import build
     before = (out / "COMPLETE").is_file()
-    build(out, langs=args.langs, max_mb=args.max_mb, cache_dir=args.cache,
+    langs = ",".join(args.langs).split(",") if args.langs else None
+    build(out, langs=langs, max_mb=args.max_mb, cache_dir=args.cache,
           progress=not args.no_progress)
     if not before:
         print(_summary(json.loads((out / "stats.json").read_text())))
