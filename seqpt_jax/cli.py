@@ -18,6 +18,8 @@ COMMANDS = {
     "convert": "convert Hugging Face checkpoints to seqpt_jax and back",
     "corpus": "build the embedded multilingual corpus from Debian packages",
     "vocab": "train a SentencePiece vocabulary on the corpus (mT5 conventions, sentinels on top)",
+    "finetune": "fine-tune a checkpoint on a downstream task; scores per language (zero-shot + in-language)",
+    "eval": "score a fine-tuned model on test files or the corpus's languages",
 }
 
 

@@ -1,0 +1,126 @@
+"""`seqpt finetune`: fine-tune a checkpoint on a downstream task and score it per language.
+
+  seqpt finetune --task classification --init CKPT --vocab spm.model --train t.jsonl --test e.jsonl --out DIR
+  seqpt finetune --task section --init CKPT --vocab spm.model --corpus ~/.cache/seqpt_jax/corpus --out DIR
+
+Tasks are user files (classification | tagging | generation with --train/--validation/--test)
+or the corpus's cross-lingual tasks (section | ui_tagging | translation | synopsis): fine-tuned
+on English and tested on every language, plus in-language runs. Settings are the fields of
+`Options` (seqpt_jax/evaluate/finetune.py), bound with --gin_file / --gin.Options.epochs=5.
+Writes DIR/results.json, DIR/results.md, DIR/scores.png and the fine-tuned model DIR/model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+
+from seqpt_jax.errors import UserError
+
+DEFAULT_CORPUS = "~/.cache/seqpt_jax/corpus"
+_OPTIONS = None
+
+
+def add_task_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--task", required=True,
+                        help="classification | tagging | generation (user files) or "
+                             "section | ui_tagging | translation | synopsis (corpus)")
+    parser.add_argument("--train", help="training file (user tasks)")
+    parser.add_argument("--validation", help="validation file (user tasks)")
+    parser.add_argument("--test", help="test file (user tasks)")
+    parser.add_argument("--corpus", default=DEFAULT_CORPUS, help="corpus directory (corpus tasks)")
+    parser.add_argument("--langs", help="comma-separated languages to use (corpus tasks)")
+    parser.add_argument("--vocab", help="SentencePiece model (default: CKPT/vocab.model)")
+    parser.add_argument("--gin_file", action="append", default=[], help="gin file binding Options.*")
+    parser.add_argument("--out", required=True, help="output directory")
+
+
+def split_gin_bindings(argv: list[str]) -> tuple[list[str], list[str]]:
+    """T5X-style `--gin.NAME=VALUE` flags out of argv (argparse cannot declare them)."""
+    rest, bindings = [], []
+    for arg in argv:
+        if arg.startswith("--gin.") and "=" in arg:
+            bindings.append(arg[len("--gin."):])
+        else:
+            rest.append(arg)
+    return rest, bindings
+
+
+def options(gin_files: list[str], bindings: list[str]):
+    """`Options` with the gin files and bindings applied (gin stays out of library code)."""
+    import gin
+
+    from seqpt_jax.evaluate.finetune import Options
+
+    for path in gin_files:
+        if not os.path.isfile(path):
+            raise UserError(f"gin file {path} not found; pass an existing --gin_file.")
+    global _OPTIONS
+    if _OPTIONS is None:  # register once per process (tests call main repeatedly)
+        _OPTIONS = gin.external_configurable(Options, name="Options")
+    with gin.unlock_config():
+        gin.clear_config()
+        try:
+            gin.parse_config_files_and_bindings(gin_files, bindings)
+        except (ValueError, KeyError, SyntaxError) as e:
+            raise UserError(f"bad gin binding: {str(e).splitlines()[0]}; bind fields of Options, "
+                            "e.g. --gin.Options.epochs=5.") from None
+    return _OPTIONS()
+
+
+def resolve_task(args):
+    from seqpt_jax.evaluate import tasks
+
+    if args.train or args.test or args.validation:
+        return tasks.from_files(args.task, args.train, args.validation, args.test)
+    langs = args.langs.split(",") if args.langs else None
+    return tasks.from_corpus(args.task, args.corpus, langs)
+
+
+def load_vocab(path: str | None, ckpt: str | None):
+    from seqpt_jax.data import vocab as vocab_lib
+
+    if path is None and ckpt:
+        path = os.path.join(ckpt, "vocab.model")
+    if path is None:
+        raise UserError("--vocab SPM_MODEL is required (the vocabulary the checkpoint was trained with).")
+    return vocab_lib.load(path)
+
+
+def write_results(results: dict, out: str) -> None:
+    from seqpt_jax.evaluate import report
+
+    paths = report.write(results, out)
+    print(report.markdown(results))
+    print(f"wrote {paths['results.json']}, {paths['results.md']}, {paths['scores.png']}")
+
+
+def main(argv: list[str]) -> int:
+    argv, bindings = split_gin_bindings(argv)
+    parser = argparse.ArgumentParser(prog="seqpt finetune", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_task_args(parser)
+    init = parser.add_mutually_exclusive_group(required=True)
+    init.add_argument("--init", help="pre-trained checkpoint (written by params_io / seqpt convert)")
+    init.add_argument("--preset", help="start from random weights of this preset (a from-scratch baseline)")
+    args = parser.parse_args(argv)
+
+    import jax
+
+    from seqpt_jax import models, params_io
+    from seqpt_jax.evaluate import protocol
+
+    opts = options(args.gin_file, bindings)
+    task = resolve_task(args)
+    vocab = load_vocab(args.vocab, args.init)
+    if args.init:
+        kind, cfg, params = params_io.load_params(args.init)
+    else:
+        kind, cfg = "encoder", models.preset(args.preset, vocab_size=vocab.vocab_size)
+        params = models.init(models.Encoder(cfg), jax.random.key(opts.seed))
+    results = protocol.run(task, kind, cfg, params, vocab, opts, save_dir=os.path.join(args.out, "model"))
+    results["init"] = args.init or f"scratch:{args.preset}"
+    results["options"] = dataclasses.asdict(opts)
+    write_results(results, args.out)
+    return 0

@@ -1,0 +1,203 @@
+"""Fine-tuning one model on one split, and predicting with it.
+
+The downstream model takes its shared subtree (embeddings + encoder, or the whole seq2seq
+model) from a pre-trained checkpoint and starts its head fresh. Training is a small jitted
+AdamW loop with linear warmup and decay; the large-scale trainer lives in seqpt_jax/train/.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from seqpt_jax import models
+from seqpt_jax.errors import UserError
+from seqpt_jax.evaluate import decoding
+from seqpt_jax.train.losses import cross_entropy
+
+# The subtrees an EncoderMLM, EncoderDecoder and the classifiers share (DESIGN.md §2).
+SHARED = ("token_embedder", "position_embedder", "token_type_embedder", "embedding_norm", "encoder")
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """Fine-tuning and decoding settings (bound from gin files by `seqpt finetune`)."""
+
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.1
+    epochs: float = 3.0
+    batch_size: int = 32
+    max_length: int = 128  # encoder tokens; longer inputs are cut and counted
+    target_length: int = 64  # generation targets and decoding length
+    beam_size: int = 1  # 1 = greedy
+    length_alpha: float = 0.6
+    dropout_rate: float | None = None  # None: the checkpoint's own
+    seed: int = 0
+    in_language: bool = True  # also fine-tune on each other language that has training data
+
+
+def build_model(kind: str, cfg: models.TransformerConfig, num_labels: int):
+    if kind == "classification":
+        return models.SequenceClassifier(cfg, num_labels)
+    if kind == "tagging":
+        return models.TokenClassifier(cfg, num_labels)
+    return models.EncoderDecoder(cfg)
+
+
+def transfer(init_kind: str, init_params: dict, fresh: dict) -> dict:
+    """`fresh` with every subtree it shares with the checkpoint replaced by the checkpoint's.
+
+    A seq2seq target takes all of a seq2seq checkpoint, or embeddings + encoder of an encoder
+    checkpoint (the decoder then starts fresh: the warm start of Soltan et al.).
+    """
+    shared = tuple(fresh) if init_kind == "encoder_decoder" and "decoder" in fresh else SHARED
+    out = dict(fresh)
+    for key in shared:
+        if key not in fresh or key not in init_params:
+            continue
+        want = jax.tree.map(jnp.shape, fresh[key])
+        have = jax.tree.map(jnp.shape, init_params[key])
+        if want != have:
+            raise UserError(f"checkpoint subtree {key!r} does not fit the downstream model (shapes "
+                            "differ); fine-tune with the checkpoint's own config and vocabulary.")
+        out[key] = init_params[key]
+    if "encoder" not in init_params:
+        raise UserError(f"checkpoint of kind {init_kind!r} has no encoder to fine-tune.")
+    return out
+
+
+def loss_fn(kind: str):
+    """(logits, batch) -> LossSums for the task kind."""
+    if kind == "classification":
+        return lambda logits, b: cross_entropy(logits, b["labels"], b["weights"])
+    if kind == "tagging":
+        return lambda logits, b: cross_entropy(logits, b["labels"], b["label_weights"] * b["weights"][:, None])
+    return lambda logits, b: cross_entropy(logits, b["decoder_target_tokens"],
+                                           b["decoder_loss_weights"] * b["weights"][:, None])
+
+
+def _model_inputs(batch: dict) -> dict:
+    keep = ("encoder_input_tokens", "encoder_token_type_ids", "decoder_input_tokens")
+    return {k: v for k, v in batch.items() if k in keep}
+
+
+def batches(arrays: dict, batch_size: int, rng: np.random.Generator | None = None) -> Iterator[dict]:
+    """Fixed-size batches (one compiled shape). The last batch is filled with weight-0 rows."""
+    n = len(next(iter(arrays.values())))
+    order = rng.permutation(n) if rng is not None else np.arange(n)
+    for start in range(0, n, batch_size):
+        idx = order[start:start + batch_size]
+        fill = batch_size - len(idx)
+        weights = np.concatenate([np.ones(len(idx), np.float32), np.zeros(fill, np.float32)])
+        idx = np.concatenate([idx, np.zeros(fill, idx.dtype)])
+        yield {**{k: v[idx] for k, v in arrays.items()}, "weights": weights}
+
+
+def train(model, params: dict, kind: str, arrays: dict, options: Options, desc: str = "fine-tune") -> tuple[dict, list]:
+    """Fine-tunes `params` on `arrays`; returns (params, per-step losses)."""
+    n = len(arrays["encoder_input_tokens"])
+    steps_per_epoch = -(-n // options.batch_size)
+    total = max(1, int(round(options.epochs * steps_per_epoch)))
+    warmup = int(options.warmup_fraction * total)
+    schedule = optax.join_schedules(
+        [optax.linear_schedule(0.0, options.learning_rate, max(warmup, 1)),
+         optax.linear_schedule(options.learning_rate, 0.0, max(total - warmup, 1))], [warmup])
+    tx = optax.adamw(schedule, weight_decay=options.weight_decay)
+    loss_of = loss_fn(kind)
+    use_dropout = bool(model.cfg.dropout_rate)
+
+    @jax.jit
+    def step(params, opt_state, batch, rng):
+        def objective(p):
+            logits = model.apply({"params": p}, _model_inputs(batch), enable_dropout=use_dropout,
+                                 rngs={"dropout": rng})
+            sums = loss_of(logits, batch)
+            return sums.loss / jnp.maximum(sums.weight, 1.0)
+        loss, grads = jax.value_and_grad(objective)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    opt_state = tx.init(params)
+    data_rng, key = np.random.default_rng(options.seed), jax.random.key(options.seed)
+    losses, bar = [], tqdm(total=total, desc=desc, leave=False)
+    while len(losses) < total:
+        for batch in batches(arrays, options.batch_size, data_rng):
+            key, sub = jax.random.split(key)
+            params, opt_state, loss = step(params, opt_state, batch, sub)
+            losses.append(float(loss))
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            if len(losses) >= total:
+                break
+    bar.close()
+    return params, losses
+
+
+def predict_labels(model, params: dict, arrays: dict, batch_size: int) -> np.ndarray:
+    """Argmax labels: [n] for classification, [n, length] for tagging."""
+    apply = jax.jit(lambda p, b: jnp.argmax(model.apply({"params": p}, b), -1))
+    n = len(arrays["encoder_input_tokens"])
+    out = [np.asarray(apply(params, _model_inputs(b))) for b in batches(arrays, batch_size)]
+    return np.concatenate(out)[:n]
+
+
+def generate(model, params: dict, arrays: dict, options: Options, eos_id: int = 1) -> np.ndarray:
+    """Decoded token ids [n, target_length] (greedy, or beam search when beam_size > 1)."""
+    n = len(arrays["encoder_input_tokens"])
+    out = []
+    for b in batches({"encoder_input_tokens": arrays["encoder_input_tokens"]}, options.batch_size):
+        inputs = {"encoder_input_tokens": b["encoder_input_tokens"]}
+        if options.beam_size > 1:
+            seqs, _ = decoding.beam_search(model, params, inputs, max_length=options.target_length,
+                                           beam_size=options.beam_size, alpha=options.length_alpha,
+                                           eos_id=eos_id)
+            out.append(np.asarray(seqs[:, 0]))
+        else:
+            out.append(np.asarray(decoding.greedy(model, params, inputs, max_length=options.target_length,
+                                                  eos_id=eos_id)))
+    return np.concatenate(out)[:n]
+
+
+# ------------------------------------------------------------------------------ saved models
+
+FINETUNED_FILE = "finetuned.json"
+
+
+def save(path: str, kind: str, cfg: models.TransformerConfig, labels: list, params: dict) -> None:
+    """A fine-tuned model: `finetuned.json` (task kind, config, labels) + orbax `params/`."""
+    import json
+    import os
+
+    import orbax.checkpoint as ocp
+
+    path = os.path.abspath(path)
+    os.makedirs(path, exist_ok=True)
+    ckptr = ocp.StandardCheckpointer()
+    ckptr.save(os.path.join(path, "params"), jax.tree.map(np.asarray, params), force=True)
+    ckptr.wait_until_finished()
+    with open(os.path.join(path, FINETUNED_FILE), "w") as f:
+        json.dump({"kind": kind, "labels": labels, "config": cfg.to_dict()}, f, indent=2)
+
+
+def load(path: str) -> tuple[str, models.TransformerConfig, list, dict]:
+    """(task kind, config, labels, params) of a model written by `save`."""
+    import json
+    import os
+
+    import orbax.checkpoint as ocp
+
+    meta = os.path.join(path, FINETUNED_FILE)
+    if not os.path.isfile(meta):
+        raise UserError(f"{path} holds no fine-tuned model ({FINETUNED_FILE} missing); point --model "
+                        "at OUT/model of a `seqpt finetune` run.")
+    with open(meta) as f:
+        d = json.load(f)
+    params = ocp.StandardCheckpointer().restore(os.path.join(os.path.abspath(path), "params"))
+    return d["kind"], models.TransformerConfig.from_dict(d["config"]), d["labels"], params

@@ -1,0 +1,146 @@
+"""The cross-lingual protocol: fine-tune on the source language, test on every language
+(zero-shot), plus in-language fine-tuning where a language has its own training data.
+
+Returns one results dict (what `report` writes as results.json): per run, the training
+language, the validation scores and, per test language, the metrics, the example count and
+how many examples were cut to the model length.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from seqpt_jax import models
+from seqpt_jax.errors import UserError
+from seqpt_jax.evaluate import data, finetune, metrics
+from seqpt_jax.evaluate.tasks import Task
+
+PRIMARY = {"classification": "accuracy", "tagging": "f1", "generation": "chrf"}
+
+
+def _encode(kind, vocab, examples, labels, options):
+    if kind == "classification":
+        return data.encode_classification(vocab, examples, labels, options.max_length)
+    if kind == "tagging":
+        return data.encode_tagging(vocab, examples, labels, options.max_length)
+    return data.encode_generation(vocab, examples, options.max_length, options.target_length)
+
+
+def _decode_text(vocab, ids: np.ndarray, eos_id: int = 1) -> list[str]:
+    out = []
+    for row in ids.tolist():
+        row = row[:row.index(eos_id)] if eos_id in row else row
+        out.append(vocab.decode([t for t in row if t != 0]))
+    return out
+
+
+def score(kind: str, model, params, vocab, examples, labels, options, lang: str) -> dict:
+    """Metrics of one split, with `n` and `truncated` (cut examples are scored, not dropped)."""
+    enc = _encode(kind, vocab, examples, labels, options)
+    result = {"n": len(examples), "truncated": enc.truncated}
+    if kind == "classification":
+        pred = finetune.predict_labels(model, params, enc.arrays, options.batch_size)
+        gold = [ex["label"] for ex in examples]
+        guess = [labels[i] for i in pred]
+        result.update(accuracy=metrics.accuracy(guess, gold), macro_f1=metrics.macro_f1(guess, gold))
+    elif kind == "tagging":
+        pred = finetune.predict_labels(model, params, enc.arrays, options.batch_size)
+        fallback = "O" if "O" in labels else labels[0]  # words past the model length
+        gold, guess = [], []
+        for i, ex in enumerate(examples):
+            kept = [labels[pred[i, p]] for p in enc.word_index[i]]
+            guess.append(kept + [fallback] * (len(ex["tags"]) - len(kept)))
+            gold.append(ex["tags"])
+        result["token_accuracy"] = metrics.token_accuracy(gold, guess)
+        if metrics.is_bio(labels):
+            spans = metrics.span_f1(gold, guess)
+            result.update(precision=spans["precision"], recall=spans["recall"], f1=spans["f1"])
+        else:
+            result["f1"] = result["token_accuracy"]  # plain tags: the primary score is accuracy
+    else:
+        hyps = _decode_text(vocab, finetune.generate(model, params, enc.arrays, options))
+        refs = [ex["target"] for ex in examples]
+        result.update(bleu=metrics.bleu(hyps, refs, lang), chrf=metrics.chrf(hyps, refs),
+                      exact_match=metrics.exact_match(hyps, refs), samples=hyps[:3])
+    return result
+
+
+def _read(task: Task, split: str, lang: str) -> list[dict]:
+    return data.read(task.kind, task.files[split][lang], split)
+
+
+def _check_lengths(cfg, options) -> None:
+    if cfg.positions == "absolute":
+        longest = max(options.max_length, options.target_length)
+        if longest + cfg.position_offset > cfg.max_length:
+            raise UserError(f"max_length/target_length {longest} exceed the model's {cfg.max_length} "
+                            "learned positions; lower them (Options.max_length / target_length).")
+
+
+def run(task: Task, init_kind: str, cfg, init_params: dict, vocab, options,
+        save_dir: str | None = None) -> dict:
+    """Every fine-tuning run of the protocol; a dict ready for results.json. The first run's
+    model (the source-language one) is saved to `save_dir` for `seqpt eval`."""
+    if options.dropout_rate is not None:
+        cfg = cfg.replace(dropout_rate=options.dropout_rate)
+    _check_lengths(cfg, options)
+    if vocab.vocab_size > cfg.vocab_size:
+        raise UserError(f"the vocabulary has {vocab.vocab_size} ids but the model only {cfg.vocab_size}; "
+                        "use the vocabulary the checkpoint was trained with (--vocab).")
+    train_langs = task.langs("train")
+    if not train_langs:
+        raise UserError(f"task {task.name!r} has no training split; pass --train FILE (or the corpus's).")
+    source = task.source_lang if task.source_lang in train_langs else None
+    plan = [(source, "zero-shot")] if source else []
+    if options.in_language or not source:
+        plan += [(lang, "in-language") for lang in train_langs if lang != source]
+
+    runs = []
+    for train_lang, mode in plan:
+        train_examples = _read(task, "train", train_lang)
+        labels = data.label_list(task.kind, train_examples)
+        if task.kind != "generation" and len(labels) < 2:
+            raise UserError(f"{task.files['train'][train_lang]} has a single label {labels}; a "
+                            "classifier needs at least two.")
+        test_langs = task.langs("test") if mode == "zero-shot" else [train_lang]
+        test_langs = [l for l in test_langs if l in task.files.get("test", {})]
+        evals = {l: _read(task, "test", l) for l in test_langs}
+        val = (_read(task, "validation", train_lang)
+               if train_lang in task.files.get("validation", {}) else None)
+        for lang, examples in [*evals.items(), *([("validation", val)] if val else [])]:
+            data.check_labels(task.kind, examples, labels,
+                              f"{task.name} {lang} ({'validation' if lang == 'validation' else 'test'})")
+
+        model = finetune.build_model(task.kind, cfg, len(labels))
+        sample = {k: v[:1] for k, v in _encode(task.kind, vocab, train_examples[:1], labels, options).arrays.items()}
+        fresh = models.init(model, jax.random.key(options.seed), finetune._model_inputs(sample))
+        params = finetune.transfer(init_kind, init_params, fresh)
+        train_enc = _encode(task.kind, vocab, train_examples, labels, options)
+        params, losses = finetune.train(model, params, task.kind, train_enc.arrays, options,
+                                        desc=f"{task.name} [{train_lang}]")
+        entry = {"train_lang": train_lang, "mode": mode, "labels": labels, "n_train": len(train_examples),
+                 "train_truncated": train_enc.truncated, "steps": len(losses),
+                 "first_loss": losses[0], "final_loss": float(np.mean(losses[-5:])), "test": {}}
+        if val:
+            entry["validation"] = score(task.kind, model, params, vocab, val, labels, options, train_lang)
+        for lang, examples in evals.items():
+            entry["test"][lang] = score(task.kind, model, params, vocab, examples, labels, options, lang)
+        runs.append(entry)
+        if save_dir and len(runs) == 1:
+            finetune.save(save_dir, task.kind, cfg, labels, params)
+    return {"task": task.name, "kind": task.kind, "primary_metric": PRIMARY[task.kind], "runs": runs}
+
+
+def evaluate_saved(task: Task, cfg, labels: list, params: dict, vocab, options) -> dict:
+    """Scores a saved fine-tuned model on every test language of `task` (no training)."""
+    _check_lengths(cfg, options)
+    model = finetune.build_model(task.kind, cfg, len(labels))
+    entry = {"train_lang": "saved model", "mode": "eval", "labels": labels, "test": {}}
+    if not task.langs("test"):
+        raise UserError(f"task {task.name!r} has no test split; pass --test FILE.")
+    for lang in task.langs("test"):
+        examples = _read(task, "test", lang)
+        data.check_labels(task.kind, examples, labels, f"{task.name} {lang} (test)")
+        entry["test"][lang] = score(task.kind, model, params, vocab, examples, labels, options, lang)
+    return {"task": task.name, "kind": task.kind, "primary_metric": PRIMARY[task.kind], "runs": [entry]}

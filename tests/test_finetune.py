@@ -1,0 +1,160 @@
+"""`seqpt finetune` / `seqpt eval` end to end on tiny files, and the bad-input errors."""
+
+import io
+import json
+import random
+
+import jax
+import pytest
+import sentencepiece as spm
+
+from seqpt_jax import cli, models, params_io
+from seqpt_jax.data import vocab as vocab_lib
+
+FRUIT = ["apple", "pear", "plum", "grape"]
+VEHICLE = ["car", "bus", "truck", "bike"]
+FILLER = ["the", "a", "big", "small", "old", "new", "my", "your", "green", "fast", "slow", "one"]
+FAST = ["--gin.Options.batch_size=16", "--gin.Options.max_length=16", "--gin.Options.target_length=8",
+        "--gin.Options.learning_rate=3e-3", "--gin.Options.dropout_rate=0.0",
+        "--gin.Options.in_language=False"]
+
+
+def _sentence(rng, key_word):
+    words = [rng.choice(FILLER) for _ in range(rng.randint(1, 4))]
+    words.insert(rng.randint(0, len(words)), key_word)
+    return words
+
+
+def _classification(rng, n):
+    rows = []
+    for _ in range(n):
+        label = rng.choice(["fruit", "vehicle"])
+        rows.append({"text": " ".join(_sentence(rng, rng.choice(FRUIT if label == "fruit" else VEHICLE))),
+                     "label": label})
+    return rows
+
+
+def _write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def _write_conll(path, sentences):
+    path.write_text("\n\n".join("\n".join(f"{w}\t{t}" for w, t in s) for s in sentences) + "\n")
+    return str(path)
+
+
+def _tagged(rng, n):
+    out = []
+    for _ in range(n):
+        key = rng.choice(FRUIT)
+        out.append([(w, "B-FRUIT" if w == key else "O") for w in _sentence(rng, key)])
+    return out
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A tiny SentencePiece vocabulary and a tiny bert-family EncoderMLM checkpoint."""
+    root = tmp_path_factory.mktemp("ft")
+    rng = random.Random(0)
+    lines = [" ".join(_sentence(rng, rng.choice(FRUIT + VEHICLE))) for _ in range(400)]
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=model, vocab_size=300,
+                                   byte_fallback=True, pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
+                                   hard_vocab_limit=False, minloglevel=2)
+    (root / "vocab.model").write_bytes(model.getvalue())
+    vocab = vocab_lib.load(root / "vocab.model")
+    cfg = models.preset("bert-tiny", vocab_size=vocab.vocab_size, d_model=32, num_heads=2, head_dim=16,
+                        d_ff=64, num_encoder_layers=1, num_decoder_layers=1, max_length=32)
+    params = models.init(models.EncoderMLM(cfg), jax.random.key(0))
+    ckpt = params_io.save_params(str(root / "mlm"), "encoder_mlm", cfg, params)
+    return {"root": root, "vocab": str(root / "vocab.model"), "ckpt": ckpt, "rng": rng}
+
+
+def _run(argv):
+    return cli.main(argv)
+
+
+def test_classification_learns_and_writes_results(setup, tmp_path):
+    rng = setup["rng"]
+    train = _write_jsonl(tmp_path / "train.jsonl", _classification(rng, 96))
+    test_rows = _classification(rng, 32)
+    test_rows[0]["text"] = " ".join(["the big"] * 20 + ["apple"])  # longer than 16 tokens
+    test_rows[0]["label"] = "fruit"
+    test = _write_jsonl(tmp_path / "test.jsonl", test_rows)
+    out = tmp_path / "out"
+    rc = _run(["finetune", "--task", "classification", "--init", setup["ckpt"], "--vocab", setup["vocab"],
+               "--train", train, "--test", test, "--out", str(out), "--gin.Options.epochs=8", *FAST])
+    assert rc == 0
+    res = json.loads((out / "results.json").read_text())
+    (run,) = res["runs"]
+    scores = run["test"]["user"]
+    assert run["labels"] == ["fruit", "vehicle"] and scores["n"] == 32
+    assert scores["truncated"] == 1  # counted, not hidden
+    assert run["final_loss"] < run["first_loss"]
+    assert scores["accuracy"] >= 0.9, scores  # a keyword task: chance is 0.5
+    assert "| user | zero-shot | user |" in (out / "results.md").read_text()
+    assert (out / "scores.png").stat().st_size > 1000
+
+    # The saved model scores the same through `seqpt eval`.
+    rc = _run(["eval", "--task", "classification", "--model", str(out / "model"), "--vocab", setup["vocab"],
+               "--test", test, "--out", str(tmp_path / "eval"), *FAST])
+    assert rc == 0
+    again = json.loads((tmp_path / "eval" / "results.json").read_text())["runs"][0]["test"]["user"]
+    assert again["accuracy"] == pytest.approx(scores["accuracy"])
+
+
+def test_tagging_first_subword_span_f1(setup, tmp_path):
+    rng = setup["rng"]
+    train = _write_conll(tmp_path / "train.conll", _tagged(rng, 96))
+    test = _write_conll(tmp_path / "test.conll", _tagged(rng, 24))
+    out = tmp_path / "out"
+    rc = _run(["finetune", "--task", "tagging", "--init", setup["ckpt"], "--vocab", setup["vocab"],
+               "--train", train, "--test", test, "--out", str(out), "--gin.Options.epochs=8", *FAST])
+    assert rc == 0
+    scores = json.loads((out / "results.json").read_text())["runs"][0]["test"]["user"]
+    assert scores["f1"] >= 0.8 and scores["token_accuracy"] >= 0.9, scores
+
+
+def test_generation_runs_and_reports_text_metrics(setup, tmp_path):
+    rows = [{"source": f"the {w}", "target": w} for w in FRUIT + VEHICLE] * 2
+    train = _write_jsonl(tmp_path / "train.jsonl", rows)
+    out = tmp_path / "out"
+    rc = _run(["finetune", "--task", "generation", "--init", setup["ckpt"], "--vocab", setup["vocab"],
+               "--train", train, "--test", train, "--out", str(out), "--gin.Options.epochs=1",
+               "--gin.Options.beam_size=2", *FAST])
+    assert rc == 0
+    scores = json.loads((out / "results.json").read_text())["runs"][0]["test"]["user"]
+    assert {"bleu", "chrf", "exact_match", "n", "truncated"} <= set(scores) and scores["n"] == 16
+
+
+@pytest.mark.parametrize("case", ["unknown_label", "empty_split", "missing_label", "missing_file",
+                                  "bad_conll", "bad_gin"])
+def test_bad_inputs_end_in_one_clear_line(setup, tmp_path, capsys, case):
+    rng = setup["rng"]
+    train_rows, test_rows = _classification(rng, 8), _classification(rng, 4)
+    extra, task = [], "classification"
+    if case == "unknown_label":
+        test_rows[2]["label"] = "animal"
+    elif case == "missing_label":
+        del train_rows[3]["label"]
+    train = _write_jsonl(tmp_path / "train.jsonl", train_rows)
+    test = _write_jsonl(tmp_path / "test.jsonl", test_rows)
+    if case == "empty_split":
+        test = _write_jsonl(tmp_path / "empty.jsonl", [])
+    elif case == "missing_file":
+        test = str(tmp_path / "nope.jsonl")
+    elif case == "bad_conll":
+        task = "tagging"
+        (tmp_path / "t.conll").write_text("apple B-FRUIT\n")
+        train = test = str(tmp_path / "t.conll")
+    elif case == "bad_gin":
+        extra = ["--gin.Options.no_such_field=1"]
+    rc = _run(["finetune", "--task", task, "--init", setup["ckpt"], "--vocab", setup["vocab"],
+               "--train", train, "--test", test, "--out", str(tmp_path / "out"), *FAST, *extra])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    expect = {"unknown_label": "'animal'", "empty_split": "no examples", "missing_label": "'label'",
+              "missing_file": "not found", "bad_conll": ":1:", "bad_gin": "gin"}[case]
+    assert expect in err
+    assert not (tmp_path / "out" / "results.json").exists()
