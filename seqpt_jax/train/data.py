@@ -1,0 +1,131 @@
+"""The trainer's one data interface, and the sources gin can plug into it.
+
+A *source factory* is any callable `(split, batch_size, seed, shard) -> source`, where a
+source is an iterator of numpy dict batches (this host's rows of a global batch) with
+`state() -> JSON-able` and `restore(state)`. `batch_size` is global; `shard` is
+(process_index, process_count). Gin picks the factory: `train.data = @data.corpus` (the real
+seqio/feeding pipeline) or `@data.synthetic` (deterministic random tokens for tests).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Any, Protocol
+
+import jax
+import numpy as np
+
+from seqpt_jax.train import partitioning
+
+
+class Source(Protocol):
+    def __next__(self) -> dict: ...
+    def state(self) -> Any: ...
+    def restore(self, state: Any) -> None: ...
+
+
+def corpus(split: str, batch_size: int, seed: int, shard: tuple[int, int], *,
+           mixture: str = "seqpt_local_mlm", lengths: dict | None = None, corpus_dir: str | None = None,
+           vocab_path: str | None = None, pack: bool = True) -> Source:
+    """The embedded corpus (or any registered task / mixture) through `data.feeding`."""
+    from seqpt_jax.data import feeding, tasks
+    from seqpt_jax.data.records import DEFAULT_CORPUS
+    from seqpt_jax.errors import UserError
+    if mixture.startswith("seqpt_local_") and mixture not in tasks.MIXTURES:
+        if not vocab_path:
+            raise UserError("data.corpus needs vocab_path for the embedded corpus; set "
+                            "--gin.data.corpus.vocab_path=... (`seqpt vocab train` makes one).")
+        objective = mixture[len("seqpt_local_"):]
+        tasks.register_local(corpus_dir or DEFAULT_CORPUS, vocab_path, objectives=(objective,))
+    return feeding.make_pipeline(mixture, split, batch_size, lengths or {"inputs": 128}, seed=seed,
+                                 pack=pack, shard=shard)
+
+
+class SyntheticSource:
+    """Random-token MLM or span batches; batch k is a pure function of (seed, split, k)."""
+
+    def __init__(self, split, batch_size, seed, shard, objective, vocab_size, length, target_length):
+        index, count = shard
+        self.rows = slice(index * batch_size // count, (index + 1) * batch_size // count)
+        self.batch_size, self.split_id = batch_size, {"train": 0, "validation": 1}.get(split, 2)
+        self.seed, self.objective, self.vocab = seed, objective, vocab_size
+        self.length, self.target_length, self.k = length, target_length, 0
+
+    def state(self):
+        return {"k": self.k}
+
+    def restore(self, state):
+        self.k = int(state["k"])
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        rng = np.random.default_rng([self.seed, self.split_id, self.k])
+        self.k += 1
+        b, n, v = self.batch_size, self.length, self.vocab
+        tokens = rng.integers(2, v, (b, n)).astype(np.int32)
+        lengths = rng.integers(n // 2, n + 1, b)
+        tokens[np.arange(n)[None] >= lengths[:, None]] = 0
+        if self.objective == "mlm":  # predict the token itself at 15% of the positions
+            weights = ((rng.random((b, n)) < 0.15) & (tokens != 0)).astype(np.float32)
+            inputs = np.where(weights > 0, 1, tokens).astype(np.int32)
+            batch = {"encoder_input_tokens": inputs, "mlm_targets": tokens, "mlm_weights": weights}
+        else:  # learnable seq2seq: targets are the first target_length inputs, reversed
+            t = self.target_length
+            targets = tokens[:, :t][:, ::-1].copy()
+            batch = {"encoder_input_tokens": tokens, "decoder_target_tokens": targets,
+                     "decoder_input_tokens": np.concatenate([np.zeros((b, 1), np.int32), targets[:, :-1]], 1),
+                     "decoder_loss_weights": (targets != 0).astype(np.float32)}
+        return {k: x[self.rows] for k, x in batch.items()}
+
+
+def synthetic(split: str, batch_size: int, seed: int, shard: tuple[int, int], *, objective: str = "mlm",
+              vocab_size: int = 101, length: int = 16, target_length: int = 8) -> Source:
+    """Deterministic random batches (objective mlm | seq2seq) for tests and benchmarks."""
+    return SyntheticSource(split, batch_size, seed, shard, objective, vocab_size, length, target_length)
+
+
+class Prefetcher:
+    """Reads batches on a thread; `state()` is the source state after the last batch *taken*,
+    so a checkpoint resumes with exactly the next batch however far the thread ran ahead."""
+
+    def __init__(self, source: Source, depth: int = 2):
+        self.source, self._state = source, source.state()
+        self._queue: queue.Queue = queue.Queue(depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        try:
+            while not self._stop.is_set():
+                item = (next(self.source), self.source.state())
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+        except BaseException as e:  # noqa: BLE001 - re-raised in the consumer
+            self._queue.put(e)
+
+    def __next__(self) -> dict:
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        batch, self._state = item
+        return batch
+
+    def state(self):
+        return self._state
+
+    def close(self):
+        self._stop.set()
+
+
+def to_global(local: dict, mesh) -> dict:
+    """This host's rows -> global jax arrays split over data x fsdp."""
+    return {k: jax.make_array_from_process_local_data(partitioning.batch_sharding(mesh, x.ndim), x)
+            for k, x in local.items()}

@@ -1,0 +1,273 @@
+"""The training loop: `train(model_dir, model, data, ...)`, the function `seqpt train` calls.
+
+It resumes from MODEL_DIR when a checkpoint is there, builds one compiled step per *phase*
+(bert2BERT sub-model stages, then frozen, then unfrozen), and logs loss, learning rate,
+tokens/s, MFU and cumulative FLOPs. Loss is checked one step behind (so the device is never
+stalled) and always right before a save, so a NaN never reaches a checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from typing import Any, Callable, Sequence
+
+import jax
+import numpy as np
+
+from seqpt_jax import models
+from seqpt_jax.errors import UserError
+from seqpt_jax.train import (checkpoints, data as data_lib, freezing, metrics as metrics_lib, partitioning,
+                             perf, state as state_lib, step as step_lib)
+from seqpt_jax.train.optimizers import OptimizerConfig, make_optimizer
+
+
+class Diverged(UserError):
+    """The loss became NaN or inf; the last good checkpoint is kept."""
+
+    exit_code = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """A bert2BERT sub-model stage: `steps` steps on the bottom `num_layers` layers, training
+    only the top `train_top` of them."""
+
+    num_layers: int
+    train_top: int
+    steps: int
+    stacks: tuple = ("encoder",)
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    name: str
+    end: int                                  # first step after this phase
+    trainable: Any
+    sub: freezing.SubModel | None = None
+
+
+def phases(params, total_steps: int, freeze: Sequence[str] = (), unfreeze_step: int = 0,
+           stages: Sequence[Stage] = ()) -> list[Phase]:
+    """The run cut into phases, in order: sub-model stages, frozen steps, then the full model."""
+    out, start = [], 0
+    for i, s in enumerate(stages):
+        sub = freezing.SubModel(s.num_layers, s.train_top, tuple(s.stacks))
+        start += s.steps
+        out.append(Phase(f"stage{i + 1}", start, freezing.sub_model_trainable(params, sub), sub))
+    if freeze and unfreeze_step > start:
+        out.append(Phase("frozen", unfreeze_step, freezing.freeze_by_regex(params, freeze)))
+    out.append(Phase("full", max(total_steps, 1), freezing.all_trainable(params)))
+    return out
+
+
+def phase_at(all_phases: list[Phase], step: int) -> Phase:
+    return next((p for p in all_phases if step < p.end), all_phases[-1])
+
+
+def _kind(model) -> str:
+    for name, cls in models.KINDS.items():
+        if type(model) is cls:
+            return name
+    raise UserError(f"train needs an encoder_mlm or encoder_decoder model, got {type(model).__name__}.")
+
+
+def _check_writable(model_dir: str) -> None:
+    try:
+        os.makedirs(model_dir, exist_ok=True)
+        probe = os.path.join(model_dir, f".write-test-{os.getpid()}")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        raise UserError(f"MODEL_DIR {model_dir} is not writable ({e.strerror}); choose another "
+                        f"--gin.MODEL_DIR.") from None
+
+
+def _batch_tokens(batch: dict, pad_id: int) -> int:
+    n = int(np.sum(batch["encoder_input_tokens"] != pad_id))
+    if "decoder_target_tokens" in batch:
+        n += int(np.sum(batch["decoder_target_tokens"] != 0))
+    return n * jax.process_count()
+
+
+def train(model_dir: str, model, data: Callable, *, steps: int, batch_size: int,
+          optimizer: OptimizerConfig = OptimizerConfig(), mesh_shape: Sequence[int] = (-1, 1, 1),
+          rules: str = "dp", grad_accum: int = 1, z_loss: float = 0.0, seed: int = 0,
+          save_every: int = 100, keep: int = 3, async_checkpoints: bool = True,
+          eval_every: int = 0, eval_batches: int = 2, log_every: int = 10,
+          freeze: Sequence[str] = (), unfreeze_step: int = 0, stages: Sequence[Stage] = (),
+          init: state_lib.InitFn | None = None, progress: bool | None = None,
+          on_step: Callable[[int, Any], None] | None = None,
+          on_ready: Callable[[], None] | None = None) -> dict:
+    """Trains `model` for `steps` optimizer steps; returns the run summary (also summary.json).
+
+    data: a source factory `(split, batch_size, seed, shard) -> source` (see `train.data`).
+    init: the init hook `(rng, abstract params with shardings) -> params` (default: the model's
+      initialisers; `state.from_param_checkpoint(path)` or a mapping for warm starts).
+    freeze / unfreeze_step: path regexes frozen (stop-gradient) for steps < unfreeze_step.
+    stages: bert2BERT sub-model stages run first.
+    on_step(step, state): called after every step (e.g. notebooks, tests).
+    """
+    _check_writable(model_dir)
+    if batch_size % grad_accum:
+        raise UserError(f"batch_size {batch_size} must divide by grad_accum {grad_accum}.")
+    kind, cfg = _kind(model), model.cfg
+    mesh, table = partitioning.make_mesh(mesh_shape), partitioning.rules(rules)
+    split_rows = mesh.shape["data"] * mesh.shape["fsdp"] * grad_accum
+    if batch_size % split_rows:
+        raise UserError(f"batch_size {batch_size} must divide by data x fsdp x grad_accum = {split_rows}.")
+    shapes, logical = models.param_shapes(model), models.logical_axes(model)
+    param_shardings = partitioning.shardings(logical, shapes, table, mesh)
+    tx, schedule = make_optimizer(optimizer, shapes, steps)
+    ckpt = checkpoints.Checkpointer(model_dir, keep=keep, async_save=async_checkpoints)
+    run_log = None
+    try:
+        restored = ckpt.restore_latest(state_lib.abstract_state(tx, shapes, param_shardings, mesh))
+        if restored is None:
+            state = state_lib.create(init or state_lib.fresh_init(model), tx, shapes, param_shardings,
+                                     mesh, seed)
+            data_state, meta = None, {"tokens": 0, "flops": 0.0, "first_loss": None}
+        else:
+            state, data_state, meta = restored
+        start = int(state.step)
+        if jax.process_index() == 0:
+            with open(os.path.join(model_dir, "model.json"), "w") as f:
+                json.dump({"kind": kind, "config": cfg.to_dict()}, f, indent=2, sort_keys=True)
+        if on_ready is not None:
+            on_ready()
+        shard = (jax.process_index(), jax.process_count())
+        source = data("train", batch_size, seed, shard)
+        if data_state is not None:
+            source.restore(data_state)
+        feed = data_lib.Prefetcher(source)
+        run_log = metrics_lib.RunLog(model_dir, steps, start, progress)
+        if start:
+            run_log.message(f"resumed from step {start} in {ckpt.directory}")
+        summary = _run(locals_for_run(**locals()))
+    finally:
+        ckpt.close()
+        if run_log is not None:
+            run_log.close()
+    if jax.process_index() == 0:
+        with open(os.path.join(model_dir, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=2)
+    return summary
+
+
+def locals_for_run(**kw) -> dict:
+    """The names `_run` needs from `train`'s setup (keeps `_run` a plain function)."""
+    keys = ("model", "kind", "cfg", "data", "state", "meta", "feed", "ckpt", "run_log", "tx", "schedule",
+            "mesh", "table", "shapes", "steps", "batch_size", "grad_accum", "z_loss", "seed", "save_every",
+            "eval_every", "eval_batches", "log_every", "freeze", "unfreeze_step", "stages", "on_step", "start")
+    return {k: kw[k] for k in keys}
+
+
+def _lengths(batch: dict) -> tuple[int, int]:
+    enc = batch["encoder_input_tokens"].shape[1]
+    dec = batch["decoder_input_tokens"].shape[1] if "decoder_input_tokens" in batch else 0
+    return enc, dec
+
+
+def _run(r: dict) -> dict:
+    state, meta, feed, ckpt, run_log = r["state"], r["meta"], r["feed"], r["ckpt"], r["run_log"]
+    steps, kind, cfg = r["steps"], r["kind"], r["cfg"]
+    all_phases = phases(r["shapes"], steps, r["freeze"], r["unfreeze_step"], r["stages"])
+    compiled: dict = {}
+    peak, peak_note = perf.peak_flops_per_device()
+    n_dev = len(jax.devices())
+    r["eval_fn"] = step_lib.make_eval_step(r["model"], r["mesh"], r["table"], r["z_loss"])
+    pending = None  # (step, metrics) not yet checked for NaN
+    window = {"t": time.perf_counter(), "tokens": 0, "flops": 0.0, "steps": 0}
+    last_loss = None
+
+    def check(step, metrics) -> float:
+        loss = float(metrics["loss"])
+        if not np.isfinite(loss):
+            good = ckpt.steps()
+            raise Diverged(f"loss became {loss} at step {step}; stopped without saving. The last good "
+                           f"checkpoint is step {good[-1] if good else 'none'} in {ckpt.directory}; lower "
+                           f"the learning rate or raise warmup_steps and rerun to resume from it.")
+        return loss
+
+    for step in range(r["start"], steps):
+        phase = phase_at(all_phases, step)
+        local = next(feed)
+        if phase.name not in compiled:
+            sub_model = (models.build(kind, freezing.sub_model_config(cfg, phase.sub))
+                         if phase.sub else r["model"])
+            fn = step_lib.make_train_step(sub_model, r["tx"], r["schedule"], phase.trainable, r["mesh"],
+                                          r["table"], grad_accum=r["grad_accum"], z_loss=r["z_loss"],
+                                          sub_model=phase.sub)
+            enc, dec = _lengths(local)
+            sub_cfg = freezing.sub_model_config(cfg, phase.sub) if phase.sub else cfg
+            sub_shapes = freezing.slice_layers(r["shapes"], phase.sub) if phase.sub else r["shapes"]
+            sub_train = freezing.slice_layers(phase.trainable, phase.sub) if phase.sub else phase.trainable
+            flops = perf.train_flops(kind, sub_cfg, sub_shapes, sub_train, r["batch_size"], enc, dec)["total"]
+            compiled[phase.name] = (fn, flops)
+            run_log.message(f"phase {phase.name} until step {phase.end}: {flops / 1e9:.3f} GFLOP/step; "
+                            f"peak {peak_note}")
+            window["t"], window["steps"], fresh = None, 0, True
+        else:
+            fresh = False
+        fn, flops = compiled[phase.name]
+        state, metrics = fn(state, data_lib.to_global(local, r["mesh"]))
+        if pending is not None:
+            last_loss = check(*pending)
+            if meta.get("first_loss") is None:
+                meta["first_loss"] = last_loss
+        pending = (step + 1, metrics)
+        tokens = _batch_tokens(local, cfg.pad_id)
+        meta["tokens"] += tokens
+        meta["flops"] += flops
+        if fresh:  # exclude compilation from throughput
+            jax.block_until_ready(metrics)
+            window.update(t=time.perf_counter(), tokens=0, flops=0.0, steps=0)
+        else:
+            window["tokens"] += tokens
+            window["flops"] += flops
+            window["steps"] += 1
+        done = step + 1
+        run_log.advance()
+        if done % r["log_every"] == 0 or done == steps:
+            values = {k: float(v) for k, v in metrics.items()}
+            if window["steps"]:
+                dt = time.perf_counter() - window["t"]
+                values.update(tokens_per_s=window["tokens"] / dt, step_time=dt / window["steps"],
+                              tflops_per_device=window["flops"] / dt / n_dev / 1e12,
+                              mfu=perf.mfu(window["flops"] / window["steps"], dt / window["steps"], n_dev, peak))
+                window.update(t=time.perf_counter(), tokens=0, flops=0.0, steps=0)
+            values["cumulative_flops"] = meta["flops"]
+            run_log.log(done, values)
+        if r["eval_every"] and (done % r["eval_every"] == 0 or done == steps):
+            run_log.log(done, _evaluate(r, state.params), prefix="eval")
+            window.update(t=time.perf_counter(), tokens=0, flops=0.0, steps=0)  # eval is not training
+        if done % r["save_every"] == 0 or done == steps:
+            last_loss = check(*pending)
+            pending = None
+            meta["last_loss"] = last_loss
+            ckpt.save(done, state, feed.state(), meta)
+        if r["on_step"] is not None:
+            r["on_step"](done, state)
+    if pending is not None:
+        last_loss = check(*pending)
+    ckpt.wait()
+    feed.close()
+    summary = {"steps": steps, "kind": kind, "first_loss": meta.get("first_loss"), "last_loss": last_loss,
+               "tokens": meta["tokens"], "train_flops": meta["flops"], "checkpoints": ckpt.steps(),
+               "phases": [p.name for p in all_phases]}
+    run_log.message("done: " + json.dumps(summary))
+    return summary
+
+
+def _evaluate(r: dict, params) -> dict:
+    """Mean loss and accuracy over `eval_batches` validation batches (the same ones each time)."""
+    source = r["data"]("validation", r["batch_size"], r["seed"], (jax.process_index(), jax.process_count()))
+    fn, total = r["eval_fn"], None
+    for _ in range(r["eval_batches"]):
+        sums = fn(params, data_lib.to_global(next(source), r["mesh"]))
+        total = sums if total is None else type(sums)(*(a + b for a, b in zip(total, sums)))
+    weight = max(float(total.weight), 1.0)
+    return {"loss": float(total.loss) / weight, "accuracy": float(total.correct) / weight}

@@ -1,0 +1,128 @@
+"""Compute accounting: analytical training FLOPs per step, the peak table, MFU.
+
+FLOPs formula (per step; "6N-style" refined per unit of the network):
+The network is cut into units in forward order: embeddings, encoder layer 0..L-1, decoder
+layer 0..L-1, head (+ the tied output projection). A unit's forward cost is
+  F_mm = 2 * sum(kernel sizes) * tokens it sees   (encoder tokens B*Le, decoder tokens B*Ld;
+         cross-attention key/value kernels see encoder tokens; the vocabulary projection sees
+         every output position)
+  F_at = 4 * B * Lq * Lk * heads * head_dim        (scores and weighted sum, per attention)
+Its backward cost is
+  2 F_mm + 2 F_at   when the unit trains (weight gradients + activation gradients),
+  F_mm + 2 F_at     when it is frozen but a unit below it trains (activation gradients only),
+  0                 when it is frozen and nothing below it trains (XLA prunes it).
+So frozen parts count as forward only, exactly what the stop-gradient step computes; with
+everything trainable this is the usual 6 N T + 12 L B T^2 d_attn. Embedding lookups are
+gathers (0 FLOPs); norms, softmax and activations are left out, as in the PaLM MFU.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from seqpt_jax.train.optimizers import path_tree
+
+# Dense bf16 peak FLOP/s per chip (vendor datasheets). Matched against `device_kind`.
+PEAKS = [
+    ("TPU v6 lite", 918e12), ("TPU v6e", 918e12),
+    ("TPU v5 lite", 197e12), ("TPU v5e", 197e12), ("TPU v5p", 459e12), ("TPU v5", 459e12),
+    ("TPU v4", 275e12),
+    ("H200", 989e12), ("H100", 989e12), ("A100", 312e12),
+]
+_EMBED = re.compile(r"^(token_embedder|position_embedder|token_type_embedder|embedding_norm)/")
+_HEAD = re.compile(r"^(mlm_head|lm_head|pooler|classifier)/")
+
+
+def _units(kind: str, cfg, shapes, trainable, batch: int, enc_len: int, dec_len: int):
+    """[(name, F_mm, F_at, trainable)] in forward order."""
+    t_enc, t_dec = batch * enc_len, batch * dec_len
+    t_out = t_dec if kind == "encoder_decoder" else t_enc
+    attn = 4 * batch * cfg.num_heads * cfg.head_dim
+    units = {"embed": [0.0, 0.0, False]}
+    for i in range(cfg.num_encoder_layers):
+        units[f"encoder/{i}"] = [0.0, attn * enc_len * enc_len, False]
+    if kind == "encoder_decoder":
+        for i in range(cfg.num_decoder_layers):
+            units[f"decoder/{i}"] = [0.0, attn * dec_len * (dec_len + enc_len), False]
+    units["head"] = [0.0, 0.0, False]
+    units["output"] = [0.0, 0.0, False]
+    flat_paths = jax.tree.leaves(path_tree(shapes))
+    for path, x, t in zip(flat_paths, jax.tree.leaves(shapes), jax.tree.leaves(trainable)):
+        stack = re.match(r"^(encoder|decoder)/layers/", path)
+        tokens = t_enc if path.startswith("encoder") or "cross_attention/key" in path \
+            or "cross_attention/value" in path else t_dec
+        kernel = path.endswith("kernel")
+        if stack:
+            n_layers = x.shape[0]
+            per_layer = int(np.prod(x.shape[1:]))
+            mask = np.broadcast_to(np.asarray(t), (n_layers,))
+            for i in range(n_layers):
+                u = units[f"{stack.group(1)}/{i}"]
+                u[0] += 2.0 * per_layer * tokens if kernel else 0.0
+                u[2] = u[2] or bool(mask[i])
+            continue
+        if _EMBED.match(path):
+            units["embed"][2] = units["embed"][2] or bool(np.any(t))
+            if path == "token_embedder/embedding" and cfg.tie_embeddings:
+                units["output"][0] += 2.0 * int(np.prod(x.shape)) * t_out
+                units["output"][2] = bool(np.any(t))
+            continue
+        name = "head" if _HEAD.match(path) else path.split("/")[0] + "/0"
+        u = units.get(name, units["head"])
+        u[0] += 2.0 * int(np.prod(x.shape)) * t_out if (kernel and _HEAD.match(path)) else 0.0
+        u[2] = u[2] or bool(np.any(t))
+    return [(k, *v) for k, v in units.items()]
+
+
+def train_flops(kind: str, cfg, shapes, trainable, batch: int, enc_len: int, dec_len: int = 0) -> dict:
+    """{'forward', 'backward', 'total'} FLOPs of one train step (see the module docstring)."""
+    fwd = bwd = 0.0
+    below = False
+    for _, f_mm, f_at, trains in _units(kind, cfg, shapes, trainable, batch, enc_len, dec_len):
+        fwd += f_mm + f_at
+        if trains:
+            bwd += 2 * f_mm + 2 * f_at
+        elif below:
+            bwd += f_mm + 2 * f_at
+        below = below or trains
+    return {"forward": fwd, "backward": bwd, "total": fwd + bwd}
+
+
+def _measure_matmul_peak(n: int = 1024, repeats: int = 5) -> float:
+    """FLOP/s of a float32 n x n matmul on the first device (the CPU 'peak')."""
+    x = jnp.ones((n, n), jnp.float32)
+    f = jax.jit(lambda a: a @ a)
+    f(x).block_until_ready()
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        f(x).block_until_ready()
+        best = min(best, time.perf_counter() - t)
+    return 2.0 * n ** 3 / best
+
+
+_MEASURED: dict = {}
+
+
+def peak_flops_per_device(device=None) -> tuple[float, str]:
+    """(peak FLOP/s, where it came from) for one device of this kind."""
+    device = device or jax.devices()[0]
+    kind = getattr(device, "device_kind", "") or ""
+    for key, peak in PEAKS:
+        if key.lower() in kind.lower():
+            return peak, f"{kind}: {peak / 1e12:.0f} TFLOP/s bf16 (datasheet)"
+    if "cpu" not in _MEASURED:
+        # Fake CPU devices share the host's cores: the host peak is split between them.
+        local = max(len([d for d in jax.local_devices() if d.platform == "cpu"]), 1)
+        _MEASURED["cpu"] = _measure_matmul_peak() / local
+    peak = _MEASURED["cpu"]
+    return peak, f"{kind or device.platform}: {peak / 1e9:.1f} GFLOP/s per device (measured f32 matmul)"
+
+
+def mfu(flops_per_step: float, step_seconds: float, num_devices: int, peak_per_device: float) -> float:
+    return flops_per_step / max(step_seconds, 1e-12) / (num_devices * peak_per_device)

@@ -1,0 +1,101 @@
+"""The train state (step, params, optimizer state, RNG) and its sharded creation.
+
+Optimizer-state leaves shaped like a parameter take that parameter's sharding (Adam moments
+are laid out like the weights); everything else (counts, factored Adafactor rows) is
+replicated.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh
+
+from seqpt_jax.train import partitioning
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array          # int32 scalar: optimizer steps taken
+    params: Any
+    opt_state: Any
+    rng: jax.Array           # uint32[2] raw key; dropout uses fold_in(rng, step)
+
+
+# (rng, abstract params with shardings) -> params. The init hook: fresh init, a param
+# checkpoint, or a mapping (warm start, growth) all have this shape.
+InitFn = Callable[[jax.Array, Any], Any]
+
+
+def state_shardings(abstract_state: TrainState, param_shardings, mesh: Mesh) -> TrainState:
+    """Shardings for every leaf of a (abstract) TrainState."""
+    repl = partitioning.replicated(mesh)
+    by_shape = {}
+    for x, s in zip(jax.tree.leaves(abstract_state.params), jax.tree.leaves(param_shardings)):
+        by_shape.setdefault((tuple(x.shape), x.dtype), s)
+    opt = jax.tree.map(lambda x: by_shape.get((tuple(x.shape), x.dtype), repl) if x.ndim else repl,
+                       abstract_state.opt_state)
+    return TrainState(step=repl, params=param_shardings, opt_state=opt, rng=repl)
+
+
+def create(init_params: InitFn, optimizer: optax.GradientTransformation, abstract_params,
+           param_shardings, mesh: Mesh, seed: int) -> TrainState:
+    """A sharded TrainState: params from `init_params`, then `optimizer.init` under jit."""
+    rng = jax.random.PRNGKey(seed)
+    init_rng, state_rng = jax.random.split(rng)
+    with_shardings = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                                  abstract_params, param_shardings)
+    params = init_params(init_rng, with_shardings)
+    params = jax.tree.map(lambda p, s: jax.device_put(jnp.asarray(p, jnp.float32), s), params, param_shardings)
+
+    def build(params):
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                          opt_state=optimizer.init(params), rng=state_rng)
+
+    abstract = jax.eval_shape(build, params)
+    shardings = state_shardings(abstract, param_shardings, mesh)
+    return jax.jit(build, out_shardings=shardings)(params)
+
+
+def abstract_state(optimizer: optax.GradientTransformation, abstract_params, param_shardings,
+                   mesh: Mesh) -> TrainState:
+    """ShapeDtypeStructs (with shardings) of the TrainState, to restore a checkpoint into."""
+    abstract = jax.eval_shape(
+        lambda p: TrainState(step=jnp.zeros((), jnp.int32), params=p, opt_state=optimizer.init(p),
+                             rng=jax.random.PRNGKey(0)), abstract_params)
+    shardings = state_shardings(abstract, param_shardings, mesh)
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, shardings)
+
+
+def fresh_init(model) -> InitFn:
+    """The default init hook: the model's own initialisers, run sharded."""
+    from seqpt_jax import models
+
+    def init(rng, abstract_params):
+        out = jax.tree.map(lambda x: x.sharding, abstract_params)
+        batch = models.dummy_batch(model)
+        fn = lambda key: flax.linen.meta.unbox(model.init(key, batch)["params"])  # noqa: E731
+        return jax.jit(fn, out_shardings=out)(rng)
+
+    return init
+
+
+def from_param_checkpoint(path: str) -> InitFn:
+    """Init hook: params from a standalone checkpoint (`params_io.save_params`), resharded."""
+    def init(rng, abstract_params):
+        del rng
+        from seqpt_jax import params_io
+        from seqpt_jax.errors import UserError
+        _, _, params = params_io.load_params(path, jax.tree.map(lambda x: x.sharding, abstract_params))
+        want = jax.tree.map(lambda x: x.shape, abstract_params)
+        got = jax.tree.map(lambda x: x.shape, params)
+        if jax.tree.structure(want) != jax.tree.structure(got) or want != got:
+            raise UserError(f"param checkpoint {path} does not match the model being trained; "
+                            f"check the model gin (kind, preset, vocab_size) against its model.json.")
+        return params
+    return init
+

@@ -1,0 +1,106 @@
+"""The jitted train and eval steps.
+
+One train step = forward + backward over `grad_accum` micro-batches (a `lax.scan` adding loss
+*sums* and gradient sums, normalised once by the total token weight, so k micro-batches equal
+one batch k times larger), then the optimizer. Frozen params are stop-gradient in the forward
+pass; a different trainable mask is a different compiled step (frozen vs unfrozen).
+The state is donated: its buffers are reused for the new state.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh, PartitionSpec
+
+from seqpt_jax.train import freezing, losses, partitioning
+from seqpt_jax.train.state import TrainState
+
+
+def _loss_sums(model, params, batch, rng, z_loss, train: bool) -> losses.LossSums:
+    kwargs = {"enable_dropout": True, "rngs": {"dropout": rng}} if train else {}
+    logits = model.apply({"params": params}, batch, **kwargs)
+    return losses.loss_for(batch)(logits, batch, z_loss)
+
+
+def _split_micro(batch: dict, k: int, mesh: Mesh) -> dict:
+    """[B, ...] -> [k, B/k, ...]; micro-batch i takes rows i, i+k, ... so it spans all devices."""
+    def one(x):
+        x = x.reshape((x.shape[0] // k, k) + x.shape[1:]).swapaxes(0, 1)
+        spec = PartitionSpec(None, partitioning.BATCH, *([None] * (x.ndim - 2)))
+        return jax.lax.with_sharding_constraint(x, jax.sharding.NamedSharding(mesh, spec))
+    return jax.tree.map(one, batch)
+
+
+def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, schedule,
+                    trainable, mesh: Mesh, rules: list, *, grad_accum: int = 1, z_loss: float = 0.0,
+                    sub_model: freezing.SubModel | None = None) -> Callable:
+    """`step(state, batch) -> (state, metrics)`, jitted with the state donated.
+
+    `trainable`: see `freezing`. `sub_model`: train the bottom-layers sub-model (the `model`
+    passed must then be built with the sub-model's config).
+    """
+    static = freezing.is_static(trainable)
+
+    def grads_and_sums(params, batch, rng):
+        def f(p, mb, key):
+            p = freezing.stop_frozen(p, trainable)
+            if sub_model is not None:  # slicing's transpose pads the gradient back with zeros
+                p = freezing.slice_layers(p, sub_model)
+            sums = _loss_sums(model, p, mb, key, z_loss, train=True)
+            return sums.loss, sums
+
+        grad_fn = jax.grad(f, has_aux=True)
+        if grad_accum == 1:
+            return grad_fn(params, batch, rng)
+        micro = _split_micro(batch, grad_accum, mesh)
+
+        def body(carry, i_mb):
+            g_acc, s_acc = carry
+            i, mb = i_mb
+            g, s = grad_fn(params, mb, jax.random.fold_in(rng, i))
+            return (jax.tree.map(jnp.add, g_acc, g), losses.add(s_acc, s)), None
+
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        zero_sums = losses.LossSums(*(jnp.zeros((), jnp.float32) for _ in losses.LossSums._fields))
+        (g, s), _ = jax.lax.scan(body, (zeros, zero_sums), (jnp.arange(grad_accum), micro))
+        return g, s
+
+    def step(state: TrainState, batch: dict):
+        rng = jax.random.fold_in(state.rng, state.step)
+        grads, sums = grads_and_sums(state.params, batch, rng)
+        denom = jnp.maximum(sums.weight, 1.0)
+        grads = jax.tree.map(lambda g: g / denom, grads)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        if not (static and all(jax.tree.leaves(trainable))):
+            updates = freezing.zero_frozen(updates, trainable)
+            opt_state = freezing.keep_frozen_state(opt_state, state.opt_state, trainable)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {"loss": sums.loss / denom, "z_loss": sums.z_loss / denom,
+                   "accuracy": sums.correct / denom, "tokens": sums.weight,
+                   "grad_norm": optax.global_norm(grads), "learning_rate": schedule(state.step)}
+        return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+    jitted = jax.jit(step, donate_argnums=0)
+
+    def run(state, batch):
+        with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+            return jitted(state, batch)
+
+    run.jitted = jitted
+    return run
+
+
+def make_eval_step(model: nn.Module, mesh: Mesh, rules: list, z_loss: float = 0.0) -> Callable:
+    """`eval_step(params, batch) -> LossSums` (sums, so batches add up exactly)."""
+    jitted = jax.jit(lambda params, batch: _loss_sums(model, params, batch, None, z_loss, train=False))
+
+    def run(params, batch):
+        with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+            return jitted(params, batch)
+
+    return run
