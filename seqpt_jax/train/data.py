@@ -129,3 +129,9 @@ def to_global(local: dict, mesh) -> dict:
     """This host's rows -> global jax arrays split over data x fsdp."""
     return {k: jax.make_array_from_process_local_data(partitioning.batch_sharding(mesh, x.ndim), x)
             for k, x in local.items()}
+
+
+def vocab_size(path: str) -> int:
+    """Ids in a SentencePiece vocabulary with its sentinels (the model's vocab_size)."""
+    from seqpt_jax.data import vocab
+    return int(vocab.load(path).vocab_size)

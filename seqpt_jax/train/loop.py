@@ -243,12 +243,13 @@ def _run(r: dict) -> dict:
             run_log.log(done, values)
         if r["eval_every"] and (done % r["eval_every"] == 0 or done == steps):
             run_log.log(done, _evaluate(r, state.params), prefix="eval")
-            window.update(t=time.perf_counter(), tokens=0, flops=0.0, steps=0)  # eval is not training
+            window.update(t=time.perf_counter(), tokens=0, flops=0.0, steps=0)  # not training time
         if done % r["save_every"] == 0 or done == steps:
             last_loss = check(*pending)
             pending = None
             meta["last_loss"] = last_loss
             ckpt.save(done, state, feed.state(), meta)
+            window.update(t=time.perf_counter(), tokens=0, flops=0.0, steps=0)  # not training time
         if r["on_step"] is not None:
             r["on_step"](done, state)
     if pending is not None:
