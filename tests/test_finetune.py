@@ -128,6 +128,27 @@ def test_generation_runs_and_reports_text_metrics(setup, tmp_path):
     assert {"bleu", "chrf", "exact_match", "n", "truncated"} <= set(scores) and scores["n"] == 16
 
 
+def test_corpus_task_zero_shot_and_in_language(setup, tmp_path):
+    """The corpus layout: English fine-tuning tested on every language, plus an in-language run;
+    a language whose file is empty is skipped and reported."""
+    rng = setup["rng"]
+    root = tmp_path / "corpus" / "tasks" / "section"
+    root.mkdir(parents=True)
+    for lang in ("en", "de"):
+        _write_jsonl(root / f"{lang}.train.jsonl", _classification(rng, 32))
+        _write_jsonl(root / f"{lang}.test.jsonl", _classification(rng, 8))
+    (root / "el.test.jsonl").write_text("")
+    out = tmp_path / "out"
+    rc = _run(["finetune", "--task", "section", "--corpus", str(tmp_path / "corpus"), "--init", setup["ckpt"],
+               "--vocab", setup["vocab"], "--out", str(out), "--gin.Options.epochs=1", *FAST,
+               "--gin.Options.in_language=True"])
+    assert rc == 0
+    res = json.loads((out / "results.json").read_text())
+    assert [(r["train_lang"], r["mode"], sorted(r["test"])) for r in res["runs"]] == [
+        ("en", "zero-shot", ["de", "en"]), ("de", "in-language", ["de"])]
+    assert res["skipped_empty_files"] == ["el.test"]
+
+
 @pytest.mark.parametrize("case", ["unknown_label", "empty_split", "missing_label", "missing_file",
                                   "bad_conll", "bad_gin"])
 def test_bad_inputs_end_in_one_clear_line(setup, tmp_path, capsys, case):

@@ -129,7 +129,8 @@ def run(task: Task, init_kind: str, cfg, init_params: dict, vocab, options,
         runs.append(entry)
         if save_dir and len(runs) == 1:
             finetune.save(save_dir, task.kind, cfg, labels, params)
-    return {"task": task.name, "kind": task.kind, "primary_metric": PRIMARY[task.kind], "runs": runs}
+    return {"task": task.name, "kind": task.kind, "primary_metric": PRIMARY[task.kind],
+            "skipped_empty_files": task.skipped, "runs": runs}
 
 
 def evaluate_saved(task: Task, cfg, labels: list, params: dict, vocab, options) -> dict:

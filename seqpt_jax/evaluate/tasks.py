@@ -31,6 +31,7 @@ class Task:
     kind: str  # classification | tagging | generation
     files: dict  # split -> {language: path}
     source_lang: str = "en"  # the language fine-tuned on for zero-shot transfer
+    skipped: list = dataclasses.field(default_factory=list)  # "lang.split" files with no examples
 
     def langs(self, split: str) -> list[str]:
         return sorted(self.files.get(split, {}))
@@ -53,14 +54,23 @@ def from_corpus(name: str, corpus: str, langs: list[str] | None = None) -> Task:
     root = os.path.join(os.path.expanduser(corpus), "tasks", name)
     if not os.path.isdir(root):
         raise UserError(f"{root} not found; build the corpus first (`seqpt corpus build`) or pass --corpus.")
-    files = {}
+    files, skipped = {}, []
     for split in SPLITS:
         regex = re.compile(re.escape(pattern).replace(r"\{lang\}", "(?P<lang>[^./]+)")
                            .replace(r"\{split\}", re.escape(split)) + "$")
         for path in sorted(glob.glob(os.path.join(root, "*"))):
             m = regex.match(os.path.basename(path))
-            if m and (not langs or m["lang"] in langs):
+            if not m or (langs and m["lang"] not in langs):
+                continue
+            if _blank(path):  # a language the corpus has no items for: reported, not fatal
+                skipped.append(f"{m['lang']}.{split}")
+            else:
                 files.setdefault(split, {})[m["lang"]] = path
     if not files.get("test"):
         raise UserError(f"{root} has no *.test files for task {name!r}; rebuild the corpus.")
-    return Task(name=name, kind=kind, files=files)
+    return Task(name=name, kind=kind, files=files, skipped=skipped)
+
+
+def _blank(path: str) -> bool:
+    with open(path, encoding="utf-8") as f:
+        return not any(line.strip() for line in f)
