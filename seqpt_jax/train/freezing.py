@@ -107,10 +107,19 @@ def _is_stack_leaf(path: str, stacks: Sequence[str]) -> bool:
     return any(re.match(rf"^{s}/layers/", path) for s in stacks)
 
 
-def slice_layers(params, sub: SubModel):
-    """The sub-model's params: layer leaves of `sub.stacks` cut to the bottom `num_layers`."""
-    return jax.tree.map(lambda p, x: x[:sub.num_layers] if _is_stack_leaf(p, sub.stacks) else x,
-                        path_tree(params), params)
+def _cut(x, n: int):
+    if isinstance(x, (bool, np.bool_)):  # a trainable flag covers all layers
+        return x
+    if isinstance(x, jax.ShapeDtypeStruct):
+        return jax.ShapeDtypeStruct((n,) + tuple(x.shape[1:]), x.dtype)
+    return x[:n]
+
+
+def slice_layers(tree, sub: SubModel):
+    """The sub-model's tree (params, shapes or a trainable mask): layer leaves of
+    `sub.stacks` cut to the bottom `num_layers`."""
+    return jax.tree.map(lambda p, x: _cut(x, sub.num_layers) if _is_stack_leaf(p, sub.stacks) else x,
+                        path_tree(tree), tree)
 
 
 def sub_model_trainable(params, sub: SubModel):

@@ -82,7 +82,7 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, s
         params = optax.apply_updates(state.params, updates)
         metrics = {"loss": sums.loss / denom, "z_loss": sums.z_loss / denom,
                    "accuracy": sums.correct / denom, "tokens": sums.weight,
-                   "grad_norm": optax.global_norm(grads), "learning_rate": schedule(state.step)}
+                   "grad_norm": optax.tree.norm(grads), "learning_rate": schedule(state.step)}
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
     jitted = jax.jit(step, donate_argnums=0)
