@@ -99,3 +99,10 @@ def test_beam_scores_are_length_normalised_log_probs():
     best_greedy = np.asarray(decoding.beam_search(model, params, batch, max_length=max_len,
                                                   beam_size=1, alpha=alpha)[1])[:, 0]
     assert np.all(scores[:, 0] >= best_greedy - 1e-5)  # a wider beam never finds worse
+
+
+def test_decoding_past_learned_positions_is_a_user_error():
+    from seqpt_jax.errors import UserError
+    model, params, batch, _ = _setup("bert-tiny")  # 32 learned positions
+    with pytest.raises(UserError, match="learned positions"):
+        decoding.greedy(model, params, batch, max_length=40)

@@ -18,6 +18,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from seqpt_jax.errors import UserError
+
 Array = jax.Array
 NEG_INF = -1.0e9
 
@@ -27,7 +29,12 @@ def length_penalty(length: Array, alpha: float) -> Array:
     return ((5.0 + jnp.asarray(length, jnp.float32)) / 6.0) ** alpha
 
 
-def _encode(model: nn.Module, params, batch: dict):
+def _encode(model: nn.Module, params, batch: dict, max_length: int):
+    cfg = model.cfg
+    if cfg.positions == "absolute" and max_length + cfg.position_offset > cfg.max_length:
+        # A position table lookup past its end would clamp silently, not fail.
+        raise UserError(f"decoding {max_length} tokens needs more than the model's {cfg.max_length} "
+                        "learned positions; lower the maximum decode length.")
     return model.apply({"params": params}, batch, method="encode")
 
 
@@ -58,7 +65,7 @@ def _step_logits(model, params, cache, token: Array, encoded, segments, step, ma
 def greedy(model: nn.Module, params, batch: dict, *, max_length: int, eos_id: int = 1,
            start_id: int = 0, use_cache: bool = True) -> Array:
     """Argmax decoding. `use_cache=False` re-runs the whole decoder each step (a reference)."""
-    encoded, segments = _encode(model, params, batch)
+    encoded, segments = _encode(model, params, batch, max_length)
     b = encoded.shape[0]
     out = jnp.zeros((b, max_length + 1), jnp.int32).at[:, 0].set(start_id)
     cache = init_cache(model, params, encoded, segments, max_length) if use_cache else None
@@ -112,7 +119,7 @@ def beam_search(model: nn.Module, params, batch: dict, *, max_length: int, beam_
                 alpha: float = 0.6, eos_id: int = 1, start_id: int = 0) -> tuple[Array, Array]:
     """(sequences [batch, beam_size, max_length], scores [batch, beam_size]), best first."""
     k = beam_size
-    encoded, segments = _encode(model, params, batch)
+    encoded, segments = _encode(model, params, batch, max_length)
     b = encoded.shape[0]
     encoded = jnp.repeat(encoded, k, axis=0)
     segments = jnp.repeat(segments, k, axis=0)

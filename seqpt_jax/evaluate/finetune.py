@@ -83,7 +83,7 @@ def loss_fn(kind: str):
                                            b["decoder_loss_weights"] * b["weights"][:, None])
 
 
-def _model_inputs(batch: dict) -> dict:
+def model_inputs(batch: dict) -> dict:
     keep = ("encoder_input_tokens", "encoder_token_type_ids", "decoder_input_tokens")
     return {k: v for k, v in batch.items() if k in keep}
 
@@ -116,7 +116,7 @@ def train(model, params: dict, kind: str, arrays: dict, options: Options, desc: 
     @jax.jit
     def step(params, opt_state, batch, rng):
         def objective(p):
-            logits = model.apply({"params": p}, _model_inputs(batch), enable_dropout=use_dropout,
+            logits = model.apply({"params": p}, model_inputs(batch), enable_dropout=use_dropout,
                                  rngs={"dropout": rng})
             sums = loss_of(logits, batch)
             return sums.loss / jnp.maximum(sums.weight, 1.0)
@@ -144,7 +144,7 @@ def predict_labels(model, params: dict, arrays: dict, batch_size: int) -> np.nda
     """Argmax labels: [n] for classification, [n, length] for tagging."""
     apply = jax.jit(lambda p, b: jnp.argmax(model.apply({"params": p}, b), -1))
     n = len(arrays["encoder_input_tokens"])
-    out = [np.asarray(apply(params, _model_inputs(b))) for b in batches(arrays, batch_size)]
+    out = [np.asarray(apply(params, model_inputs(b))) for b in batches(arrays, batch_size)]
     return np.concatenate(out)[:n]
 
 

@@ -114,7 +114,7 @@ def run(task: Task, init_kind: str, cfg, init_params: dict, vocab, options,
 
         model = finetune.build_model(task.kind, cfg, len(labels))
         sample = {k: v[:1] for k, v in _encode(task.kind, vocab, train_examples[:1], labels, options).arrays.items()}
-        fresh = models.init(model, jax.random.key(options.seed), finetune._model_inputs(sample))
+        fresh = models.init(model, jax.random.key(options.seed), finetune.model_inputs(sample))
         params = finetune.transfer(init_kind, init_params, fresh)
         train_enc = _encode(task.kind, vocab, train_examples, labels, options)
         params, losses = finetune.train(model, params, task.kind, train_enc.arrays, options,
