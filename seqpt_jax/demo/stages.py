@@ -1,0 +1,82 @@
+"""Resumable stages: each stage runs once, in its own directory, and leaves a DONE marker.
+
+    runner = StageRunner(out_dir, log=print)
+    result = runner.run("vocab", lambda work: {"path": ...})   # skipped when out/vocab/DONE exists
+
+A stage function gets its work directory `out/<name>/` and returns a JSON-able dict. The
+runner writes that dict, with the stage's wall and CPU seconds, to `out/<name>/DONE` through a
+temporary file and a rename, so the marker appears only after everything the stage wrote
+before returning. A rerun reads the marker instead of running the stage. A stage killed
+mid-way has no marker: its work directory is kept, so a stage that checkpoints (the trainer's
+MODEL_DIR) resumes there, and any other stage simply starts over.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import time
+from pathlib import Path
+from typing import Callable
+
+MARKER = "DONE"
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and its finished children."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def write_json_atomic(path: Path, data) -> None:
+    """Writes JSON to `path` through a temporary sibling and a rename (never half-written)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, sort_keys=True, ensure_ascii=False)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class StageRunner:
+    """Runs named stages under `out`, skipping those already marked DONE."""
+
+    def __init__(self, out: str | os.PathLike, log: Callable[[str], None] = print, total: int | None = None):
+        self.out = Path(out).expanduser()
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.log = log
+        self.total = total
+        self.count = 0
+        self.ran: list[str] = []      # stages run (not skipped) by this runner
+        self.results: dict[str, dict] = {}
+
+    def marker(self, name: str) -> Path:
+        return self.out / name / MARKER
+
+    def done(self, name: str) -> bool:
+        return self.marker(name).is_file()
+
+    def run(self, name: str, fn: Callable[[Path], dict], what: str = "") -> dict:
+        """The stage's result: read from its marker, or computed by `fn(work_dir)` and marked."""
+        self.count += 1
+        tag = f"[{self.count}/{self.total}]" if self.total else f"[{self.count}]"
+        if self.done(name):
+            result = json.loads(self.marker(name).read_text("utf-8"))
+            self.log(f"{tag} {name}: done already, skipped ({self.marker(name)})")
+        else:
+            work = self.out / name
+            resumed = work.is_dir() and any(work.iterdir())
+            work.mkdir(parents=True, exist_ok=True)
+            self.log(f"{tag} {name}: {what or 'running'}" + (" (resuming)" if resumed else ""))
+            wall, cpu = time.time(), cpu_seconds()
+            result = dict(fn(work))
+            result["wall_s"] = round(time.time() - wall, 2)
+            result["cpu_s"] = round(cpu_seconds() - cpu, 2)
+            write_json_atomic(self.marker(name), result)
+            self.ran.append(name)
+            self.log(f"{tag} {name}: finished in {result['wall_s']:.0f} s wall, "
+                     f"{result['cpu_s']:.0f} s CPU")
+        self.results[name] = result
+        return result
