@@ -81,6 +81,7 @@ def load_params(path: str, sharding=None) -> tuple[str, TransformerConfig, dict]
     else:
         meta = ckptr.metadata(target)
         tree = meta.item_metadata if hasattr(meta, "item_metadata") else meta
+        tree = getattr(tree, "tree", tree)  # orbax >= 0.11 wraps the metadata dict
         abstract = jax.tree.map(lambda m, s: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=s),
                                 tree, sharding)
         params = ckptr.restore(target, abstract)
