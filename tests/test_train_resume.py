@@ -1,0 +1,70 @@
+"""Exact resume: runs killed with SIGKILL (once between saves, once while an async save is in
+flight) and resumed end with parameters bitwise equal to an uninterrupted run."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+
+from seqpt_jax.train import load_params
+
+WORKER = r'''
+import functools, json, os, signal, sys, time
+from seqpt_jax import models
+from seqpt_jax.train import data, loop, OptimizerConfig
+
+model_dir, kill_at, wait_for = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+
+def on_step(step, state):
+    if step == kill_at:
+        ckpt_dir = os.path.join(model_dir, "checkpoints")
+        for _ in range(600):  # optionally let an earlier async save finish first
+            if wait_for == "-" or os.path.exists(os.path.join(ckpt_dir, wait_for)):
+                break
+            time.sleep(0.05)
+        in_flight = [n for n in os.listdir(ckpt_dir) if "tmp" in n]
+        with open(os.path.join(model_dir, "killed.json"), "w") as f:
+            json.dump({"step": step, "in_flight": in_flight}, f)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+model = models.EncoderMLM(models.preset("bert-tiny", vocab_size=101, d_ff=128))  # dropout 0.1 on
+loop.train(model_dir, model, functools.partial(data.synthetic, objective="mlm", length=12), steps=8,
+           batch_size=8, save_every=2, keep=2, progress=False, log_every=100, on_step=on_step,
+           optimizer=OptimizerConfig(learning_rate=3e-3, warmup_steps=2))
+'''
+
+
+def _worker(tmp_path, model_dir, kill_at, wait_for="-"):
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"),
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PLATFORMS="cpu")
+    return subprocess.run([sys.executable, str(script), str(model_dir), str(kill_at), wait_for], env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_sigkill_and_resume_is_bitwise_exact(tmp_path):
+    full = _worker(tmp_path, tmp_path / "full", 0)
+    assert full.returncode == 0, full.stderr[-2000:]
+
+    run = tmp_path / "killed"
+    first = _worker(tmp_path, run, 3, wait_for="2")  # between saves: resumes from step 2
+    assert first.returncode == -9, first.stderr[-2000:]
+    assert json.loads((run / "killed.json").read_text())["step"] == 3
+    second = _worker(tmp_path, run, 6)  # right after the step-6 save was issued
+    assert second.returncode == -9, second.stderr[-2000:]
+    assert "resumed from step 2" in second.stdout
+    killed = json.loads((run / "killed.json").read_text())
+    assert killed["in_flight"], "the step-6 async save should still be writing when killed"
+    last = _worker(tmp_path, run, 0)
+    assert last.returncode == 0, last.stderr[-2000:]
+    assert "resumed from step" in last.stdout
+
+    a, b = load_params(str(tmp_path / "full")), load_params(str(run))
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        assert np.array_equal(x, y)  # bitwise
+    assert json.loads((run / "summary.json").read_text())["checkpoints"] == [6, 8]
