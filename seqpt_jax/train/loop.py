@@ -180,7 +180,7 @@ def _run(r: dict) -> dict:
     n_dev = len(jax.devices())
     r["eval_fn"] = step_lib.make_eval_step(r["model"], r["mesh"], r["table"], r["z_loss"])
     pending = None  # (step, metrics) not yet checked for NaN
-    window = {"t": time.perf_counter(), "tokens": 0, "flops": 0.0, "steps": 0}
+    timer = perf.Throughput(n_dev, peak)
     last_loss = None
 
     def check(step, metrics) -> float:
@@ -209,7 +209,8 @@ def _run(r: dict) -> dict:
             compiled[phase.name] = (fn, flops)
             run_log.message(f"phase {phase.name} until step {phase.end}: {flops / 1e9:.3f} GFLOP/step; "
                             f"peak {peak_note}")
-            window["t"], window["steps"], fresh = None, 0, True
+            timer.close()
+            fresh = True
         else:
             fresh = False
         fn, flops = compiled[phase.name]
@@ -222,43 +223,39 @@ def _run(r: dict) -> dict:
         tokens = _batch_tokens(local, cfg.pad_id)
         meta["tokens"] += tokens
         meta["flops"] += flops
-        if fresh:  # exclude compilation from throughput
-            jax.block_until_ready(metrics)
-            window.update(t=time.perf_counter(), tokens=0, flops=0.0, steps=0)
+        if fresh:  # the step that compiled is not timed
+            timer.start(phase.name, metrics)
         else:
-            window["tokens"] += tokens
-            window["flops"] += flops
-            window["steps"] += 1
+            timer.add(tokens, flops, metrics)
         done = step + 1
         run_log.advance()
         if done % r["log_every"] == 0 or done == steps:
             values = {k: float(v) for k, v in metrics.items()}
-            if window["steps"]:
-                dt = time.perf_counter() - window["t"]
-                values.update(tokens_per_s=window["tokens"] / dt, step_time=dt / window["steps"],
-                              tflops_per_device=window["flops"] / dt / n_dev / 1e12,
-                              mfu=perf.mfu(window["flops"] / window["steps"], dt / window["steps"], n_dev, peak))
-                window.update(t=time.perf_counter(), tokens=0, flops=0.0, steps=0)
+            values.update(timer.close())
             values["cumulative_flops"] = meta["flops"]
             run_log.log(done, values)
         if r["eval_every"] and (done % r["eval_every"] == 0 or done == steps):
+            timer.close()
             run_log.log(done, _evaluate(r, state.params), prefix="eval")
-            window.update(t=time.perf_counter(), tokens=0, flops=0.0, steps=0)  # not training time
+            timer.start(phase.name)  # eval is not training time
         if done % r["save_every"] == 0 or done == steps:
+            timer.close()
             last_loss = check(*pending)
             pending = None
             meta["last_loss"] = last_loss
             ckpt.save(done, state, feed.state(), meta)
-            window.update(t=time.perf_counter(), tokens=0, flops=0.0, steps=0)  # not training time
+            timer.start(phase.name)  # nor is saving
         if r["on_step"] is not None:
             r["on_step"](done, state)
+    timer.close()
     if pending is not None:
         last_loss = check(*pending)
     ckpt.wait()
     feed.close()
     summary = {"steps": steps, "kind": kind, "first_loss": meta.get("first_loss"), "last_loss": last_loss,
                "tokens": meta["tokens"], "train_flops": meta["flops"], "checkpoints": ckpt.steps(),
-               "phases": [p.name for p in all_phases]}
+               "phases": [p.name for p in all_phases], "throughput": timer.summary(),
+               "peak": peak_note}
     run_log.message("done: " + json.dumps(summary))
     return summary
 

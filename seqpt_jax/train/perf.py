@@ -126,3 +126,51 @@ def peak_flops_per_device(device=None) -> tuple[float, str]:
 
 def mfu(flops_per_step: float, step_seconds: float, num_devices: int, peak_per_device: float) -> float:
     return flops_per_step / max(step_seconds, 1e-12) / (num_devices * peak_per_device)
+
+
+class Throughput:
+    """Steady-state timing per phase: windows of steps between syncs, compile and eval/save
+    time left out. `close()` syncs on the last step's outputs and books the window."""
+
+    def __init__(self, num_devices: int, peak_per_device: float):
+        self.n_dev, self.peak = num_devices, peak_per_device
+        self.totals: dict = {}
+        self._phase, self._t, self._pending = None, None, None
+        self._win = {"steps": 0, "tokens": 0, "flops": 0.0}
+
+    def start(self, phase: str, outputs=None) -> None:
+        """Begins timing after `outputs` (e.g. the compile step's metrics) are ready."""
+        if outputs is not None:
+            jax.block_until_ready(outputs)
+        self._phase, self._t = phase, time.perf_counter()
+        self._win = {"steps": 0, "tokens": 0, "flops": 0.0}
+
+    def add(self, tokens: int, flops: float, outputs) -> None:
+        self._win["steps"] += 1
+        self._win["tokens"] += tokens
+        self._win["flops"] += flops
+        self._pending = outputs
+
+    def close(self) -> dict:
+        """Books the current window; returns its rates ({} when empty). Restart with `start`."""
+        if self._phase is None or not self._win["steps"]:
+            return {}
+        jax.block_until_ready(self._pending)
+        dt = time.perf_counter() - self._t
+        tot = self.totals.setdefault(self._phase, {"seconds": 0.0, "steps": 0, "tokens": 0, "flops": 0.0})
+        tot["seconds"] += dt
+        for k in ("steps", "tokens", "flops"):
+            tot[k] += self._win[k]
+        rates = self.rates(dt, **self._win)
+        self.start(self._phase)
+        return rates
+
+    def rates(self, seconds: float, steps: int, tokens: int, flops: float) -> dict:
+        step_time = seconds / max(steps, 1)
+        return {"tokens_per_s": tokens / seconds, "step_time": step_time,
+                "tflops_per_device": flops / seconds / self.n_dev / 1e12,
+                "mfu": mfu(flops / max(steps, 1), step_time, self.n_dev, self.peak)}
+
+    def summary(self) -> dict:
+        return {name: {**self.rates(t["seconds"], t["steps"], t["tokens"], t["flops"]), "steps_timed": t["steps"]}
+                for name, t in self.totals.items() if t["steps"]}
