@@ -15,6 +15,9 @@ from seqpt_jax.errors import UserError
 # name -> one-line help. The module is seqpt_jax.commands.<name>.
 COMMANDS = {
     "models": "list presets with their parameter counts (and published counts)",
+    "grow": "grow a checkpoint into a larger model (bert2BERT FPI/AKI, stacking, DirectCopy)",
+    "warmstart": "seq2seq checkpoint whose encoder is an MLM/encoder checkpoint's (Soltan et al.)",
+    "extract": "the encoder of a seq2seq checkpoint, with a fresh MLM head",
     "convert": "convert Hugging Face checkpoints to seqpt_jax and back",
     "corpus": "build the embedded multilingual corpus from Debian packages",
     "vocab": "train a SentencePiece vocabulary on the corpus (mT5 conventions, sentinels on top)",

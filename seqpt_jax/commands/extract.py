@@ -1,0 +1,29 @@
+"""`seqpt extract`: the encoder of a seq2seq checkpoint, with a fresh MLM head.
+
+    seqpt extract --seq2seq s2s/ --out enc/ [--kind encoder_mlm|encoder]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import jax
+
+from seqpt_jax import mappings, params_io
+from seqpt_jax.commands.grow import add_common, load_source, report
+from seqpt_jax.mappings.extract import KINDS
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="seqpt extract", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seq2seq", required=True, help="encoder-decoder checkpoint")
+    parser.add_argument("--kind", default="encoder_mlm", choices=KINDS,
+                        help="encoder_mlm (fresh MLM head, for continue_mlm.gin) or encoder")
+    add_common(parser)
+    args = parser.parse_args(argv)
+    _, cfg, params = load_source(args.seq2seq)
+    enc = mappings.seq2seq_to_encoder(params, cfg, cfg, rng=jax.random.key(args.seed), kind=args.kind)
+    out = params_io.save_params(args.out, args.kind, cfg, enc, overwrite=args.overwrite)
+    report(f"extracted the encoder ({args.kind})", cfg, params, cfg, enc, out)
+    return 0
