@@ -61,7 +61,7 @@ def test_failed_stage_leaves_no_marker_and_keeps_its_work(tmp_path):
 def test_plan_scales_budgets_with_minutes():
     assert Plan().scaled(DEFAULT_MINUTES) == Plan()
     small, big = Plan().scaled(1.5), Plan().scaled(30)
-    assert small.mlm_steps == 30 and big.mlm_steps == 600
+    assert small.mlm_steps == 20 and big.mlm_steps == 400
     tiny = Plan().scaled(0.01)
     for p in (small, big, tiny):
         assert 0 < p.grow_stage_steps < p.grow_steps and 0 < p.warm_frozen_steps < p.warm_steps
