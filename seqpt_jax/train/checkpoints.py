@@ -111,7 +111,8 @@ def load_params(model_dir: str, step: int | None = None):
             return params_io.load_params(model_dir)[2]
         raise UserError(f"{model_dir} has no train checkpoints ({SUBDIR}/) and is not a param "
                         f"checkpoint; point at a MODEL_DIR of `seqpt train`.")
-    manager = ocp.CheckpointManager(ckpt_dir, item_names=("state", "data", "meta"),
+    manager = ocp.CheckpointManager(ckpt_dir, item_names=("state",),
+                                    item_handlers={"state": ocp.StandardCheckpointHandler()},
                                     options=ocp.CheckpointManagerOptions(read_only=True))
     steps = sorted(manager.all_steps())
     if not steps or (step is not None and step not in steps):
@@ -120,7 +121,11 @@ def load_params(model_dir: str, step: int | None = None):
     candidates = [step] if step is not None else list(reversed(steps))
     for s in candidates:
         try:
-            out = manager.restore(s, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+            # Restore onto this host's first device, whatever mesh or host count saved it.
+            device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+            meta = manager.item_metadata(s)["state"]
+            target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), meta)
+            out = manager.restore(s, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
             return jax.tree.map(np.asarray, out.state["params"])
         except Exception as e:  # noqa: BLE001
             if step is not None or s == candidates[-1]:
