@@ -146,7 +146,12 @@ def train(model_dir: str, model, data: Callable, *, steps: int, batch_size: int,
         run_log = metrics_lib.RunLog(model_dir, steps, start, progress)
         if start:
             run_log.message(f"resumed from step {start} in {ckpt.directory}")
-        summary = _run(locals_for_run(**locals()))
+        summary = _run(dict(
+            model=model, kind=kind, cfg=cfg, data=data, state=state, meta=meta, feed=feed, ckpt=ckpt,
+            run_log=run_log, tx=tx, schedule=schedule, mesh=mesh, table=table, shapes=shapes, steps=steps,
+            batch_size=batch_size, grad_accum=grad_accum, z_loss=z_loss, seed=seed, save_every=save_every,
+            eval_every=eval_every, eval_batches=eval_batches, log_every=log_every, freeze=freeze,
+            unfreeze_step=unfreeze_step, stages=stages, on_step=on_step, start=start))
     finally:
         ckpt.close()
         if run_log is not None:
@@ -155,14 +160,6 @@ def train(model_dir: str, model, data: Callable, *, steps: int, batch_size: int,
         with open(os.path.join(model_dir, "summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
     return summary
-
-
-def locals_for_run(**kw) -> dict:
-    """The names `_run` needs from `train`'s setup (keeps `_run` a plain function)."""
-    keys = ("model", "kind", "cfg", "data", "state", "meta", "feed", "ckpt", "run_log", "tx", "schedule",
-            "mesh", "table", "shapes", "steps", "batch_size", "grad_accum", "z_loss", "seed", "save_every",
-            "eval_every", "eval_batches", "log_every", "freeze", "unfreeze_step", "stages", "on_step", "start")
-    return {k: kw[k] for k in keys}
 
 
 def _lengths(batch: dict) -> tuple[int, int]:
