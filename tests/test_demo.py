@@ -13,6 +13,7 @@ from data_fixtures import make_corpus
 from seqpt_jax.demo import recipe, report
 from seqpt_jax.demo.plan import DEFAULT_MINUTES, Plan
 from seqpt_jax.demo.stages import MARKER, StageRunner
+from seqpt_jax.errors import UserError
 
 TINY = dict(num_encoder_layers=1, num_decoder_layers=1, d_model=16, num_heads=2, head_dim=8, d_ff=32)
 BIG = dict(num_encoder_layers=2, num_decoder_layers=2, d_model=32, num_heads=4, head_dim=8, d_ff=64)
@@ -203,6 +204,9 @@ def test_recipe_chains_compute_and_resumes_after_a_kill(tmp_path):
     backend.calls.clear()                                               # everything done: nothing runs
     again = recipe.Demo(tmp_path / "out", plan, backend, corpus=str(corpus), log=lambda s: None).run()
     assert backend.calls == [] and again["ran"] == []
+    other = dataclasses.replace(plan, mlm_steps=plan.mlm_steps + 1)     # another --minutes: refused
+    with pytest.raises(UserError, match="another plan"):
+        recipe.Demo(tmp_path / "out", other, backend, corpus=str(corpus), log=lambda s: None).run()
 
 
 @pytest.mark.slow

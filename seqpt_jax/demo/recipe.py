@@ -197,11 +197,23 @@ class Demo:
             params_io.save_params(str(path), kind, cfg, fn(params, src_cfg), overwrite=True)
         return str(path)
 
+    def _check_plan(self) -> None:
+        """A rerun must use the plan the finished stages were made with (no silent mixing)."""
+        path, plan = self.out / "plan.json", json.loads(json.dumps(self.plan.to_dict()))
+        if path.is_file():
+            if json.loads(path.read_text("utf-8")) != plan:
+                raise UserError(f"{self.out} holds a demo run with another plan (--minutes or sizes); "
+                                "rerun with the same settings to continue, or choose another --out.")
+        else:
+            from seqpt_jax.demo.stages import write_json_atomic
+            write_json_atomic(path, plan)
+
     def run(self) -> dict:
         import jax
 
         from seqpt_jax import mappings, models, params_io
         p, r, key = self.plan, self.runner, jax.random.key(0)
+        self._check_plan()
         src = r.run("corpus", lambda w: {"corpus": str(find_corpus(self.corpus, p, self.log))},
                     "find or build the embedded corpus")["corpus"]
         data = r.run("data", lambda w: make_slice(Path(src), w / "corpus", p),

@@ -75,6 +75,7 @@ def plot(runs: list[dict], path: Path) -> Path:
     """Validation loss against cumulative training FLOPs, one panel per objective family
     (MLM losses and seq2seq losses are not on the same scale)."""
     import matplotlib
+    import matplotlib.ticker
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -88,6 +89,7 @@ def plot(runs: list[dict], path: Path) -> Path:
             x, y = zip(*run["curve"])
             ax.plot(x, y, marker="o", markersize=3, label=run["model"])
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # labelled minor ticks overlap
         ax.set_xlabel("cumulative training FLOPs")
         ax.set_ylabel(f"validation loss ({objective})")
         ax.grid(True, which="both", alpha=0.3)
