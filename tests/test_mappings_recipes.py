@@ -48,6 +48,8 @@ def test_warmstart_recipe_frozen_then_unfrozen_from_an_mlm_checkpoint(tmp_path):
           f"summary train_flops {summary['train_flops']:.4g}; per phase: {summary.get('flops_by_phase')}")
     assert per_step["frozen"] < per_step["full"]
     np.testing.assert_allclose(summary["train_flops"], 2 * per_step["frozen"] + 2 * per_step["full"], rtol=1e-6)
+    np.testing.assert_allclose([summary["flops_by_phase"][p] for p in ("frozen", "full")],
+                               [2 * per_step["frozen"], 2 * per_step["full"]], rtol=1e-6)
     assert set(summary["throughput"]) == {"frozen", "full"}
 
 

@@ -220,6 +220,8 @@ def _run(r: dict) -> dict:
         tokens = _batch_tokens(local, cfg.pad_id)
         meta["tokens"] += tokens
         meta["flops"] += flops
+        by_phase = meta.setdefault("flops_by_phase", {})  # e.g. encoder frozen vs unfrozen
+        by_phase[phase.name] = by_phase.get(phase.name, 0.0) + flops
         if fresh:  # the step that compiled is not timed
             timer.start(phase.name, metrics)
         else:
@@ -250,7 +252,8 @@ def _run(r: dict) -> dict:
     ckpt.wait()
     feed.close()
     summary = {"steps": steps, "kind": kind, "first_loss": meta.get("first_loss"), "last_loss": last_loss,
-               "tokens": meta["tokens"], "train_flops": meta["flops"], "checkpoints": ckpt.steps(),
+               "tokens": meta["tokens"], "train_flops": meta["flops"],
+               "flops_by_phase": dict(meta.get("flops_by_phase", {})), "checkpoints": ckpt.steps(),
                "phases": [p.name for p in all_phases], "throughput": timer.summary(),
                "peak": peak_note}
     run_log.message("done: " + json.dumps(summary))
