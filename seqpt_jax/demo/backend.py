@@ -98,7 +98,8 @@ def pretrain(run, work: Path, data: dict, voc: dict, plan: Plan, progress: bool 
                       "phases": summary.get("phases")}}
 
 
-def finetune(checkpoint: str, corpus: str, voc: dict, plan: Plan, work: Path) -> dict:
+def finetune(checkpoint: str, corpus: str, voc: dict, plan: Plan, work: Path,
+             progress: bool | None = None) -> dict:
     """English fine-tuning and zero-shot tests on every other language, per task."""
     from seqpt_jax import params_io
     from seqpt_jax.data import vocab as vocab_lib
@@ -108,7 +109,8 @@ def finetune(checkpoint: str, corpus: str, voc: dict, plan: Plan, work: Path) ->
     kind, cfg, params = params_io.load_params(checkpoint)
     vocabulary = vocab_lib.load(voc["path"])
     options = ft.Options(epochs=plan.finetune_epochs, batch_size=32, max_length=plan.finetune_length,
-                         target_length=plan.finetune_length, learning_rate=5e-4, in_language=False)
+                         target_length=plan.finetune_length, learning_rate=5e-4, in_language=False,
+                         progress=progress)
     out = {}
     for name in TASKS:
         task = ev_tasks.from_corpus(name, corpus)
@@ -135,4 +137,4 @@ class Backend:
         return pretrain(run, work, data, voc, self.plan, self.progress)
 
     def finetune(self, checkpoint, corpus, voc, plan, work):
-        return finetune(checkpoint, corpus, voc, plan, work)
+        return finetune(checkpoint, corpus, voc, plan, work, self.progress)

@@ -41,6 +41,7 @@ class Options:
     dropout_rate: float | None = None  # None: the checkpoint's own
     seed: int = 0
     in_language: bool = True  # also fine-tune on each other language that has training data
+    progress: bool | None = None  # a progress bar; None: only when writing to a terminal
 
 
 def build_model(kind: str, cfg: models.TransformerConfig, num_labels: int):
@@ -126,7 +127,8 @@ def train(model, params: dict, kind: str, arrays: dict, options: Options, desc: 
 
     opt_state = tx.init(params)
     data_rng, key = np.random.default_rng(options.seed), jax.random.key(options.seed)
-    losses, bar = [], tqdm(total=total, desc=desc, leave=False)
+    losses, bar = [], tqdm(total=total, desc=desc, leave=False,
+                              disable=None if options.progress is None else not options.progress)
     while len(losses) < total:
         for batch in batches(arrays, options.batch_size, data_rng):
             key, sub = jax.random.split(key)
