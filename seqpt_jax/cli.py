@@ -7,8 +7,12 @@ for another's dependencies. A `UserError` becomes one line on stderr and exit co
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
+import re
 import sys
+import tempfile
 
 from seqpt_jax.errors import UserError
 
@@ -36,6 +40,36 @@ def _usage() -> str:
             f"commands:\n{rows}\n")
 
 
+# Commands whose work imports TensorFlow (seqio, tf.summary); it is imported up front for them,
+# inside the filter below, so its start-up lines never reach the user.
+_USES_TENSORFLOW = {"vocab", "train", "bench", "finetune", "eval", "demo"}
+# TensorFlow's native start-up lines (under seqio/tfds), printed before any log level applies.
+_NATIVE_NOISE = re.compile(r"^(I0000 |W0000 |WARNING: All log messages before absl::InitializeLog)")
+
+
+@contextlib.contextmanager
+def _native_startup_noise_filtered():
+    """Captures file descriptor 2 while imports run, then passes on all but the noise above."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real stderr (e.g. under a test runner): nothing to filter
+        yield
+        return
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [line for line in captured.read().decode("utf-8", "replace").splitlines(True)
+                    if not _NATIVE_NOISE.match(line)]
+            sys.stderr.write("".join(kept))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -45,11 +79,18 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"seqpt: error: unknown command {name!r}; run `seqpt --help` for the list.", file=sys.stderr)
         return 2
-    module = importlib.import_module(f"seqpt_jax.commands.{name.replace('-', '_')}")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with _native_startup_noise_filtered():
+        if name in _USES_TENSORFLOW:
+            importlib.import_module("tensorflow")
+        module = importlib.import_module(f"seqpt_jax.commands.{name.replace('-', '_')}")
     try:
         return int(module.main(rest) or 0)
     except UserError as e:
-        print(f"seqpt {name}: error: {e}", file=sys.stderr)
+        # gin appends "In call to configurable ..." lines to errors raised under it; the first
+        # line is the one that names the problem and the fix.
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"seqpt {name}: error: {message}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print(f"seqpt {name}: interrupted; completed work is kept, rerun to continue.", file=sys.stderr)
