@@ -11,16 +11,10 @@ import jax
 import jax.numpy as jnp
 
 from seqpt_jax.models.config import TransformerConfig
-from seqpt_jax.models.layers import DenseGeneral, Norm, _param
+from seqpt_jax.models.layers import DenseGeneral, Norm, _param, activation
 from seqpt_jax.models.transformer import Batch, Embedders, decode, decode_step, encode
 
 Array = jax.Array
-
-
-def _activation(cfg: TransformerConfig):
-    return {"gelu": lambda v: jax.nn.gelu(v, approximate=False),
-            "gelu_tanh": lambda v: jax.nn.gelu(v, approximate=True),
-            "relu": jax.nn.relu}[cfg.activation]
 
 
 def _vocab_logits(module: nn.Module, cfg: TransformerConfig, embedders: Embedders, h: Array,
@@ -52,7 +46,7 @@ class MlmHead(nn.Module):
     def __call__(self, hidden: Array, embedders: Embedders) -> Array:
         cfg = self.cfg
         h = DenseGeneral(cfg, (cfg.d_model,), (cfg.d_model,), ("embed", "embed_out"), name="transform")(hidden)
-        h = Norm(cfg, name="transform_norm")(_activation(cfg)(h))
+        h = Norm(cfg, name="transform_norm")(activation(cfg)(h))
         logits = _vocab_logits(self, cfg, embedders, h, "output")
         if cfg.use_bias:
             logits = logits + _param(self, "output_bias", nn.initializers.zeros, (cfg.vocab_size,), ("vocab",))

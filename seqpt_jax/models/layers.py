@@ -35,6 +35,13 @@ def _param(module: nn.Module, name: str, init, shape: tuple, axes: tuple) -> Arr
     return module.param(name, nn.with_logical_partitioning(init, axes), shape, jnp.float32)
 
 
+def activation(cfg: TransformerConfig):
+    """The MLP (and MLM head) nonlinearity: exact GELU (BERT), tanh GELU (T5 v1.1), or ReLU."""
+    return {"gelu": lambda v: jax.nn.gelu(v, approximate=False),
+            "gelu_tanh": lambda v: jax.nn.gelu(v, approximate=True),
+            "relu": jax.nn.relu}[cfg.activation]
+
+
 class Norm(nn.Module):
     """LayerNorm (scale + bias, mean-centred) or RMSNorm (scale only), computed in float32."""
 
@@ -147,9 +154,7 @@ class Mlp(nn.Module):
     @nn.compact
     def __call__(self, x: Array, deterministic: bool) -> Array:
         cfg = self.cfg
-        act = {"gelu": lambda v: jax.nn.gelu(v, approximate=False),
-               "gelu_tanh": lambda v: jax.nn.gelu(v, approximate=True),
-               "relu": jax.nn.relu}[cfg.activation]
+        act = activation(cfg)
         axes_in = ("embed", "mlp")
         if cfg.gated_mlp:
             h = act(DenseGeneral(cfg, (cfg.d_model,), (cfg.d_ff,), axes_in, name="wi_0")(x))
