@@ -116,7 +116,21 @@ def test_fpi_random_map_keeps_every_linear_part_exact_and_measures_norm_gap(fami
     assert 0 < gap < 1.0
 
 
-@pytest.mark.parametrize("how,expected", [("stack", [0, 1, 0, 1, 0]), ("interpolate", [0, 0, 0, 1, 1])])
+@pytest.mark.parametrize("old,new,expected", [
+    (6, 8, [0, 1, 2, 3, 4, 5, 4, 5]),        # bert2BERT: leftover layers from the top of the source
+    (2, 4, [0, 1, 0, 1]),                    # StackBERT doubling: the whole stack on top of itself
+    (3, 8, [0, 1, 2, 0, 1, 2, 1, 2]),
+    (4, 4, [0, 1, 2, 3])])
+def test_stack_depth_map_fills_leftover_layers_from_the_top(old, new, expected):
+    assert mappings.depth_map(old, new, "stack").tolist() == expected
+
+
+def test_interpolate_depth_map_repeats_each_layer_in_place():
+    assert mappings.depth_map(6, 8, "interpolate").tolist() == [0, 0, 1, 2, 3, 3, 4, 5]
+    assert mappings.depth_map(2, 4, "interpolate").tolist() == [0, 0, 1, 1]
+
+
+@pytest.mark.parametrize("how,expected", [("stack", [0, 1, 0, 1, 1]), ("interpolate", [0, 0, 0, 1, 1])])
 def test_depth_growth_copies_the_right_layers(how, expected):
     src = _cfg("t5")
     dst = src.replace(num_encoder_layers=5, num_decoder_layers=4)

@@ -1,8 +1,9 @@
 """Depth growth: per-layer parameters carry a leading `layers` axis (scanned stacks), so a
 deeper model is a gather along axis 0 with a layer map (unit_maps.depth_map):
 
-- stack (StackBERT, Gong et al. 2019): target layer i copies source layer i mod L — the
-  whole stack placed on top of itself (0,1,..,L-1,0,1,..).
+- stack (StackBERT, Gong et al. 2019; bert2BERT, Chen et al. 2022): the whole stack placed on
+  top of itself (0,1,..,L-1,0,1,..,L-1) floor(L'/L) times, then the leftover L' mod L layers
+  copied from the top of the source (bert2BERT: 6 -> 8 layers is 0..5,4,5).
 - interpolate: target layer i copies source layer floor(i L / L') — each layer repeated in
   place (0,0,1,1,.. when doubling).
 

@@ -73,10 +73,16 @@ def numpy_rng(key: jax.Array) -> np.random.Generator:
 
 
 def depth_map(old: int, new: int, how: str) -> np.ndarray:
-    """Source layer of each target layer: "stack" (StackBERT: 0,1,..,L-1,0,1,..) or
-    "interpolate" (each layer repeated in place: 0,0,1,1,..)."""
+    """Source layer of each target layer (`new >= old`):
+
+    - "stack" (StackBERT / bert2BERT): the whole source stack repeated `new // old` times, then
+      the leftover `new mod old` layers copied from the *top* of the source (bert2BERT):
+      6 -> 8 is 0..5,4,5; 2 -> 4 is 0,1,0,1 (StackBERT's doubling).
+    - "interpolate": each layer repeated in place, target i <- floor(i old / new) (0,0,1,1,..).
+    """
     if how == "stack":
-        return (np.arange(new) % old).astype(np.int32)
+        full, rest = divmod(new, old)
+        return np.concatenate([np.tile(np.arange(old), full), np.arange(old - rest, old)]).astype(np.int32)
     if how == "interpolate":
         return (np.arange(new) * old // new).astype(np.int32)
     raise UserError(f"depth={how!r} is unknown; use 'stack' or 'interpolate'.")
