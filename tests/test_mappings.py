@@ -177,6 +177,28 @@ def test_aki_takes_new_units_of_layer_l_from_layer_l_plus_1():
     assert not np.allclose(aki[wi][0], fpi[wi][0])
 
 
+def test_aki_with_head_dim_growth_takes_new_query_key_and_value_dims_from_the_same_layer():
+    """bert2BERT's AKI: every new head dimension of layer l (q, k and v alike) comes from
+    layer l+1, so the new dims' logits q'.k' pair a query and a key of the same layer."""
+    src = _cfg("bert", num_encoder_layers=3)
+    dst = src.replace(**HEAD_DIM)  # head_dim 16 -> 32 (and d_model 32 -> 64)
+    params = _init("encoder_mlm", src)
+    key = jax.random.key(4)
+    aki = checks.flat(mappings.grow(params, src, dst, method="aki", rng=key))
+    fpi = checks.flat(mappings.grow(params, src, dst, method="fpi", rng=key))
+    new_kv = mappings.growth_plan("encoder_mlm", src, dst, rng=key).maps["kv"].is_new
+    assert new_kv.any()
+    for module in ("query", "key", "value"):
+        for leaf in ("kernel", "bias"):
+            path = ("encoder", "layers", "attention", module, leaf)
+            for layer in range(3):
+                upper = min(layer + 1, 2)
+                np.testing.assert_array_equal(aki[path][layer][..., new_kv], fpi[path][upper][..., new_kv],
+                                              err_msg=f"{'/'.join(path)} layer {layer}: new head dims")
+            if leaf == "kernel":  # (biases are zero at init)
+                assert not np.array_equal(aki[path][0][..., new_kv], fpi[path][0][..., new_kv])
+
+
 def test_direct_copy_puts_the_source_in_the_top_left_block():
     src = _cfg("t5")
     dst = src.replace(**WIDER)

@@ -29,7 +29,7 @@ from seqpt_jax.errors import UserError
 from seqpt_jax.mappings import checks
 from seqpt_jax.mappings.depth import grow_depth
 from seqpt_jax.mappings.unit_maps import UnitMap, depth_map, numpy_rng, unit_map
-from seqpt_jax.mappings.width import aki_select, expand, query_scale, roles, tied_output_fix
+from seqpt_jax.mappings.width import aki_select, expand, fan_out, query_scale, roles, tied_output_fix
 from seqpt_jax.models import TransformerConfig
 
 METHODS = ("fpi", "aki", "direct_copy", "stack", "interpolate", "random")
@@ -92,7 +92,7 @@ def map_flat(flat: dict, plan: GrowthPlan, method: str, mode: str = "weight") ->
         axis_roles = roles(path, names)
         y = expand(x, names, axis_roles, plan.maps, query_scale(path, plan.src, plan.dst), mode)
         if method == "aki" and path[-1] in ("kernel", "bias"):
-            y = aki_select(y, names, axis_roles, plan.maps)
+            y = aki_select(y, names, fan_out(path, names, axis_roles), plan.maps)
         out[path] = y
     out = grow_depth(out, plan.layers)
     return tied_output_fix(out, plan.kind, plan.src, plan.dst, plan.maps["hidden"], mode)

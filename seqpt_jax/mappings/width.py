@@ -109,14 +109,22 @@ def expand(x, names: tuple, axis_roles: tuple, maps: dict, scalar: float = 1.0, 
     return x
 
 
-def aki_select(x, names: tuple, axis_roles: tuple, maps: dict):
+def fan_out(path: tuple, names: tuple, axis_roles: tuple) -> tuple:
+    """Per axis: does it index the units the parameter *produces*? The copy axes, and also
+    the query's `kv` axis: FPI splits it (so q'.k' = q.k) but it is the query's output, and
+    AKI must take a new head dimension of q from the same layer as those of k and v."""
+    query = path[-2] == "query" and path[-1] in ("kernel", "bias")
+    return tuple(role == "copy" or (query and name == "kv") for name, role in zip(names, axis_roles))
+
+
+def aki_select(x, names: tuple, fan_out_axes: tuple, maps: dict):
     """AKI on an FPI-expanded per-layer kernel or bias `[layers, ...]`: entries whose fan-out
-    (copy) unit is new come from layer l+1's expansion; the top layer keeps its own (FPI)."""
+    unit (`fan_out`) is new come from layer l+1's expansion; the top layer keeps its own (FPI)."""
     if not names or names[0] != "layers":
         return x
     mask = np.zeros(x.shape[1:], bool)
-    for i, (name, role) in enumerate(zip(names, axis_roles)):
-        if role == "copy" and not maps[MAPPED[name]].is_identity:
+    for i, (name, out) in enumerate(zip(names, fan_out_axes)):
+        if out and not maps[MAPPED[name]].is_identity:
             mask = mask | _along(maps[MAPPED[name]].is_new, i - 1, x.ndim - 1)
     if not mask.any():
         return x
