@@ -32,7 +32,8 @@ def test_golden_whole_word_and_span_mlm():
     assert np.flatnonzero(wwm["weights"]).tolist() == [15, 16, 17]  # the word 18 19 20
     assert wwm["inputs"][15:18].tolist() == [50, 19, 42]            # mask, keep, random
     span = P.objective("span_mlm")(ids, np.random.default_rng(42), SMALL)
-    assert np.flatnonzero(span["weights"]).tolist() == [21, 22, 23]  # the word 24 25 26
+    assert np.flatnonzero(span["weights"]).tolist() == [0, 1, 2]  # the word 3 4 5, one span
+    assert span["inputs"][:3].tolist() == [50, 50, 50]                # one kind per span: mask
 
 
 def test_golden_span_corruption():
@@ -107,15 +108,51 @@ def test_whole_word_masking_never_splits_a_word(name):
         assert 0.10 <= out["weights"].mean() <= 0.15  # skipping words may undershoot slightly
 
 
-def test_span_mlm_makes_contiguous_spans_of_geometric_length():
+def _runs(weights):
+    """(start, end) of each maximal run of selected positions."""
+    w = np.concatenate([[0], weights, [0]])
+    return zip(np.flatnonzero(np.diff(w) == 1), np.flatnonzero(np.diff(w) == -1))
+
+
+def _span_rows(n_rows=30, length=4000):
+    """Token-level SpanBERT masking (units = tokens) of long rows: budget-cutting shortens one
+    span per row, so long rows keep its effect on the mean small (~0.01 here)."""
+    for seed in range(n_rows):
+        ids = _ids(length, seed)
+        yield ids, P.mlm(ids, np.random.default_rng(seed), BIG, spans=True)
+
+
+def test_span_mlm_lengths_follow_the_clipped_renormalised_geometric():
+    """SpanBERT: l ~ Geometric(0.2) clipped to [1, 10] and renormalised (mean 3.8), not
+    min(Geometric(0.2), 10) (mean 4.46). Spans never touch, so each run is one span."""
+    l = np.arange(1, 11)
+    prob = 0.2 * 0.8 ** (l - 1)
+    analytic = float((l * prob).sum() / prob.sum())
     lengths = []
-    for seed in range(100):
-        out = P.mlm(_ids(512, seed), np.random.default_rng(seed), BIG, spans=True)
-        w = np.concatenate([[0], out["weights"], [0]])
-        starts, ends = np.flatnonzero(np.diff(w) == 1), np.flatnonzero(np.diff(w) == -1)
-        lengths += (ends - starts).tolist()
-    # Geometric(0.2) clipped at 10 has mean 3.8; adjacent spans merge, so runs are a bit longer.
-    assert 3.0 < np.mean(lengths) < 6.0 and max(lengths) > 10 / 2
+    for ids, out in _span_rows():
+        assert out["weights"].sum() == round(0.15 * len(ids))  # the budget exactly
+        lengths += [int(e - s) for s, e in _runs(out["weights"])]
+    # ~4700 spans, sd 2.6: the standard error of the mean is 0.04.
+    assert abs(np.mean(lengths) - analytic) <= 0.1, (np.mean(lengths), analytic)
+    assert max(lengths) <= 10
+    np.testing.assert_allclose(P.span_length_probs(0.2, 10), prob / prob.sum(), rtol=1e-12)
+
+
+def test_span_mlm_makes_one_mask_random_keep_choice_per_span():
+    kinds = {"mask": 0, "keep": 0, "random": 0}
+    for ids, out in _span_rows(n_rows=10):
+        for s, e in _runs(out["weights"]):
+            inp, orig = out["inputs"][s:e], ids[s:e]
+            is_mask, is_keep = inp == BIG.mask_id, inp == orig
+            if is_mask.all():
+                kinds["mask"] += 1
+            elif is_keep.all():
+                kinds["keep"] += 1
+            else:  # random: no [MASK]; a random id equals the original with prob 1/32000
+                assert not is_mask.any() and is_keep.sum() <= 1, (inp.tolist(), orig.tolist())
+                kinds["random"] += 1
+    n = sum(kinds.values())
+    assert abs(kinds["mask"] / n - 0.8) < 0.04 and abs(kinds["random"] / n - 0.1) < 0.03, kinds
 
 
 def _reassemble(inputs, targets, info):

@@ -62,22 +62,52 @@ def _pick_units(rng: np.random.Generator, lengths: np.ndarray, budget: int) -> n
     return chosen
 
 
+def span_length_probs(p: float, max_span: int) -> np.ndarray:
+    """SpanBERT's span length distribution over 1..max_span: Geometric(p) clipped to max_span
+    and renormalised, P(l) = p (1-p)^(l-1) / sum_k p (1-p)^(k-1) (p=0.2, 10: mean 3.8)."""
+    probs = p * (1 - p) ** np.arange(max_span)
+    return probs / probs.sum()
+
+
 def _pick_spans(rng: np.random.Generator, lengths: np.ndarray, budget: int, p: float,
                 max_span: int) -> np.ndarray:
-    """SpanBERT: span lengths (in units) ~ Geometric(p) clipped to max_span, random starts,
-    until the token budget is spent; a span that would overshoot is skipped."""
-    n, chosen, left = len(lengths), np.zeros(len(lengths), bool), budget
-    for _ in range(8 * budget + 8):
-        if left <= 0 or n == 0:
+    """SpanBERT spans over units: span id per unit (-1 = not selected).
+
+    Span lengths (in units) are drawn from `span_length_probs` up front, then placed at
+    uniformly random positions with at least one unselected unit between spans, so every
+    selected run is exactly one span. Spans are then taken in random order until the token
+    budget is spent; the span that would overshoot is cut to the units that fit (so only that
+    one span is shorter than drawn). Draws continue 25% past the budget (in mean tokens per
+    unit) so that budget-cutting, not a lack of spans, ends the selection.
+    """
+    n, span_of = len(lengths), np.full(len(lengths), -1, np.int32)
+    if n == 0 or budget <= 0:
+        return span_of
+    target = 1.25 * budget * n / max(int(lengths.sum()), 1)
+    draws = rng.choice(max_span, int(np.ceil(target)) + 1, p=span_length_probs(p, max_span)) + 1
+    drawn: list[int] = []
+    for length in draws.tolist():
+        room = n - sum(drawn) - len(drawn)  # units left once a gap follows every span so far
+        if sum(drawn) >= target or room <= 0:
             break
-        span = min(int(rng.geometric(p)), max_span)
-        start = int(rng.integers(n))
-        new = ~chosen[start:start + span]
-        cost = int(lengths[start:start + span][new].sum())
-        if 0 < cost <= left:
-            chosen[start:start + span] = True
-            left -= cost
-    return chosen
+        drawn.append(min(length, room))
+    k, sizes = len(drawn), np.asarray(drawn, np.int64)
+    # Uniform placement of k spans with gaps >= 1 between them: of `free` spare units and the
+    # k spans, choose which k of the free + k items are spans; the rest are gap fillers.
+    free = n - int(sizes.sum()) - (k - 1)
+    slots = np.sort(rng.choice(free + k, k, replace=False))
+    starts = slots - np.arange(k) + np.concatenate([[0], np.cumsum(sizes[:-1] + 1)]).astype(np.int64)
+    left = budget
+    for s in rng.permutation(k).tolist():
+        start = int(starts[s])
+        cost = np.cumsum(lengths[start:start + drawn[s]])
+        take = int(np.searchsorted(cost, left, side="right"))  # units of this span that fit
+        if take:
+            span_of[start:start + take] = s
+            left -= int(cost[take - 1])
+        if left <= 0:
+            break
+    return span_of
 
 
 def mlm(ids: np.ndarray, rng: np.random.Generator, info: TokenInfo, *, rate: float = 0.15,
@@ -86,8 +116,10 @@ def mlm(ids: np.ndarray, rng: np.random.Generator, info: TokenInfo, *, rate: flo
     """BERT masked LM: select `rate` of the maskable tokens (by units), then replace each
     selected token with [MASK] (mask_prob), a random ordinary id (random_prob) or keep it.
 
-    With `spans`, units are grouped into SpanBERT spans of geometric length (p=span_p, at most
-    max_span units; in words when whole_word). Special tokens (eos, sentinels) are never selected.
+    With `spans`, units are grouped into SpanBERT spans (lengths from `span_length_probs`:
+    geometric p=span_p clipped to max_span units and renormalised; in words when whole_word),
+    and the mask/random/keep choice is made once per span. Special tokens (eos, sentinels) are
+    never selected.
     """
     if not (0 <= rate <= 1 and mask_prob >= 0 and random_prob >= 0 and mask_prob + random_prob <= 1):
         raise UserError(f"MLM rates must be probabilities with mask+random <= 1; got rate={rate}, "
@@ -97,11 +129,15 @@ def mlm(ids: np.ndarray, rng: np.random.Generator, info: TokenInfo, *, rate: flo
     n = int(lengths.sum())
     budget = max(1, int(round(n * rate))) if n and rate > 0 else 0
     if spans:
-        chosen = _pick_spans(rng, lengths, budget, span_p, max_span)
+        span_of = _pick_spans(rng, lengths, budget, span_p, max_span)
+        chosen = span_of >= 0
     else:
         chosen = _pick_units(rng, lengths, budget)
     selected = (unit >= 0) & chosen[np.maximum(unit, 0)]
-    u = rng.random(len(ids))
+    if spans:  # SpanBERT: one mask/random/keep choice per span, shared by its tokens
+        u = rng.random(int(span_of.max()) + 2)[span_of[np.maximum(unit, 0)]]
+    else:
+        u = rng.random(len(ids))
     lo, hi = info.random_range
     randoms = rng.integers(lo, hi, len(ids), dtype=np.int32)
     inputs = np.where(selected & (u < mask_prob), np.int32(info.mask_id), ids)
