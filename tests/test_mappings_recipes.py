@@ -57,7 +57,8 @@ RECIPES = [("t5_tiny", "warmstart_seq2seq", "ENCODER_CHECKPOINT", "loop.train.un
            ("t5_tiny", "continue_mlm", "SEQ2SEQ_CHECKPOINT", "models.build.kind", "encoder_mlm"),
            ("bert_tiny", "grow_two_stage", "SMALL_CHECKPOINT", "stage_2/loop.Stage.train_top", 2),
            ("t5_tiny", "seq2seq_small_decoder", None, "models.preset.num_decoder_layers", 1),
-           ("t5_tiny", "seq2seq_masked_encoder", None, "data.corpus.mixture", "seqpt_local_span_corruption_masked")]
+           ("t5_tiny", "seq2seq_masked_encoder", None, "data.corpus.mixture", "seqpt_local_span_corruption_masked"),
+           ("t5_tiny", "seq2seq_masked_encoder", None, "loop.train.encoder_mlm_weight", 1.0)]
 
 
 @pytest.mark.parametrize("model,run,required,name,value", RECIPES)

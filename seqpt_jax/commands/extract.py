@@ -1,4 +1,5 @@
-"""`seqpt extract`: the encoder of a seq2seq checkpoint, with a fresh MLM head.
+"""`seqpt extract`: the encoder of a seq2seq checkpoint, with an MLM head: the checkpoint's
+encoder MLM head when it was trained with one (seq2seq_masked_encoder.gin), else a fresh one.
 
     seqpt extract --seq2seq s2s/ --out enc/ [--kind encoder_mlm|encoder]
 """
@@ -19,7 +20,8 @@ def main(argv: list[str]) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seq2seq", required=True, help="encoder-decoder checkpoint")
     parser.add_argument("--kind", default="encoder_mlm", choices=KINDS,
-                        help="encoder_mlm (fresh MLM head, for continue_mlm.gin) or encoder")
+                        help="encoder_mlm (for continue_mlm.gin; the checkpoint's encoder MLM head "
+                             "when it has one, else a fresh one) or encoder")
     add_common(parser)
     args = parser.parse_args(argv)
     _, cfg, params = load_source(args.seq2seq)

@@ -3,7 +3,9 @@
 `encoder/` and the embedding tables are copied exactly (the same subtree layout as
 EncoderMLM and Encoder); the decoder and the output projection are dropped; for
 kind="encoder_mlm" the MLM head (transform, its norm, the output projection when untied, the
-output bias) is freshly initialised. Preserved exactly: the encoder's output states.
+output bias) is the seq2seq model's encoder MLM head `mlm_head/` when it was trained with one
+(seq2seq denoising + encoder MLM, runs/seq2seq_masked_encoder.gin), else freshly initialised.
+Preserved exactly: the encoder's output states (and then its MLM logits, with a kept head).
 """
 
 from __future__ import annotations
@@ -20,10 +22,22 @@ from seqpt_jax.mappings.warmstart import SHARED
 KINDS = ("encoder_mlm", "encoder")
 
 
+HEAD = "mlm_head"  # a seq2seq model's encoder MLM head (EncoderDecoder.encoder_mlm_head)
+
+
 def _extract(s2s_params, key, *, enc_cfg, kind: str):
     fresh = checks.flat(models.init(models.build(kind, enc_cfg), key))
-    kept = {p: x for p, x in checks.flat(s2s_params).items() if p[0] in SHARED}
+    keep = SHARED + ((HEAD,) if kind == "encoder_mlm" else ())
+    kept = {p: x for p, x in checks.flat(s2s_params).items() if p[0] in keep}
     return checks.unflat({**fresh, **kept})
+
+
+def _check_head(head, enc_cfg) -> None:
+    want = checks.flat(models.param_shapes(models.build("encoder_mlm", enc_cfg))[HEAD])
+    got = checks.flat(head)
+    if {p: tuple(x.shape) for p, x in got.items()} != {p: tuple(x.shape) for p, x in want.items()}:
+        raise UserError("the seq2seq model's encoder MLM head (mlm_head/) does not match the target "
+                        "config's MLM head; pass the config the params were trained with.")
 
 
 def seq2seq_to_encoder(s2s_params, s2s_cfg, enc_cfg=None, *, rng=None, kind: str = "encoder_mlm",
@@ -34,9 +48,12 @@ def seq2seq_to_encoder(s2s_params, s2s_cfg, enc_cfg=None, *, rng=None, kind: str
     if checks.model_kind(s2s_params) != "encoder_decoder":
         raise UserError("the extraction source is not a seq2seq model (no 'decoder'); pass an "
                         "encoder-decoder checkpoint.")
-    checks.check_params(s2s_params, s2s_cfg, "encoder_decoder")
+    body = {k: v for k, v in s2s_params.items() if k != HEAD}
+    checks.check_params(body, s2s_cfg, "encoder_decoder")
     enc_cfg = s2s_cfg if enc_cfg is None else enc_cfg
     checks.check_same(s2s_cfg, enc_cfg, checks.ENCODER, "extraction keeps the encoder unchanged")
+    if HEAD in s2s_params and kind == "encoder_mlm":
+        _check_head(s2s_params[HEAD], enc_cfg)
     rng = jax.random.key(0) if rng is None else rng
     fn = functools.partial(_extract, enc_cfg=enc_cfg, kind=kind)
     return jax.jit(fn, out_shardings=out_shardings)(s2s_params, rng)

@@ -65,7 +65,8 @@ def warmstart_from(path: str, decoder_init: str = "random"):
 
 
 def extracted_from(path: str):
-    """EncoderMLM init: the seq2seq checkpoint's encoder with a fresh MLM head."""
+    """EncoderMLM init: the seq2seq checkpoint's encoder, with its encoder MLM head if it was
+    trained with one, else a fresh MLM head."""
     def init(rng, abstract):
         _, cfg, params = load_source(path)
         out = seq2seq_to_encoder(params, cfg, cfg, rng=rng, out_shardings=_shardings(abstract))

@@ -75,9 +75,17 @@ class EncoderDecoder(nn.Module):
     """
 
     cfg: TransformerConfig
+    # An MLM head on the encoder's output (`mlm_head/`, EncoderMLM's layout, so extraction to
+    # an EncoderMLM keeps it): for seq2seq denoising + encoder MLM (train.loop's
+    # encoder_mlm_weight). It runs only in `forward_with_encoder_mlm` (and at init).
+    encoder_mlm_head: bool = False
 
     def __call__(self, batch: Batch, *, enable_dropout: bool = False) -> Array:
         return self._run("forward", batch, enable_dropout=enable_dropout)
+
+    def forward_with_encoder_mlm(self, batch: Batch, *, enable_dropout: bool = False) -> tuple[Array, Array]:
+        """(decoder logits, encoder MLM logits `[batch, encoder length, vocab]`), float32."""
+        return self._run("forward_with_encoder_mlm", batch, enable_dropout=enable_dropout)
 
     def encode(self, batch: Batch) -> tuple[Array, Array]:
         """(encoded hidden states, encoder segment ids) for `encoder_input_tokens`."""
@@ -91,10 +99,11 @@ class EncoderDecoder(nn.Module):
 
     @nn.compact
     def _run(self, mode: str, inputs, *, enable_dropout: bool = False):
-        # One compact method builds every submodule (Linen allows one), so all three entry
-        # points see the same parameter tree.
+        # One compact method builds every submodule (Linen allows one), so every entry point
+        # sees the same parameter tree.
         cfg = self.cfg
         embedders = Embedders(cfg)
+        mlm_logits = None
         if mode == "decode_step":
             y = decode_step(cfg, embedders, *inputs)
         else:
@@ -102,9 +111,12 @@ class EncoderDecoder(nn.Module):
             if mode == "encode":
                 return encoded, segments
             y = decode(cfg, embedders, inputs, encoded, segments, not enable_dropout)
+            if self.encoder_mlm_head and (mode == "forward_with_encoder_mlm" or self.is_initializing()):
+                mlm_logits = MlmHead(cfg, name="mlm_head")(encoded, embedders).astype(jnp.float32)
         if cfg.tie_embeddings and cfg.family == "t5":
             y = y * cfg.d_model ** -0.5  # T5 rescales before the tied projection.
-        return _vocab_logits(self, cfg, embedders, y, "lm_head").astype(jnp.float32)
+        logits = _vocab_logits(self, cfg, embedders, y, "lm_head").astype(jnp.float32)
+        return (logits, mlm_logits) if mode == "forward_with_encoder_mlm" else logits
 
 
 class SequenceClassifier(nn.Module):

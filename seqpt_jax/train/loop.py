@@ -99,7 +99,8 @@ def train(model_dir: str, model, data: Callable, *, steps: int, batch_size: int,
           save_every: int = 100, keep: int = 3, async_checkpoints: bool = True,
           eval_every: int = 0, eval_batches: int = 2, log_every: int = 10,
           freeze: Sequence[str] = (), unfreeze_step: int = 0, stages: Sequence[Stage] = (),
-          init: state_lib.InitFn | None = None, progress: bool | None = None,
+          init: state_lib.InitFn | None = None, encoder_mlm_weight: float = 0.0,
+          progress: bool | None = None,
           on_step: Callable[[int, Any], None] | None = None,
           on_ready: Callable[[], None] | None = None) -> dict:
     """Trains `model` for `steps` optimizer steps; returns the run summary (also summary.json).
@@ -109,12 +110,20 @@ def train(model_dir: str, model, data: Callable, *, steps: int, batch_size: int,
       initialisers; `state.from_param_checkpoint(path)` or a mapping for warm starts).
     freeze / unfreeze_step: path regexes frozen (stop-gradient) for steps < unfreeze_step.
     stages: bert2BERT sub-model stages run first.
+    encoder_mlm_weight: > 0 (seq2seq only) adds an MLM head on the encoder (`mlm_head/`) and
+      its loss on `mlm_targets`/`mlm_weights`: loss = (sum decoder CE + w sum encoder MLM CE)
+      / decoder target tokens (seq2seq_masked_encoder.gin). 0: plain seq2seq, no head.
     on_step(step, state): called after every step (e.g. notebooks, tests).
     """
     _check_writable(model_dir)
     if batch_size % grad_accum:
         raise UserError(f"batch_size {batch_size} must divide by grad_accum {grad_accum}.")
     kind, cfg = _kind(model), model.cfg
+    if encoder_mlm_weight < 0 or (encoder_mlm_weight and kind != "encoder_decoder"):
+        raise UserError(f"encoder_mlm_weight={encoder_mlm_weight} needs an encoder_decoder model and a "
+                        f"weight >= 0; set loop.train.encoder_mlm_weight = 0 for {kind}.")
+    if kind == "encoder_decoder":  # the encoder MLM head exists exactly when its loss is on
+        model = model.clone(encoder_mlm_head=encoder_mlm_weight > 0)
     mesh, table = partitioning.make_mesh(mesh_shape), partitioning.rules(rules)
     split_rows = mesh.shape["data"] * mesh.shape["fsdp"] * grad_accum
     if batch_size % split_rows:
@@ -149,7 +158,8 @@ def train(model_dir: str, model, data: Callable, *, steps: int, batch_size: int,
         summary = _run(dict(
             model=model, kind=kind, cfg=cfg, data=data, state=state, meta=meta, feed=feed, ckpt=ckpt,
             run_log=run_log, tx=tx, schedule=schedule, mesh=mesh, table=table, shapes=shapes, steps=steps,
-            batch_size=batch_size, grad_accum=grad_accum, z_loss=z_loss, seed=seed, save_every=save_every,
+            batch_size=batch_size, grad_accum=grad_accum, z_loss=z_loss, encoder_mlm_weight=encoder_mlm_weight,
+            seed=seed, save_every=save_every,
             eval_every=eval_every, eval_batches=eval_batches, log_every=log_every, freeze=freeze,
             unfreeze_step=unfreeze_step, stages=stages, on_step=on_step, start=start))
     finally:
@@ -175,7 +185,8 @@ def _run(r: dict) -> dict:
     compiled: dict = {}
     peak, peak_note = perf.peak_flops_per_device()
     n_dev = len(jax.devices())
-    r["eval_fn"] = step_lib.make_eval_step(r["model"], r["mesh"], r["table"], r["z_loss"])
+    r["eval_fn"] = step_lib.make_eval_step(r["model"], r["mesh"], r["table"], r["z_loss"],
+                                           r["encoder_mlm_weight"])
     pending = None  # (step, metrics) not yet checked for NaN
     timer = perf.Throughput(n_dev, peak)
     last_loss = None
@@ -193,10 +204,11 @@ def _run(r: dict) -> dict:
         phase = phase_at(all_phases, step)
         local = next(feed)
         if phase.name not in compiled:
-            sub_model = (models.build(kind, freezing.sub_model_config(cfg, phase.sub))
+            sub_model = (r["model"].clone(cfg=freezing.sub_model_config(cfg, phase.sub))
                          if phase.sub else r["model"])
             fn = step_lib.make_train_step(sub_model, r["tx"], r["schedule"], phase.trainable, r["mesh"],
                                           r["table"], grad_accum=r["grad_accum"], z_loss=r["z_loss"],
+                                          encoder_mlm_weight=r["encoder_mlm_weight"],
                                           sub_model=phase.sub)
             enc, dec = _lengths(local)
             sub_cfg = freezing.sub_model_config(cfg, phase.sub) if phase.sub else cfg

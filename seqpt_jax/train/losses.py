@@ -12,6 +12,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from seqpt_jax.errors import UserError
+
 
 class LossSums(NamedTuple):
     loss: jax.Array      # sum of weighted cross-entropy (+ z-loss) over tokens
@@ -48,6 +50,22 @@ def mlm_loss(logits: jax.Array, batch: dict, z_loss: float = 0.0) -> LossSums:
 def seq2seq_loss(logits: jax.Array, batch: dict, z_loss: float = 0.0) -> LossSums:
     """Loss on `decoder_target_tokens` weighted by `decoder_loss_weights` (seqio's names)."""
     return cross_entropy(logits, batch["decoder_target_tokens"], batch["decoder_loss_weights"], z_loss)
+
+
+def seq2seq_with_encoder_mlm(logits: jax.Array, mlm_logits: jax.Array, batch: dict, mlm_weight: float,
+                             z_loss: float = 0.0) -> LossSums:
+    """Seq2seq denoising + encoder MLM: `sum(decoder CE) + mlm_weight * sum(encoder MLM CE)`,
+    normalised (by the caller) by the decoder target weight, so a masked encoder token counts
+    `mlm_weight` times a decoder target token; as sums it stays exact under accumulation.
+    `weight` and `correct` are the decoder's (accuracy stays the seq2seq accuracy)."""
+    if mlm_logits is None:
+        raise UserError("encoder_mlm_weight > 0 needs a model with an encoder MLM head; build "
+                        "EncoderDecoder(cfg, encoder_mlm_head=True) (train.loop does when the weight > 0).")
+    if "mlm_targets" not in batch:
+        raise UserError("encoder_mlm_weight > 0 needs mlm_targets/mlm_weights in the batch; use the "
+                        "span_corruption_masked objective (runs/seq2seq_masked_encoder.gin) or weight 0.")
+    s2s, mlm = seq2seq_loss(logits, batch, z_loss), mlm_loss(mlm_logits, batch, z_loss)
+    return s2s._replace(loss=s2s.loss + mlm_weight * mlm.loss, z_loss=s2s.z_loss + mlm_weight * mlm.z_loss)
 
 
 def loss_for(batch: dict):

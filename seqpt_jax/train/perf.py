@@ -5,7 +5,8 @@ The network is cut into units in forward order: embeddings, encoder layer 0..L-1
 layer 0..L-1, head (+ the tied output projection). A unit's forward cost is
   F_mm = 2 * sum(kernel sizes) * tokens it sees   (encoder tokens B*Le, decoder tokens B*Ld;
          cross-attention key/value kernels see encoder tokens; the vocabulary projection sees
-         every output position)
+         every output position; a seq2seq model's encoder MLM head, with its tied projection,
+         sees encoder tokens)
   F_at = 4 * B * Lq * Lk * heads * head_dim        (scores and weighted sum, per attention)
 Its backward cost is
   2 F_mm + 2 F_at   when the unit trains (weight gradients + activation gradients),
@@ -53,6 +54,9 @@ def _units(kind: str, cfg, shapes, trainable, batch: int, enc_len: int, dec_len:
     units["output"] = [0.0, 0.0, False]
     flat_paths = jax.tree.leaves(path_tree(shapes))
     for path, x, t in zip(flat_paths, jax.tree.leaves(shapes), jax.tree.leaves(trainable)):
+        if kind == "encoder_decoder" and path.startswith("mlm_head/"):
+            _encoder_mlm_head(units, cfg, path, x, t, t_enc)
+            continue
         stack = re.match(r"^(encoder|decoder)/layers/", path)
         tokens = t_enc if path.startswith("encoder") or "cross_attention/key" in path \
             or "cross_attention/value" in path else t_dec
@@ -77,6 +81,18 @@ def _units(kind: str, cfg, shapes, trainable, batch: int, enc_len: int, dec_len:
         u[0] += 2.0 * int(np.prod(x.shape)) * t_out if (kernel and _HEAD.match(path)) else 0.0
         u[2] = u[2] or bool(np.any(t))
     return [(k, *v) for k, v in units.items()]
+
+
+def _encoder_mlm_head(units: dict, cfg, path: str, x, t, t_enc: int) -> None:
+    """A seq2seq model's encoder MLM head (train.loop's encoder_mlm_weight) sees the ENCODER
+    tokens: its kernels, plus the tied vocabulary projection (counted once, with the
+    transform), cost 2 * size * t_enc. Its own unit comes last: nothing is built on it."""
+    u = units.setdefault("encoder_mlm_head", [0.0, 0.0, False])
+    if path.endswith("kernel"):
+        u[0] += 2.0 * int(np.prod(x.shape)) * t_enc
+    if path == "mlm_head/transform/kernel" and cfg.tie_embeddings:
+        u[0] += 2.0 * cfg.vocab_size * cfg.d_model * t_enc
+    u[2] = u[2] or bool(np.any(t))
 
 
 def train_flops(kind: str, cfg, shapes, trainable, batch: int, enc_len: int, dec_len: int = 0) -> dict:

@@ -21,8 +21,11 @@ from seqpt_jax.train import freezing, losses, partitioning
 from seqpt_jax.train.state import TrainState
 
 
-def _loss_sums(model, params, batch, rng, z_loss, train: bool) -> losses.LossSums:
+def _loss_sums(model, params, batch, rng, z_loss, train: bool, encoder_mlm_weight: float = 0.0) -> losses.LossSums:
     kwargs = {"enable_dropout": True, "rngs": {"dropout": rng}} if train else {}
+    if encoder_mlm_weight:  # seq2seq denoising + encoder MLM (seq2seq_masked_encoder.gin)
+        logits, mlm_logits = model.apply({"params": params}, batch, method="forward_with_encoder_mlm", **kwargs)
+        return losses.seq2seq_with_encoder_mlm(logits, mlm_logits, batch, encoder_mlm_weight, z_loss)
     logits = model.apply({"params": params}, batch, **kwargs)
     return losses.loss_for(batch)(logits, batch, z_loss)
 
@@ -38,11 +41,12 @@ def _split_micro(batch: dict, k: int, mesh: Mesh) -> dict:
 
 def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, schedule,
                     trainable, mesh: Mesh, rules: list, *, grad_accum: int = 1, z_loss: float = 0.0,
-                    sub_model: freezing.SubModel | None = None) -> Callable:
+                    sub_model: freezing.SubModel | None = None, encoder_mlm_weight: float = 0.0) -> Callable:
     """`step(state, batch) -> (state, metrics)`, jitted with the state donated.
 
     `trainable`: see `freezing`. `sub_model`: train the bottom-layers sub-model (the `model`
-    passed must then be built with the sub-model's config).
+    passed must then be built with the sub-model's config). `encoder_mlm_weight` > 0: add the
+    encoder MLM loss (`losses.seq2seq_with_encoder_mlm`; the model needs `encoder_mlm_head`).
     """
     static = freezing.is_static(trainable)
 
@@ -51,7 +55,7 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, s
             p = freezing.stop_frozen(p, trainable)
             if sub_model is not None:  # slicing's transpose pads the gradient back with zeros
                 p = freezing.slice_layers(p, sub_model)
-            sums = _loss_sums(model, p, mb, key, z_loss, train=True)
+            sums = _loss_sums(model, p, mb, key, z_loss, train=True, encoder_mlm_weight=encoder_mlm_weight)
             return sums.loss, sums
 
         grad_fn = jax.grad(f, has_aux=True)
@@ -95,9 +99,11 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, s
     return run
 
 
-def make_eval_step(model: nn.Module, mesh: Mesh, rules: list, z_loss: float = 0.0) -> Callable:
+def make_eval_step(model: nn.Module, mesh: Mesh, rules: list, z_loss: float = 0.0,
+                   encoder_mlm_weight: float = 0.0) -> Callable:
     """`eval_step(params, batch) -> LossSums` (sums, so batches add up exactly)."""
-    jitted = jax.jit(lambda params, batch: _loss_sums(model, params, batch, None, z_loss, train=False))
+    jitted = jax.jit(lambda params, batch: _loss_sums(model, params, batch, None, z_loss, train=False,
+                                                      encoder_mlm_weight=encoder_mlm_weight))
 
     def run(params, batch):
         with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
