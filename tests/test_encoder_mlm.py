@@ -170,3 +170,21 @@ def test_train_loop_runs_the_variant_end_to_end_and_extract_keeps_its_head(tmp_p
         jax.random.key(1), models.param_shapes(models.EncoderMLM(cfg)))
     for path, x in checks.flat(params["mlm_head"]).items():
         np.testing.assert_array_equal(np.asarray(checks.flat(enc["mlm_head"])[path]), x)
+
+
+def test_masked_encoder_batches_carry_the_encoder_mlm_features():
+    """span_corruption_masked -> feeding: mlm_targets/mlm_weights aligned with the encoder input."""
+    from seqpt_jax.data import feeding, sources
+    from seqpt_jax.data import vocab as V
+    info = V.synthetic_token_info(1000)
+    rng = np.random.default_rng(0)
+    lo, hi = info.random_range
+    store = sources.TokenStore.from_token_lists([rng.integers(lo, hi, 60) for _ in range(20)])
+    spec = feeding.TaskSpec("m", feeding.ENCDEC, lambda split, n, pack: sources.Windows(store, n, pack), info,
+                            "span_corruption_masked")
+    b = next(feeding.make_pipeline([(spec, 1.0)], "train", 4, {"inputs": 32, "targets": 16}, seed=0, shard=(0, 1)))
+    w = b["mlm_weights"] > 0
+    assert b["mlm_targets"].shape == b["encoder_input_tokens"].shape and w.sum() >= 4
+    assert (b["encoder_input_tokens"][~w] == b["mlm_targets"][~w]).all()
+    assert (b["encoder_input_tokens"][w] == info.mask_id).mean() > 0.5
+    assert "decoder_target_tokens" in b
