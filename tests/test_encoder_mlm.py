@@ -10,7 +10,7 @@ import pytest
 
 from seqpt_jax import mappings, models
 from seqpt_jax.mappings import checks
-from seqpt_jax.train import freezing, losses, perf
+from seqpt_jax.train import freezing, perf
 from seqpt_jax.train.step import _loss_sums
 
 VOCAB = 101
