@@ -126,6 +126,9 @@ def main(argv: list[str]) -> int:
 
     def write_config():
         import jax
+        from seqpt_jax.data import vocab_record
+        vocab_record.record(model_dir(), gin.query_parameter("VOCAB/macro.value") if _has_macro("VOCAB") else None,
+                            write=jax.process_index() == 0)  # and refuse another vocabulary on resume
         if jax.process_index() == 0:
             with open(os.path.join(model_dir(), "config.gin"), "w") as f:
                 f.write(gin.operative_config_str())

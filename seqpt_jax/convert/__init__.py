@@ -69,8 +69,10 @@ def hf_architecture(kind: str, cfg: TransformerConfig) -> str:
     return _FAMILIES[cfg.family].architecture(cfg, kind)
 
 
-def to_hf(kind: str, cfg: TransformerConfig, params, path: str, *, overwrite: bool = False) -> str:
-    """Writes `config.json` + `model.safetensors` that transformers loads with no missing keys."""
+def to_hf(kind: str, cfg: TransformerConfig, params, path: str, *, overwrite: bool = False,
+          extra: dict[str, bytes] | None = None) -> str:
+    """Writes `config.json` + `model.safetensors` that transformers loads with no missing keys
+    (+ `extra` files in the same directory: see `export` for the tokenizer and model card)."""
     if kind not in models.KINDS:
         raise UserError(f"Unknown model kind {kind!r}; use one of {', '.join(models.KINDS)}.")
     family = _FAMILIES[cfg.family]
@@ -78,7 +80,7 @@ def to_hf(kind: str, cfg: TransformerConfig, params, path: str, *, overwrite: bo
     params = jax.tree.map(lambda x: np.asarray(jax.device_get(x), np.float32), params)
     _check_tree(params, kind, cfg, "to_hf")
     return write_dir(path, family.config_to_hf(cfg, arch), family.params_to_state(params, cfg, arch),
-                     overwrite=overwrite)
+                     overwrite=overwrite, extra=extra)
 
 
 __all__ = ["ARCHITECTURES", "from_hf", "to_hf", "hf_architecture"]
