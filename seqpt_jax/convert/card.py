@@ -18,7 +18,7 @@ def _num(x, unit: str = "") -> str:
     return "unknown" if x is None else f"{x:,.0f}{unit}" if isinstance(x, int) else f"{x:.3e}{unit}"
 
 
-def _how(stage: Stage, index: int) -> str:
+def _how(stage: Stage) -> str:
     if stage.missing:
         return f"`{stage.path}` (no longer on disk: its records are not included)"
     if not stage.is_run:
@@ -79,11 +79,8 @@ def render(source: str, kind: str, cfg, arch: str, n_params: int, vocab_path: st
     ]
     if last.flops_by_phase and len(last.flops_by_phase) > 1:
         lines.append("| FLOPs by phase | " + ", ".join(f"{k}: {v:.3e}" for k, v in last.flops_by_phase.items()) + " |")
-    lines += ["", "## Lineage", "", *[f"{i + 1}. {_how(s, i)}" for i, s in enumerate(stages)], ""]
-    lines += ["## Tokenizer", "",
-              "The SentencePiece model the run was trained with (`tokenizer.model`, loaded by transformers' "
-              "`SentencePieceBackend`), so ids equal seqpt_jax's own: `<pad>`=0, `</s>`=1 (appended to "
-              "every input), `<unk>`=2, byte fallback, and 100 sentinels `<extra_id_0>` (the highest id) "
-              "... `<extra_id_99>`" + (", which is also the mask token." if kind == "encoder_mlm" else ".")
-              + " Write sentinels and the mask token between spaces.", ""]
+    lines += ["", "## Lineage", "", *[f"{i + 1}. {_how(s)}" for i, s in enumerate(stages)], ""]
+    if vocab_path:
+        from seqpt_jax.convert.tokenizer import describe
+        lines += ["## Tokenizer", "", describe(vocab_path, kind), ""]
     return "\n".join(lines)

@@ -98,3 +98,17 @@ def from_hf_dir(path: str, vocab_size: int) -> tuple[str | None, str]:
         return None, (f"{file} has {sp.get_piece_size()} pieces, + {vocab_lib.EXTRA_IDS} sentinels is more than "
                       f"the model's {vocab_size} embeddings; not used as the vocabulary.")
     return file, f"vocabulary: {file} ({sp.get_piece_size()} pieces + {vocab_lib.EXTRA_IDS} sentinels)"
+
+
+def describe(vocab_path: str, kind: str) -> str:
+    """The model card's paragraph on the tokenizer, from the vocabulary file itself."""
+    sp = vocab_lib.processor(vocab_path)
+    pieces = sp.get_piece_size()
+    byte_fallback = any(sp.is_byte(i) for i in range(pieces))
+    mask = f", and `{sentinel(vocab_lib.EXTRA_IDS - 1)}` is the mask token" if kind == "encoder_mlm" else ""
+    return (f"`tokenizer.model` is the SentencePiece model the run was trained with ({pieces:,} pieces"
+            f"{', byte fallback' if byte_fallback else ''}), loaded by transformers' `SentencePieceBackend`, so "
+            f"ids equal seqpt_jax's: `{sp.id_to_piece(0)}`=0, `{sp.id_to_piece(1)}`=1 (appended to every input), "
+            f"`{sp.id_to_piece(2)}`=2, and {vocab_lib.EXTRA_IDS} sentinels from `{sentinel(0)}` "
+            f"(id {pieces + vocab_lib.EXTRA_IDS - 1}) down to `{sentinel(vocab_lib.EXTRA_IDS - 1)}` (id {pieces})"
+            f"{mask}. Write sentinels and the mask token between spaces, as seqio reads them.")
