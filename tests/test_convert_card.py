@@ -71,7 +71,7 @@ def test_grown_run_lineage_and_card(tmp_path):
     assert grown.eval_loss == (20, 3.125) and grown.languages == ["el", "en"]
     assert "sub-models of 2, 4 layers" in grown.stages
     cfg = models.preset("bert-tiny", vocab_size=400)
-    text = card.render(str(big), "encoder_mlm", cfg, "BertForMaskedLM", 123, "/v/spm.model")
+    text = card.render(str(big), "encoder_mlm", cfg, "BertForMaskedLM", 123, None)
     assert f"grown from `{small}` (method aki, unit map random)" in text
     assert "Training FLOPs (cumulative, with its sources) | 1.000e+13" in text
     assert "Tokens seen (with its sources) | 4,000" in text and "Validation loss | 3.1250 (step 20)" in text
