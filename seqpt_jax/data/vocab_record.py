@@ -96,3 +96,11 @@ def resolve(model_dir: str | os.PathLike, given: str | os.PathLike | None = None
         return rec["path"]
     copy = os.path.join(model_dir, COPY)
     return copy if os.path.isfile(copy) else None
+
+
+def inherit(source_dir: str | os.PathLike, model_dir: str | os.PathLike) -> None:
+    """Gives a checkpoint made from `source_dir` (grown, warm-started, extracted) its vocabulary record."""
+    if os.path.isdir(source_dir):
+        found = resolve(source_dir)
+        if found is not None:
+            write_record(model_dir, found)
