@@ -11,7 +11,7 @@ from seqpt_jax.convert.run_records import Stage, lineage
 _PIPELINE = {"encoder_mlm": "fill-mask", "encoder_decoder": "text2text-generation",
              "encoder": "feature-extraction"}
 _AUTO = {"encoder_mlm": "AutoModelForMaskedLM", "encoder_decoder": "AutoModelForSeq2SeqLM",
-         "encoder": "AutoModel"}
+         "encoder": "T5EncoderModel"}
 
 
 def _num(x, unit: str = "") -> str:

@@ -47,6 +47,9 @@ def hf_files(vocab_path: str, kind: str, cfg) -> dict[str, bytes]:
     problem = _conventions_problem(sp)
     if problem:
         raise UserError(f"vocabulary {vocab_path}: {problem}; export with the vocabulary the model was trained with.")
+    if cfg.pad_id != vocab_lib.PAD_ID:
+        raise UserError(f"the model's pad_id is {cfg.pad_id} but vocabulary {vocab_path} pads with "
+                        f"{vocab_lib.PAD_ID}; its tokenizer would not match the model (export with --weights-only).")
     if pieces + extra > cfg.vocab_size:
         raise UserError(f"vocabulary {vocab_path} has {pieces + extra} ids (with {extra} sentinels) but the model "
                         f"has {cfg.vocab_size} embeddings; it is not the vocabulary this model was trained with.")
