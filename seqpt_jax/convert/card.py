@@ -18,6 +18,10 @@ def _num(x, unit: str = "") -> str:
     return "unknown" if x is None else f"{x:,.0f}{unit}" if isinstance(x, int) else f"{x:.3e}{unit}"
 
 
+def _loss(at) -> str:
+    return f"{at[1]:.4f} (step {at[0]})" if at else "unknown"
+
+
 def _how(stage: Stage) -> str:
     if stage.missing:
         return f"`{stage.path}` (no longer on disk: its records are not included)"
@@ -75,7 +79,7 @@ def render(source: str, kind: str, cfg, arch: str, n_params: int, vocab_path: st
         f"| Tokens seen (with its sources) | {_num(_total(stages, 'tokens'))} |",
         f"| Training FLOPs (this run) | {_num(last.flops)} |",
         f"| Training FLOPs (cumulative, with its sources) | {_num(_total(stages, 'flops'))} |",
-        f"| Validation loss | {f'{last.eval_loss[1]:.4f} (step {last.eval_loss[0]})' if last.eval_loss else 'unknown'} |",
+        f"| Validation loss | {_loss(last.eval_loss)} |",
     ]
     if last.flops_by_phase and len(last.flops_by_phase) > 1:
         lines.append("| FLOPs by phase | " + ", ".join(f"{k}: {v:.3e}" for k, v in last.flops_by_phase.items()) + " |")
