@@ -12,8 +12,9 @@ writes a directory that loads as it is:
 The vocabulary is the one the run recorded (MODEL_DIR/vocab.json), so no --vocab is needed;
 a --vocab whose content differs from the record is refused. README.md states the recipe
 lineage, corpus, languages, tokens, training FLOPs and validation loss from the run's records.
---from-hf copies the HF directory's SentencePiece model (T5, mT5) in as CKPT_DIR/vocab.model,
-so training and fine-tuning from CKPT_DIR find it. Local directories only; nothing is downloaded.
+--from-hf copies the HF directory's SentencePiece model (T5, mT5) in as CKPT_DIR/vocab.model:
+continued pre-training takes it as --gin.VOCAB, fine-tuning finds it. One line says when the
+HF tokenizer cannot be used. Local directories only; nothing is downloaded.
 """
 
 from __future__ import annotations
