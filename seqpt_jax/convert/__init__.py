@@ -3,6 +3,9 @@
     kind, cfg, params = convert.from_hf("path/to/hf_dir")   # kind: encoder_mlm | encoder_decoder | encoder
     convert.to_hf(kind, cfg, params, "path/to/out_dir")      # config.json + model.safetensors
 
+Whole directories, with the tokenizer and a model card from the run's records (`seqpt convert`):
+`convert.export.export(run_dir, out_dir)` and `convert.export.import_hf(hf_dir, ckpt_dir)`.
+
 Supported: BertForMaskedLM, XLMRobertaForMaskedLM (and RobertaForMaskedLM) <-> EncoderMLM;
 T5ForConditionalGeneration, MT5ForConditionalGeneration <-> EncoderDecoder; T5EncoderModel,
 MT5EncoderModel <-> Encoder. The key tables live in `bert.py` and `t5.py`.
