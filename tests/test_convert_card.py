@@ -68,6 +68,7 @@ def test_grown_run_lineage_and_card(tmp_path):
     assert [s.path for s in stages] == [str(small), str(big)]
     grown = stages[1]
     assert (grown.init, grown.source, grown.init_details) == ("grown from", str(small), "method aki, unit map random")
+    assert run_records.init_source(run_records.parse_operative_config((big / "config.gin").read_text())) == str(small)
     assert grown.eval_loss == (20, 3.125) and grown.languages == ["el", "en"]
     assert "sub-models of 2, 4 layers" in grown.stages
     cfg = models.preset("bert-tiny", vocab_size=400)

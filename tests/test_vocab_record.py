@@ -53,3 +53,18 @@ def test_warmstart_and_extract_checkpoints_inherit_the_record(tmp_path):
     assert cli.main(["warmstart", "--encoder", src, "--override", "num_decoder_layers=1", "--out", s2s]) == 0
     assert cli.main(["extract", "--seq2seq", s2s, "--out", enc]) == 0
     assert vocab_record.resolve(s2s) == vocab_record.resolve(enc) == str(spm)
+
+
+def test_a_run_refuses_a_vocabulary_other_than_its_sources(tmp_path):
+    src, run = tmp_path / "mlm", tmp_path / "s2s"
+    src.mkdir()
+    run.mkdir()
+    spm, other = tmp_path / "a.model", tmp_path / "b.model"
+    spm.write_bytes(b"pieces A")
+    other.write_bytes(b"pieces B")
+    vocab_record.record(src, spm)
+    with pytest.raises(UserError, match=f"differs from the one {src} was trained with"):
+        vocab_record.record(run, other, source=str(src))
+    assert vocab_record.recorded(run) is None
+    vocab_record.record(run, spm, source=str(src))
+    assert vocab_record.resolve(run) == str(spm)

@@ -51,6 +51,15 @@ def parse_operative_config(text: str) -> dict[str, object]:
     return {name: value_of(v) for name, v in raw_values.items()}
 
 
+def init_source(config: dict) -> str | None:
+    """The checkpoint a run's init hook starts from (warm start, growth, extraction), or None."""
+    hook = config.get("loop.train.init")
+    if not isinstance(hook, str):
+        return None
+    path = config.get(f"{hook.lstrip('@').rstrip('()')}.path")
+    return path if isinstance(path, str) else None
+
+
 def _read_json(path: str) -> dict:
     try:
         with open(path) as f:
@@ -146,7 +155,7 @@ def read_stage(path: str) -> Stage:
     if isinstance(hook, str):
         name = hook.lstrip("@").rstrip("()")
         stage.init = _INIT_HOOKS.get(name, f"initialised by {name} from")
-        stage.source = gin.get(f"{name}.path")
+        stage.source = init_source(gin)
         if name == "init_hooks.grown_from":
             stage.init_details = ", ".join(f"{k.replace('_', ' ')} {gin[f'{name}.{k}']}" for k in
                                            ("method", "unit_map", "depth") if f"{name}.{k}" in gin)

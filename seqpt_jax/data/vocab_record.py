@@ -47,14 +47,21 @@ def _check(path: str, rec: dict, model_dir) -> None:
                         f"({rec['path']}, sha256 {rec['sha256'][:12]}...); use that one.")
 
 
-def record(model_dir: str | os.PathLike, vocab_path: str | os.PathLike | None, *, write: bool = True) -> None:
+def record(model_dir: str | os.PathLike, vocab_path: str | os.PathLike | None, *, write: bool = True,
+           source: str | os.PathLike | None = None) -> None:
     """Records `vocab_path` for `model_dir`; refuses (UserError) a vocabulary whose content differs
-    from one already recorded there (a resumed run must keep its vocabulary). No-op for None or
-    a path that is no file (e.g. synthetic data with VOCAB unused). `write=False` only checks
-    (the other hosts of a multi-host run)."""
+    from one already recorded there (a resumed run must keep its vocabulary) or from the one of
+    `source`, the model a warm start / growth / extraction starts from. No-op for None or a path
+    that is no file (e.g. synthetic data with VOCAB unused). `write=False` only checks (the other
+    hosts of a multi-host run)."""
     if vocab_path is None or not os.path.isfile(vocab_path):
         return
     vocab_path = os.path.abspath(vocab_path)
+    if source is not None and os.path.isdir(source):
+        found = resolve(source)
+        if found is not None and sha256(found) != sha256(vocab_path):
+            raise UserError(f"vocabulary {vocab_path} differs from the one {source} was trained with "
+                            f"({found}); start from it with that vocabulary.")
     rec = recorded(model_dir)
     if rec is not None:
         _check(vocab_path, rec, model_dir)
