@@ -83,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     with _native_startup_noise_filtered():
         if name in _USES_TENSORFLOW:
             importlib.import_module("tensorflow")
+            from seqpt_jax.data.tf_tempfiles import delete_autograph_sources
+            delete_autograph_sources()
         module = importlib.import_module(f"seqpt_jax.commands.{name.replace('-', '_')}")
     try:
         return int(module.main(rest) or 0)

@@ -169,14 +169,20 @@ def test_cli_round_trip(tmp_path, capsys):
     hf = _random_hf("bert_h6_v99")
     hf.save_pretrained(tmp_path / "hf")
     assert cli.main(["convert", "--from-hf", str(tmp_path / "hf"), "--out", str(tmp_path / "ckpt")]) == 0
-    assert cli.main(["convert", "--to-hf", str(tmp_path / "ckpt"), "--out", str(tmp_path / "back")]) == 0
+    assert "no tokenizer files" in capsys.readouterr().err
+    # No vocabulary recorded for the import: a tokenizer cannot be written, and it says so.
+    assert cli.main(["convert", "--to-hf", str(tmp_path / "ckpt"), "--out", str(tmp_path / "back")]) == 2
+    assert "records no vocabulary" in _one_error_line(capsys) and not (tmp_path / "back").exists()
+    assert cli.main(["convert", "--to-hf", str(tmp_path / "ckpt"), "--out", str(tmp_path / "back"),
+                     "--weights-only"]) == 0
     assert "BertForMaskedLM" in capsys.readouterr().out
     back = tf.AutoModelForMaskedLM.from_pretrained(str(tmp_path / "back")).eval()
     kind, cfg, _ = convert.from_hf(str(tmp_path / "hf"))
     batch, valid = _batch(cfg, kind)
     assert _max_diff(_hf_out(back, batch, cfg), _hf_out(hf, batch, cfg), valid) <= TOL
     # An existing --out is refused and left intact.
-    assert cli.main(["convert", "--to-hf", str(tmp_path / "ckpt"), "--out", str(tmp_path / "back")]) == 2
+    assert cli.main(["convert", "--to-hf", str(tmp_path / "ckpt"), "--out", str(tmp_path / "back"),
+                     "--weights-only"]) == 2
     assert (tmp_path / "back" / "model.safetensors").exists()
 
 

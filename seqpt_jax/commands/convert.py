@@ -1,34 +1,51 @@
-"""`seqpt convert`: Hugging Face model directory <-> seqpt_jax parameter checkpoint.
+"""`seqpt convert`: Hugging Face model directory <-> seqpt_jax model.
 
-    seqpt convert --from-hf HF_DIR --out CKPT_DIR     # config.json + model.safetensors -> ours
-    seqpt convert --to-hf CKPT_DIR --out HF_DIR       # ours -> config.json + model.safetensors
+    seqpt convert --to-hf RUN_OR_CKPT --out HF_DIR    # weights + tokenizer + model card
+    seqpt convert --from-hf HF_DIR --out CKPT_DIR     # weights (+ the SentencePiece vocabulary)
 
-Local directories only; nothing is downloaded.
+--to-hf takes a `seqpt train` MODEL_DIR (its latest good checkpoint) or a params checkpoint and
+writes a directory that loads as it is:
+
+    tokenizer = AutoTokenizer.from_pretrained(HF_DIR)
+    model = AutoModelForMaskedLM.from_pretrained(HF_DIR)     # or AutoModelForSeq2SeqLM
+
+The vocabulary is the one the run recorded (MODEL_DIR/vocab.json), so no --vocab is needed;
+a --vocab whose content differs from the record is refused. README.md states the recipe
+lineage, corpus, languages, tokens, training FLOPs and validation loss from the run's records.
+--from-hf copies the HF directory's SentencePiece model (T5, mT5) in as CKPT_DIR/vocab.model:
+continued pre-training takes it as --gin.VOCAB, fine-tuning finds it. One line says when the
+HF tokenizer cannot be used. Local directories only; nothing is downloaded.
 """
 
 from __future__ import annotations
 
 import argparse
-
-from seqpt_jax import convert, params_io
-from seqpt_jax.models import count_params
+import sys
 
 
 def main(argv: list[str]) -> int:
+    from seqpt_jax.convert import export
+
     parser = argparse.ArgumentParser(prog="seqpt convert", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--from-hf", metavar="HF_DIR", help="local transformers model directory to import")
-    source.add_argument("--to-hf", metavar="CKPT_DIR", help="seqpt_jax parameter checkpoint to export")
+    source.add_argument("--to-hf", metavar="RUN_OR_CKPT",
+                        help="seqpt train MODEL_DIR or params checkpoint to export")
     parser.add_argument("--out", required=True, help="directory to write (must not exist yet)")
+    parser.add_argument("--vocab", metavar="SPM_MODEL",
+                        help="--to-hf: the SentencePiece model (default: the one the run recorded)")
+    parser.add_argument("--weights-only", action="store_true",
+                        help="--to-hf: config.json + model.safetensors only (no tokenizer, no model card)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     args = parser.parse_args(argv)
     if args.from_hf:
-        kind, cfg, params = convert.from_hf(args.from_hf)
-        path = params_io.save_params(args.out, kind, cfg, params, overwrite=args.overwrite)
+        path, info = export.import_hf(args.from_hf, args.out, overwrite=args.overwrite)
+        print(f"wrote {path}: {info['cfg'].family} {info['kind']}, {info['params']:,} parameters")
+        print(info["note"], file=sys.stdout if info["vocab"] else sys.stderr)
     else:
-        kind, cfg, params = params_io.load_params(args.to_hf)
-        path = convert.to_hf(kind, cfg, params, args.out, overwrite=args.overwrite)
-        kind = f"{kind} as {convert.hf_architecture(kind, cfg)}"
-    print(f"wrote {path}: {cfg.family} {kind}, {count_params(params):,} parameters")
+        path, arch, info = export.export(args.to_hf, args.out, vocab=args.vocab, overwrite=args.overwrite,
+                                         weights_only=args.weights_only)
+        held = "weights only" if args.weights_only else f"tokenizer {info['vocab']}, README.md"
+        print(f"wrote {path}: {info['cfg'].family} {info['kind']} as {arch}, {info['params']:,} parameters; {held}")
     return 0

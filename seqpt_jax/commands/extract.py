@@ -11,6 +11,7 @@ import argparse
 import jax
 
 from seqpt_jax import mappings, params_io
+from seqpt_jax.data import vocab_record
 from seqpt_jax.commands.grow import add_common, load_source, report
 from seqpt_jax.mappings.extract import KINDS
 
@@ -27,5 +28,6 @@ def main(argv: list[str]) -> int:
     _, cfg, params = load_source(args.seq2seq)
     enc = mappings.seq2seq_to_encoder(params, cfg, cfg, rng=jax.random.key(args.seed), kind=args.kind)
     out = params_io.save_params(args.out, args.kind, cfg, enc, overwrite=args.overwrite)
+    vocab_record.inherit(args.seq2seq, out)  # export and finetune find the vocabulary
     report(f"extracted the encoder ({args.kind})", cfg, params, cfg, enc, out)
     return 0

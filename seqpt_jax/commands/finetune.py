@@ -31,7 +31,7 @@ def add_task_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test", help="test file (user tasks)")
     parser.add_argument("--corpus", default=DEFAULT_CORPUS, help="corpus directory (corpus tasks)")
     parser.add_argument("--langs", help="comma-separated languages to use (corpus tasks)")
-    parser.add_argument("--vocab", help="SentencePiece model (default: CKPT/vocab.model)")
+    parser.add_argument("--vocab", help="SentencePiece model (default: the one CKPT records, else CKPT/vocab.model)")
     parser.add_argument("--gin_file", action="append", default=[], help="gin file binding Options.*")
     parser.add_argument("--out", required=True, help="output directory")
 
@@ -79,10 +79,12 @@ def resolve_task(args):
 
 
 def load_vocab(path: str | None, ckpt: str | None):
-    from seqpt_jax.data import vocab as vocab_lib
+    """--vocab, or the vocabulary the checkpoint records (data.vocab_record); a --vocab whose
+    content differs from the recorded one is refused."""
+    from seqpt_jax.data import vocab as vocab_lib, vocab_record
 
-    if path is None and ckpt:
-        path = os.path.join(ckpt, "vocab.model")
+    if ckpt and os.path.isdir(ckpt):
+        path = vocab_record.resolve(ckpt, path)
     if path is None:
         raise UserError("--vocab SPM_MODEL is required (the vocabulary the checkpoint was trained with).")
     return vocab_lib.load(path)

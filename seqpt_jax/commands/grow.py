@@ -15,6 +15,7 @@ import jax
 
 from seqpt_jax import mappings, models, params_io
 from seqpt_jax.mappings import init_hooks
+from seqpt_jax.data import vocab_record
 from seqpt_jax.errors import UserError
 
 
@@ -87,5 +88,6 @@ def main(argv: list[str]) -> int:
     grown = mappings.grow(params, src_cfg, dst_cfg, method=args.method, rng=jax.random.key(args.seed),
                           unit_map=args.unit_map, depth=args.depth)
     out = params_io.save_params(args.out, kind, dst_cfg, grown, overwrite=args.overwrite)
+    vocab_record.inherit(args.src, out)  # export and finetune find the vocabulary
     report(f"grew {kind} by {args.method}", src_cfg, params, dst_cfg, grown, out)
     return 0

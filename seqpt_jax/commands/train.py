@@ -126,6 +126,12 @@ def main(argv: list[str]) -> int:
 
     def write_config():
         import jax
+        from seqpt_jax.convert.run_records import init_source, parse_operative_config
+        from seqpt_jax.data import vocab_record
+        # Records VOCAB; refuses one that differs from a resumed run's or its init source's.
+        vocab_record.record(model_dir(), gin.query_parameter("VOCAB/macro.value") if _has_macro("VOCAB") else None,
+                            write=jax.process_index() == 0,
+                            source=init_source(parse_operative_config(gin.operative_config_str())))
         if jax.process_index() == 0:
             with open(os.path.join(model_dir(), "config.gin"), "w") as f:
                 f.write(gin.operative_config_str())

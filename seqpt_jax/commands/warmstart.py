@@ -13,6 +13,7 @@ import argparse
 import jax
 
 from seqpt_jax import mappings, params_io
+from seqpt_jax.data import vocab_record
 from seqpt_jax.commands.grow import add_common, load_source, report, target_config
 
 
@@ -31,5 +32,6 @@ def main(argv: list[str]) -> int:
     s2s = mappings.encoder_to_seq2seq(params, enc_cfg, s2s_cfg, rng=jax.random.key(args.seed),
                                       decoder_init=args.decoder_init)
     out = params_io.save_params(args.out, "encoder_decoder", s2s_cfg, s2s, overwrite=args.overwrite)
+    vocab_record.inherit(args.encoder, out)  # export and finetune find the vocabulary
     report(f"warm-started a seq2seq model (decoder: {args.decoder_init})", enc_cfg, params, s2s_cfg, s2s, out)
     return 0

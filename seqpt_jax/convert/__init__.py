@@ -3,6 +3,9 @@
     kind, cfg, params = convert.from_hf("path/to/hf_dir")   # kind: encoder_mlm | encoder_decoder | encoder
     convert.to_hf(kind, cfg, params, "path/to/out_dir")      # config.json + model.safetensors
 
+Whole directories, with the tokenizer and a model card from the run's records (`seqpt convert`):
+`convert.export.export(run_dir, out_dir)` and `convert.export.import_hf(hf_dir, ckpt_dir)`.
+
 Supported: BertForMaskedLM, XLMRobertaForMaskedLM (and RobertaForMaskedLM) <-> EncoderMLM;
 T5ForConditionalGeneration, MT5ForConditionalGeneration <-> EncoderDecoder; T5EncoderModel,
 MT5EncoderModel <-> Encoder. The key tables live in `bert.py` and `t5.py`.
@@ -69,8 +72,10 @@ def hf_architecture(kind: str, cfg: TransformerConfig) -> str:
     return _FAMILIES[cfg.family].architecture(cfg, kind)
 
 
-def to_hf(kind: str, cfg: TransformerConfig, params, path: str, *, overwrite: bool = False) -> str:
-    """Writes `config.json` + `model.safetensors` that transformers loads with no missing keys."""
+def to_hf(kind: str, cfg: TransformerConfig, params, path: str, *, overwrite: bool = False,
+          extra: dict[str, bytes] | None = None) -> str:
+    """Writes `config.json` + `model.safetensors` that transformers loads with no missing keys
+    (+ `extra` files in the same directory: see `export` for the tokenizer and model card)."""
     if kind not in models.KINDS:
         raise UserError(f"Unknown model kind {kind!r}; use one of {', '.join(models.KINDS)}.")
     family = _FAMILIES[cfg.family]
@@ -78,7 +83,7 @@ def to_hf(kind: str, cfg: TransformerConfig, params, path: str, *, overwrite: bo
     params = jax.tree.map(lambda x: np.asarray(jax.device_get(x), np.float32), params)
     _check_tree(params, kind, cfg, "to_hf")
     return write_dir(path, family.config_to_hf(cfg, arch), family.params_to_state(params, cfg, arch),
-                     overwrite=overwrite)
+                     overwrite=overwrite, extra=extra)
 
 
 __all__ = ["ARCHITECTURES", "from_hf", "to_hf", "hf_architecture"]

@@ -104,8 +104,10 @@ def read_state(path: str) -> dict:
                     f"copy the whole model directory.")
 
 
-def write_dir(path: str, config: dict, state: dict, overwrite: bool = False) -> str:
-    """Writes `config.json` + `model.safetensors` atomically (temporary sibling, then rename)."""
+def write_dir(path: str, config: dict, state: dict, overwrite: bool = False,
+              extra: dict[str, bytes] | None = None) -> str:
+    """Writes `config.json` + `model.safetensors` (+ `extra` files: tokenizer, model card)
+    atomically (temporary sibling, then rename)."""
     from safetensors.numpy import save_file
 
     if os.path.isdir(path) and not os.listdir(path):
@@ -114,4 +116,7 @@ def write_dir(path: str, config: dict, state: dict, overwrite: bool = False) -> 
         with open(os.path.join(tmp, CONFIG), "w") as f:
             json.dump(config, f, indent=2, sort_keys=True)
         save_file(state, os.path.join(tmp, SAFETENSORS), metadata={"format": "pt"})
+        for name, content in (extra or {}).items():
+            with open(os.path.join(tmp, name), "wb") as f:
+                f.write(content)
     return os.path.abspath(path)

@@ -67,6 +67,9 @@ def _truncate_for(objective: str, options: dict):
 
 def _add_seqio_task(name: str, source, voc, preprocessors_: list, add_eos: bool) -> None:
     import seqio
+
+    from seqpt_jax.data.tf_tempfiles import delete_autograph_sources
+    delete_autograph_sources()  # its datasets' map functions leave no files in /tmp
     if name in seqio.TaskRegistry.names():
         seqio.TaskRegistry.remove(name)
     features = {k: seqio.Feature(voc, add_eos=add_eos) for k in ("inputs", "targets")}
