@@ -83,10 +83,19 @@ def plan(experiment: str, scale: str, seeds: int, hw: str = "hw/cpu.gin", throug
 
 
 def _si(x: float) -> str:
-    for unit, f in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+    for unit, f in (("Z", 1e21), ("E", 1e18), ("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if abs(x) >= f:
             return f"{x / f:.3g}{unit}"
     return f"{x:.3g}"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    for unit, f in (("days", 86400), ("h", 3600)):
+        if seconds >= 2 * f:
+            return f"{seconds / f:.1f} {unit}"
+    return f"{seconds / 60:.1f} min"
 
 
 def text(p: dict) -> str:
@@ -97,14 +106,14 @@ def text(p: dict) -> str:
              f"{'arm':<18} {'role':<8} {'kind':<16} {'layers':>7} {'d_model':>7} {'params':>8} {'steps':>7} "
              f"{'tokens':>8} {'train FLOPs':>11} {'eval FLOPs':>10} {'time/seed':>10}"]
     for r in p["arms"]:
-        t = "—" if r["seconds_per_seed"] is None else f"{r['seconds_per_seed'] / 60:.1f} min"
+        t = _duration(r["seconds_per_seed"])
         lines.append(f"{r['arm']:<18} {r['role']:<8} {r['kind']:<16} {'+'.join(map(str, r['layers'])):>7} "
                      f"{r['d_model']:>7} {_si(r['params']):>8} {r['steps']:>7} {_si(r['tokens']):>8} "
                      f"{_si(r['train_flops']):>11} {_si(r['eval_flops']):>10} {t:>10}")
         if len(r["phases"]) > 1:
             lines.append(" " * 20 + "phases: " + ", ".join(
                 f"{ph['phase']} {ph['steps']} x {_si(ph['flops_per_step'])}" for ph in r["phases"]))
-    total = (f"{p['total_seconds'] / 60:.1f} min" if p["total_seconds"] is not None else "—")
+    total = _duration(p["total_seconds"])
     lines += ["", f"total for {p['seeds']} seed(s): {_si(p['total_flops'])}FLOP (training + evaluation) = {total} "
               "at the throughput above (compile, checkpoint and data time not included)"]
     return "\n".join(lines) + "\n"
