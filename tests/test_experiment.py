@@ -142,3 +142,31 @@ def test_growth_runs_is_killed_resumes_and_reports(tmp_path, capsys):
 
     with pytest.raises(UserError, match="another --out"):
         runner.Runner("growth", "demo" if "demo" in spec.scales("growth") else "cpu", 1, out, corpus=corpus).run()
+
+
+@pytest.mark.slow  # ~60-90 s CPU: four real training runs, an extraction and eight fine-tunings
+def test_sequential_warm_start_extraction_and_downstream_rows(tmp_path):
+    corpus = make_corpus(tmp_path / "corpus")
+    block = "Open\tO\nthe\tO\nFile\tB-UI\nmenu\tI-UI\n.\tO\n\nPress\tO\nEnter\tB-UI\n\n"
+    for split in ("train", "validation", "test"):   # the fixture tags only de/ru; add English
+        (corpus / "tasks" / "ui_tagging" / f"en.{split}.conll").write_text(block * 6, "utf-8")
+    out = tmp_path / "out"
+    run = runner.Runner("sequential", "test", 1, out, corpus=str(corpus), progress=False,
+                        only=["warm_frozen25", "enc_scratch"])
+    assert run.selected == ["mlm", "s2s_scratch", "warm_frozen25", "enc_scratch"]
+    run.run()
+    rep = json.loads(Path(report.write(out)["json"]).read_text())
+    arms = rep["arms"]
+    warm, enc = arms["warm_frozen25"], arms["enc_scratch"]
+    assert warm["source_flops"] == [pytest.approx(arms["mlm"]["train_flops"][0])]
+    assert "saving_both" in warm and warm["compare"] == "s2s_scratch"
+    assert enc["train_flops"] == [0.0] and enc["curves"][0][0][0] == 0.0 and enc["compare"] == "mlm"
+    assert enc["source_flops"] == [pytest.approx(arms["s2s_scratch"]["train_flops"][0])]
+    assert set(rep["downstream"]) == {"section", "ui_tagging"}
+    for task in rep["downstream"].values():
+        assert set(task) == {"mlm", "enc_scratch", "random_init"}
+        assert all(0.0 <= row["en"][0] <= 1.0 for row in task.values())
+    claims = {c["claim"][:3]: c for c in rep["claims"]}
+    assert claims["(a)"]["holds"] in (True, False) and "labeling gap" in claims["(a)"]["evidence"]
+    assert claims["(b)"]["holds"] is None                                  # no variant was run
+    assert any(c["claim"].startswith("pre-training beats a random init") for c in rep["claims"])

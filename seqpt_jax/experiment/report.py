@@ -89,12 +89,15 @@ def build(out: str | Path) -> dict:
     stats = arm_stats(table)
     for name, st in stats.items():
         table[name].update({k: v for k, v in st.items() if k != "final_val_loss"})
+    from seqpt_jax.experiment import downstream as ds
+    down = ds.table(loaded["downstream"])
     judge = claims_lib.CLAIMS.get(asked["experiment"])
-    claims = judge(table, stats) if judge else []
+    claims = judge(table, stats, down) if judge else []
     targets = {st["compare"]: st["target"] for st in stats.values()}
     return {"experiment": asked["experiment"], "scale": asked["scale"], "seeds": asked.get("seeds"),
             "arms": table, "target": targets,
-            "savings_curve": {n: st["savings_curve"] for n, st in stats.items()}, "claims": claims}
+            "savings_curve": {n: st["savings_curve"] for n, st in stats.items()}, "downstream": down,
+            "claims": claims}
 
 
 def _pct(x) -> str:
@@ -124,6 +127,12 @@ def markdown(rep: dict) -> str:
         sws = "—" if "reached" not in a else claims_lib.describe("", a, "saving_with_source").lstrip(": ")
         lines.append(f"| {name} | {a.get('role') or '—'} | {len(a['seeds'])} | {params} | {flops} | "
                      f"{_mean(a['final_val_loss'])} | {a.get('reached', '—')} | {sav} | {sws} |")
+    for task, rows in rep.get("downstream", {}).items():
+        metric = next(iter(rows.values()))["metric"]
+        lines += ["", f"## Downstream: {task} ({metric}; fine-tuned on en, zero-shot mean over the others)", "",
+                  "| encoder | en | zero-shot |", "|---|---|---|"]
+        for name, row in rows.items():
+            lines.append(f"| {name} | {_mean(row['en'])} | {_mean(row['zero_shot'])} |")
     lines += ["", "## Claims", ""]
     for c in rep["claims"]:
         verdict = {True: "holds", False: "does not hold", None: "not shown"}[c["holds"]]

@@ -74,7 +74,7 @@ class Runner:
         self.arms = {a.name: a for a in spec.read_arms(experiment, scale, hw)}
         self.order = list(self.arms)
         self.selected = self._closure(only) if only else list(self.order)
-        self.stages = StageRunner(self.out, log=log, total=len(self.selected) * seeds + (0 if vocab else 1))
+        self.stages = StageRunner(self.out, log=log)
 
     def _closure(self, names: list[str]) -> list[str]:
         """`names` and every arm they need, start from or are compared with, in run order."""
@@ -212,7 +212,27 @@ class Runner:
                 what = ("apply the init and evaluate it" if arm.op == "init" else "train") + f" (seed {seed})"
                 results[(name, seed)] = self.stages.run(f"{name}/seed{seed}",
                                                         lambda w, arm=arm, seed=seed, fn=fn: fn(arm, seed, w), what)
+        self._downstream()
         return {"out": str(self.out), "ran": list(self.stages.ran), "results": len(results)}
+
+    def _downstream(self) -> None:
+        """Fine-tunes the encoder arms that declare 'downstream' and a random init beside them."""
+        from seqpt_jax.experiment import downstream as ds
+        spec.parse(self.experiment, self.order[0], self.scale, self.hw, spec.placeholder_bindings())
+        settings = ds.settings()
+        encoders = [n for n in self.selected if self.arms[n].downstream]
+        if not settings or not encoders:
+            return
+        data = self.stages.run("downstream/data", lambda w: ds.make_slice(self.corpus_dir, w / "corpus", settings),
+                               "downstream subsets: English training, capped tests per language")
+        for seed in range(min(self.seeds, settings["seeds"])):
+            for name in [*encoders, ds.RANDOM]:
+                def fn(work: Path, name=name, seed=seed) -> dict:
+                    ckpt = (ds.random_like(self.checkpoint(encoders[0], seed), seed, work / "params")
+                            if name == ds.RANDOM else ds.export(self.checkpoint(name, seed), work / "params"))
+                    res = ds.finetune(ckpt, data["corpus"], self.vocab_path, settings, work, self.progress)
+                    return {"arm": name, "seed": seed, **res}
+                self.stages.run(f"downstream/{name}/seed{seed}", fn, f"fine-tune on section + ui_tagging (seed {seed})")
 
 
 def load_records(out: str | os.PathLike) -> dict:
@@ -227,4 +247,8 @@ def load_records(out: str | os.PathLike) -> dict:
         for marker in sorted((out / arm).glob("seed*/DONE")):
             rec = json.loads(marker.read_text("utf-8"))
             records.setdefault(arm, {})[int(rec["seed"])] = rec
-    return {"asked": asked, "records": records}
+    downstream: dict = {}
+    for marker in sorted((out / "downstream").glob("*/seed*/DONE")):
+        rec = json.loads(marker.read_text("utf-8"))
+        downstream.setdefault(rec["arm"], {})[int(rec["seed"])] = rec
+    return {"asked": asked, "records": records, "downstream": downstream}

@@ -8,7 +8,8 @@ models/ and a runs/ gin, and declares what the runner must know in one macro:
            'needs': {'SMALL_CHECKPOINT': 'source'},    # checkpoint macro -> the arm that provides it
            'source': 'source',                         # whose compute this arm starts from
            'compare': 'scratch',                       # the scratch arm its savings are measured against
-           'op': 'train'}                              # train | init (the run's init, saved, no steps)
+           'op': 'train',                              # train | init (the run's init, saved, no steps)
+           'downstream': False}                        # fine-tune it downstream (experiment/downstream.py)
 
 An arm composes as [<arm>.gin, scale_<scale>.gin, hw gin] + bindings, so the scale file (parsed
 later) sets the sizes and budgets every arm refers to through macros.
@@ -63,6 +64,7 @@ class Arm:
     source: str | None     # the arm whose (cumulative) compute this one starts from
     compare: str | None    # the scratch arm it is measured against
     op: str = "train"
+    downstream: bool = False   # fine-tuned downstream beside a random init (encoders)
 
 
 def gin_files(experiment: str, arm: str, scale: str, hw: str) -> list[str]:
@@ -134,7 +136,8 @@ def read_arm(experiment: str, name: str, scale: str, hw: str = "hw/cpu.gin") -> 
         raise UserError(f"gin/experiments/{experiment}/{name}.gin declares no ARM = {{...}} macro "
                         f"(see seqpt_jax/experiment/spec.py).") from None
     arm = Arm(name=name, role=decl.get("role", "recipe"), needs=dict(decl.get("needs", {})),
-              source=decl.get("source"), compare=decl.get("compare"), op=decl.get("op", "train"))
+              source=decl.get("source"), compare=decl.get("compare"), op=decl.get("op", "train"),
+              downstream=bool(decl.get("downstream", False)))
     if arm.role not in ROLES or arm.op not in OPS:
         raise UserError(f"{name}.gin: ARM role must be one of {ROLES} and op one of {OPS}.")
     return arm
