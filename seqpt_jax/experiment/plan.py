@@ -71,7 +71,7 @@ def plan(experiment: str, scale: str, seeds: int, hw: str = "hw/cpu.gin", throug
         row = {"arm": arm.name, "role": arm.role, "op": arm.op, **describe_parsed()}
         if arm.op == "init":  # the run's init only: no training, one evaluation
             row.update(steps=0, tokens=0, train_flops=0.0, phases=[], eval_flops=row["eval_pass_flops"])
-        elif spec.value("loop.train.init", None) is not None:  # + the step-0 evaluation
+        else:  # + the step-0 evaluation of the init
             row["eval_flops"] += row["eval_pass_flops"]
         rows.append(row)
     rate = throughput or declared

@@ -68,8 +68,9 @@ def arm_stats(table: dict) -> dict:
             both = savings.arm_savings(arm["curves"], ref["curves"],
                                        [f + float(np.mean(src)) for f in ref["train_flops"]], src)
             st["saving_both"], st["saving_both_ci"] = both["saving_with_source"], both["saving_with_source_ci"]
-        budgets = [f * ref["train_flops"][0] / max(BUDGET_FRACTIONS) for f in BUDGET_FRACTIONS]
-        st["savings_curve"] = savings.savings_curve(arm["curves"], ref["curves"], budgets, src)
+        full = float(np.mean(ref["train_flops"]))
+        st["savings_curve"] = [{**row, "fraction": row["budget"] / full} for row in savings.savings_curve(
+            arm["curves"], ref["curves"], [f * full for f in BUDGET_FRACTIONS], src)]
         stats[name] = st
     return stats
 
@@ -109,6 +110,17 @@ def _mean(xs) -> str:
     return "—" if not xs else f"{np.mean(xs):.3f}" + (f" ± {np.std(xs):.3f}" if len(xs) > 1 else "")
 
 
+def _cell(a: dict, key: str) -> str:
+    """A table cell: saving [interval], or "not reached (gap ...)"."""
+    if "reached" not in a:
+        return "—"
+    if a.get(key) is None:
+        gaps = [g for g in a.get("closest_gap", []) if g is not None and g > 0]
+        return "not reached" + (f" (gap {min(gaps):.3f})" if gaps else "")
+    lo, hi = a.get(key + "_ci") or (None, None)
+    return f"{_pct(a[key])} [{_pct(lo) if lo is not None else 'n.r.'}, {_pct(hi) if hi is not None else 'n.r.'}]"
+
+
 def markdown(rep: dict) -> str:
     lines = [f"# {rep['experiment']} at --scale {rep['scale']}", "",
              "Target = the scratch arm's final validation loss (mean over seeds); FLOPs-to-target = first "
@@ -123,8 +135,7 @@ def markdown(rep: dict) -> str:
         params = f"{a['params'] / 1e6:.2f}M" if a.get("params") else "—"
         flops = _mean(a["train_flops"]).split(" ")[0] if a["train_flops"] else "—"
         flops = f"{float(flops):.3g}" if flops != "—" else flops
-        sav = "—" if "reached" not in a else claims_lib.describe("", a).lstrip(": ")
-        sws = "—" if "reached" not in a else claims_lib.describe("", a, "saving_with_source").lstrip(": ")
+        sav, sws = _cell(a, "saving"), _cell(a, "saving_with_source")
         lines.append(f"| {name} | {a.get('role') or '—'} | {len(a['seeds'])} | {params} | {flops} | "
                      f"{_mean(a['final_val_loss'])} | {a.get('reached', '—')} | {sav} | {sws} |")
     for task, rows in rep.get("downstream", {}).items():
@@ -141,11 +152,12 @@ def markdown(rep: dict) -> str:
         lines += ["", "## Saving against the scratch budget", "",
                   "The target at budget B is the scratch curve's loss at B (read off runs trained to the full "
                   "budget, whose learning-rate schedule had not ended at B).", ""]
-        budgets = sorted({r["budget"] for rows in rep["savings_curve"].values() for r in rows})
-        lines += ["| arm | " + " | ".join(f"{b:.3g}" for b in budgets) + " |", "|---|" + "---|" * len(budgets)]
+        lines += ["| arm (against) | " + " | ".join(f"{100 * f:.0f}% of scratch" for f in BUDGET_FRACTIONS) + " |",
+                  "|---|" + "---|" * len(BUDGET_FRACTIONS)]
         for name, rows in rep["savings_curve"].items():
-            by = {r["budget"]: r for r in rows}
-            lines.append(f"| {name} | " + " | ".join(_pct(by[b]["saving"]) if b in by else "—" for b in budgets) + " |")
+            by = {round(r["fraction"], 6): r for r in rows}
+            cells = [_pct(by[round(f, 6)]["saving"]) if round(f, 6) in by else "—" for f in BUDGET_FRACTIONS]
+            lines.append(f"| {name} ({rep['arms'][name].get('compare')}) | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

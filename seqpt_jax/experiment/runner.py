@@ -7,9 +7,9 @@
 
 Each arm is `train.loop.train` called through gin exactly as `seqpt train` composes it
 ([arm.gin, scale_<s>.gin, hw gin] + bindings). A finished arm (DONE) is skipped; a killed one
-resumes from its last checkpoint. Arms whose gin binds `loop.train.init` (grown, warm-started,
-extracted) also record their validation loss at step 0 — the init — on the same held-out
-batches, so a curve starts where the arm really starts (FPI must start at its source's loss).
+resumes from its last checkpoint. Every arm also records its validation loss at step 0 — its
+init — on the same held-out batches, so a curve starts where the arm really starts (a grown
+model at its source's loss, a random init near log(vocab)).
 """
 
 from __future__ import annotations
@@ -22,15 +22,6 @@ from typing import Callable
 from seqpt_jax.demo.stages import StageRunner, write_json_atomic
 from seqpt_jax.errors import UserError
 from seqpt_jax.experiment import spec
-
-
-def _has_binding(selector: str) -> bool:
-    import gin
-    try:
-        gin.query_parameter(selector)
-        return True
-    except ValueError:
-        return False
 
 
 def evaluate_init() -> dict:
@@ -147,13 +138,12 @@ class Runner:
         b += [f"{macro_name} = {self.checkpoint(dep, seed)!r}" for macro_name, dep in arm.needs.items()]
         return b
 
-    def _init_point(self, work: Path) -> dict | None:
-        """The step-0 evaluation of an arm with an init hook (cached: it never changes)."""
+    def _init_point(self, work: Path) -> dict:
+        """The step-0 evaluation of the arm's init (cached: it never changes). Every curve starts
+        there, so FLOPs-to-target can be read before the first evaluation of training."""
         path = work / "init_eval.json"
         if path.is_file():
             return json.loads(path.read_text("utf-8"))
-        if not _has_binding("loop.train.init"):
-            return None
         res = evaluate_init()
         point = {"loss": res["loss"], "accuracy": res["accuracy"]}
         write_json_atomic(path, point)
@@ -176,15 +166,13 @@ class Runner:
         hook = self.on_step(arm.name, seed) if self.on_step else None
         summary = gin.get_configurable(loop.train)(on_ready=write_config, progress=self.progress, on_step=hook)
         write_config()
-        points = curve(str(model_dir / "tb"))
-        if start is not None:
-            points = [[0.0, start["loss"]], *points]
+        points = [[0.0, start["loss"]], *curve(str(model_dir / "tb"))]
         model = spec.train_value("model")
         return {"arm": arm.name, "seed": seed, "op": "train", "checkpoint": str(model_dir),
                 "params": models.count_params(models.param_shapes(model)), "steps": summary["steps"],
                 "train_flops": float(summary["train_flops"]), "flops_by_phase": summary.get("flops_by_phase", {}),
                 "tokens": summary["tokens"], "phases": summary.get("phases"), "curve": points,
-                "init_val_loss": start["loss"] if start else None,
+                "init_val_loss": start["loss"],
                 "final_val_loss": points[-1][1] if points else None,
                 "train_loss": [summary.get("first_loss"), summary.get("last_loss")],
                 "throughput": summary.get("throughput")}
