@@ -74,11 +74,18 @@ def plan(experiment: str, scale: str, seeds: int, hw: str = "hw/cpu.gin", throug
         else:  # + the step-0 evaluation of the init
             row["eval_flops"] += row["eval_pass_flops"]
         rows.append(row)
+    from seqpt_jax.experiment import downstream as ds
+    spec.parse(experiment, rows[0]["arm"], scale, hw, spec.placeholder_bindings())
+    settings = ds.settings()
+    encoders = [r["arm"] for r, a in zip(rows, spec.read_arms(experiment, scale, hw)) if a.downstream]
+    down = ({"encoders": [*encoders, ds.RANDOM], "tasks": ["section", "ui_tagging"],
+             "seeds": min(seeds, settings["seeds"]), **settings} if settings and encoders else None)
     rate = throughput or declared
     total = sum(r["train_flops"] + r["eval_flops"] for r in rows) * seeds
     for r in rows:
         r["seconds_per_seed"] = (r["train_flops"] + r["eval_flops"]) / rate if rate else None
     return {"experiment": experiment, "scale": scale, "seeds": seeds, "throughput": rate, "arms": rows,
+            "downstream": down,
             "total_flops": total, "total_seconds": total / rate if rate else None}
 
 
@@ -116,4 +123,9 @@ def text(p: dict) -> str:
     total = _duration(p["total_seconds"])
     lines += ["", f"total for {p['seeds']} seed(s): {_si(p['total_flops'])}FLOP (training + evaluation) = {total} "
               "at the throughput above (compile, checkpoint and data time not included)"]
+    d = p.get("downstream")
+    if d:
+        lines.append(f"downstream (not in the total): {len(d['encoders'])} encoders ({', '.join(d['encoders'])}) x "
+                     f"{len(d['tasks'])} tasks x {d['seeds']} seed(s), {d['train']} English training examples, "
+                     f"{d['epochs']:g} epoch(s), length {d['length']}")
     return "\n".join(lines) + "\n"
