@@ -56,6 +56,8 @@ def test_plan_command_prints_and_refuses_unknown_names(capsys):
         experiment_cmd.main(["run", "nope", "--plan"])
     with pytest.raises(UserError, match="has no scale 'huge'"):
         experiment_cmd.main(["run", "growth", "--scale", "huge", "--plan"])
+    with pytest.raises(UserError, match="no experiment.json"):
+        experiment_cmd.main(["report", "/nonexistent-run-folder"])
 
 
 @pytest.mark.parametrize("experiment", ["growth", "sequential"])
