@@ -15,7 +15,6 @@ from seqpt_jax.experiment import spec
 
 
 def _phase_flops(kind, cfg, shapes, steps, batch, enc, dec, freeze, unfreeze_step, stages) -> list[dict]:
-    from seqpt_jax import models  # noqa: F401  (models.build for sub-models)
     from seqpt_jax.train import freezing, loop, perf
     out, start = [], 0
     for phase in loop.phases(shapes, steps, freeze, unfreeze_step, stages):

@@ -21,7 +21,6 @@ import copy
 import dataclasses
 import inspect
 import logging
-import os
 import re
 from pathlib import Path
 
@@ -164,16 +163,3 @@ def read_arms(experiment: str, scale: str, hw: str = "hw/cpu.gin") -> list[Arm]:
     for name in sorted(arms, key=lambda n: (ROLES.index(arms[n].role), n)):
         visit(name, ())
     return ordered
-
-
-def source_chain(arms: dict, name: str) -> list[str]:
-    """The arms whose compute `name` starts from, nearest first (a grown model's source, its source...)."""
-    chain, current = [], arms[name].source
-    while current:
-        chain.append(current)
-        current = arms[current].source
-    return chain
-
-
-def model_dir_of(out: os.PathLike, arm: str, seed: int) -> str:
-    return str(Path(out) / arm / f"seed{seed}" / "train")
