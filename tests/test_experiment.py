@@ -135,6 +135,10 @@ def test_growth_runs_is_killed_resumes_and_reports(tmp_path, capsys):
     assert fpi["curves"][0][0][0] == 0.0                                  # the step-0 evaluation
     # FPI preserves the source's function: it starts at the source's final loss (same held-out batches)
     assert fpi["init_val_loss"][0] == pytest.approx(source["final_val_loss"][0], abs=0.05)
+    vocab_size = json.loads((out / "vocab" / "DONE").read_text())["vocab_size"]   # the trained one's
+    planned = {r["arm"]: r["train_flops"] for r in plan.plan("growth", "test", 1, vocab_size=vocab_size)["arms"]}
+    for name in ("source", "scratch", "fpi"):                              # --plan = the trainer's ledger
+        assert rep["arms"][name]["train_flops"][0] == pytest.approx(planned[name], rel=1e-9)
     claims = {c["claim"].split(" (")[0]: c for c in rep["claims"]}
     assert claims["FPI starts at the source's loss"]["holds"] is True
     assert all(c["holds"] in (True, False, None) and c["evidence"] for c in rep["claims"])
@@ -164,6 +168,10 @@ def test_sequential_warm_start_extraction_and_downstream_rows(tmp_path):
     assert "saving_both" in warm and warm["compare"] == "s2s_scratch"
     assert enc["train_flops"] == [0.0] and enc["curves"][0][0][0] == 0.0 and enc["compare"] == "mlm"
     assert enc["source_flops"] == [pytest.approx(arms["s2s_scratch"]["train_flops"][0])]
+    vocab_size = json.loads((out / "vocab" / "DONE").read_text())["vocab_size"]
+    planned = {r["arm"]: r["train_flops"] for r in plan.plan("sequential", "test", 1, vocab_size=vocab_size)["arms"]}
+    for name in ("mlm", "s2s_scratch", "warm_frozen25", "enc_scratch"):   # --plan = the trainer's ledger
+        assert arms[name]["train_flops"][0] == pytest.approx(planned[name], rel=1e-9)
     assert set(rep["downstream"]) == {"section", "ui_tagging"}
     for task in rep["downstream"].values():
         assert set(task) == {"mlm", "enc_scratch", "random_init"}

@@ -23,7 +23,11 @@ def _run(args) -> int:
     if args.name not in spec.experiments():
         raise UserError(f"unknown experiment {args.name!r}; choose one of: {', '.join(spec.experiments())}.")
     if args.plan:
-        p = plan_lib.plan(args.name, args.scale, args.seeds, args.hw, args.throughput)
+        vocab_size = None
+        if args.vocab:
+            from seqpt_jax.train import data
+            vocab_size = data.vocab_size(args.vocab)
+        p = plan_lib.plan(args.name, args.scale, args.seeds, args.hw, args.throughput, vocab_size)
         print(json.dumps(p, indent=1) if args.json else plan_lib.text(p), end="" if not args.json else "\n")
         return 0
     from seqpt_jax.experiment import report, runner
@@ -57,7 +61,7 @@ def main(argv: list[str]) -> int:
     run.add_argument("--throughput", type=float, help="with --plan: sustained FLOP/s (default: the scale's)")
     run.add_argument("--hw", default="hw/cpu.gin", help="hardware gin (default hw/cpu.gin)")
     run.add_argument("--corpus", help="corpus folder (default: the one `seqpt corpus build` made)")
-    run.add_argument("--vocab", help="SentencePiece model (default: trained into OUT/vocab)")
+    run.add_argument("--vocab", help="SentencePiece model (default: trained into OUT/vocab); with --plan, its size")
     run.add_argument("--arms", help="comma-separated arms to run (with the arms they need); default all")
     run.add_argument("--no-progress", action="store_true", help="plain log lines instead of progress bars")
     rep = sub.add_parser("report", help="write report.md, report.json and plots for a run folder")

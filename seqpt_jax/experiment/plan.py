@@ -59,12 +59,14 @@ def describe_parsed() -> dict:
             "d_model": cfg.d_model, "vocab_size": cfg.vocab_size}
 
 
-def plan(experiment: str, scale: str, seeds: int, hw: str = "hw/cpu.gin", throughput: float | None = None) -> dict:
-    """Every arm's figures and the totals for `seeds` seeds."""
+def plan(experiment: str, scale: str, seeds: int, hw: str = "hw/cpu.gin", throughput: float | None = None,
+         vocab_size: int | None = None) -> dict:
+    """Every arm's figures and the totals for `seeds` seeds. The model's vocabulary is the
+    scale's VOCAB_SIZE, or `vocab_size` (a trained vocabulary's, which can come out smaller)."""
     rows = []
     declared = None
     for arm in spec.read_arms(experiment, scale, hw):
-        bindings = spec.placeholder_bindings() + ["models.preset.vocab_size = %VOCAB_SIZE"]
+        bindings = spec.placeholder_bindings() + [f"models.preset.vocab_size = {vocab_size or '%VOCAB_SIZE'}"]
         spec.parse(experiment, arm.name, scale, hw, bindings)
         declared = spec.macro("THROUGHPUT", None) if declared is None else declared
         row = {"arm": arm.name, "role": arm.role, "op": arm.op, **describe_parsed()}
