@@ -29,6 +29,7 @@ COMMANDS = {
     "eval": "score a fine-tuned model on test files or the corpus's languages",
     "train": "train a model from gin files (models/ + runs/ + hw/), resuming from MODEL_DIR",
     "bench": "measure tokens/s, TFLOP/s per device and MFU (train | freeze | data)",
+    "experiment": "reproduce the papers' claims: arms x seeds, scratch baselines, savings report (or --plan)",
     "demo": "the whole sequential recipe end to end on the embedded corpus (resumable; ~15 min on 2 CPUs)",
 }
 
@@ -42,7 +43,7 @@ def _usage() -> str:
 
 # Commands whose work imports TensorFlow (seqio, tf.summary); it is imported up front for them,
 # inside the filter below, so its start-up lines never reach the user.
-_USES_TENSORFLOW = {"vocab", "train", "bench", "finetune", "eval", "demo"}
+_USES_TENSORFLOW = {"vocab", "train", "bench", "finetune", "eval", "demo", "experiment"}
 # TensorFlow's native start-up lines (under seqio/tfds), printed before any log level applies.
 _NATIVE_NOISE = re.compile(r"^(I0000 |W0000 |WARNING: All log messages before absl::InitializeLog)")
 

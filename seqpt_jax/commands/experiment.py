@@ -1,0 +1,70 @@
+"""`seqpt experiment run NAME [--scale S] [--seeds N] [--out DIR] [--plan]` and
+`seqpt experiment report DIR`: the papers' claims measured, with seeds and scratch baselines.
+
+Experiments are gin files, one per arm, under gin/experiments/NAME/ (`growth`: bert2BERT;
+`sequential`: Soltan et al.); scale_<S>.gin sets sizes and budgets (paper | cpu | demo | test).
+`run` trains every arm x seed through `seqpt train`'s gin composition, dependencies first; a
+rerun skips finished arms and resumes unfinished ones. `--plan` prints each arm's model size,
+tokens, counted FLOPs and expected time, running nothing. `report` writes report.md,
+report.json and plots into DIR (savings: seqpt_jax/experiment/savings.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from seqpt_jax.errors import UserError
+
+
+def _run(args) -> int:
+    from seqpt_jax.experiment import plan as plan_lib, spec
+    if args.name not in spec.experiments():
+        raise UserError(f"unknown experiment {args.name!r}; choose one of: {', '.join(spec.experiments())}.")
+    if args.plan:
+        vocab_size = None
+        if args.vocab:
+            from seqpt_jax.train import data
+            vocab_size = data.vocab_size(args.vocab)
+        p = plan_lib.plan(args.name, args.scale, args.seeds, args.hw, args.throughput, vocab_size)
+        print(json.dumps(p, indent=1) if args.json else plan_lib.text(p), end="" if not args.json else "\n")
+        return 0
+    from seqpt_jax.experiment import report, runner
+    out = args.out or f"experiments/{args.name}-{args.scale}"
+    result = runner.Runner(args.name, args.scale, args.seeds, out, hw=args.hw, corpus=args.corpus,
+                           vocab=args.vocab, progress=False if args.no_progress else None,
+                           only=args.arms.split(",") if args.arms else None).run()
+    written = report.write(out)
+    print(f"ran {len(result['ran'])} stage(s); report: {written['markdown']}", file=sys.stderr)
+    return 0
+
+
+def _report(args) -> int:
+    from seqpt_jax.experiment import report
+    written = report.write(args.dir)
+    print(open(written["markdown"], encoding="utf-8").read())
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="seqpt experiment", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run (or --plan) every arm of an experiment")
+    run.add_argument("name", help="growth | sequential (folders of gin/experiments/)")
+    run.add_argument("--scale", default="cpu", help="paper | cpu | demo | test (default cpu)")
+    run.add_argument("--seeds", type=int, default=1, help="seeds per arm (default 1)")
+    run.add_argument("--out", help="output folder (default experiments/NAME-SCALE)")
+    run.add_argument("--plan", action="store_true", help="print sizes, tokens, FLOPs and time; run nothing")
+    run.add_argument("--json", action="store_true", help="with --plan: the figures as JSON")
+    run.add_argument("--throughput", type=float, help="with --plan: sustained FLOP/s (default: the scale's)")
+    run.add_argument("--hw", default="hw/cpu.gin", help="hardware gin (default hw/cpu.gin)")
+    run.add_argument("--corpus", help="corpus folder (default: the one `seqpt corpus build` made)")
+    run.add_argument("--vocab", help="SentencePiece model (default: trained into OUT/vocab); with --plan, its size")
+    run.add_argument("--arms", help="comma-separated arms to run (with the arms they need); default all")
+    run.add_argument("--no-progress", action="store_true", help="plain log lines instead of progress bars")
+    rep = sub.add_parser("report", help="write report.md, report.json and plots for a run folder")
+    rep.add_argument("dir")
+    args = parser.parse_args(argv)
+    return _run(args) if args.command == "run" else _report(args)

@@ -1,0 +1,132 @@
+"""`--plan`: each arm's model size, tokens, counted FLOPs and expected time, running nothing.
+
+FLOPs are the trainer's own ledger (`train.perf.train_flops`) per phase, as `train.loop` books
+them: sub-model stages, frozen steps, then the full model. Evaluation adds `eval_batches`
+forward passes every `eval_every` steps (and at the end). Time = FLOPs / THROUGHPUT, the
+sustained FLOP/s the scale's gin declares (measure yours with `seqpt bench train`).
+Tokens assume full packing (the corpus pipeline packs; padding makes them an upper bound).
+"""
+
+from __future__ import annotations
+
+import jax
+
+from seqpt_jax.experiment import spec
+
+
+def _phase_flops(kind, cfg, shapes, steps, batch, enc, dec, freeze, unfreeze_step, stages) -> list[dict]:
+    from seqpt_jax.train import freezing, loop, perf
+    out, start = [], 0
+    for phase in loop.phases(shapes, steps, freeze, unfreeze_step, stages):
+        n = max(0, min(phase.end, steps) - start)
+        if phase.sub:
+            sub_cfg = freezing.sub_model_config(cfg, phase.sub)
+            sub_shapes = freezing.slice_layers(shapes, phase.sub)
+            sub_train = freezing.slice_layers(phase.trainable, phase.sub)
+        else:
+            sub_cfg, sub_shapes, sub_train = cfg, shapes, phase.trainable
+        per_step = perf.train_flops(kind, sub_cfg, sub_shapes, sub_train, batch, enc, dec)["total"]
+        out.append({"phase": phase.name, "steps": n, "flops_per_step": per_step, "flops": n * per_step})
+        start = max(start, min(phase.end, steps))
+    return out
+
+
+def describe_parsed() -> dict:
+    """Figures of the arm whose composition gin holds now (see `spec.parse`)."""
+    from seqpt_jax import models
+    from seqpt_jax.train import freezing, perf
+    model = spec.train_value("model")
+    kind = {cls: name for name, cls in models.KINDS.items()}[type(model)]
+    cfg = model.cfg
+    shapes = models.param_shapes(model)
+    steps, batch = int(spec.train_value("steps")), int(spec.train_value("batch_size"))
+    lengths = spec.value("data.corpus.lengths", {"inputs": 128})
+    enc = int(lengths.get("inputs", 128))
+    dec = int(lengths.get("targets", 0)) if kind == "encoder_decoder" else 0
+    stages = tuple(spec.train_value("stages") or ())
+    freeze = tuple(spec.train_value("freeze") or ())
+    unfreeze = int(spec.train_value("unfreeze_step") or 0)
+    phases = _phase_flops(kind, cfg, shapes, steps, batch, enc, dec, freeze, unfreeze, stages)
+    forward = perf.train_flops(kind, cfg, shapes, jax.tree.map(lambda _: False, freezing.all_trainable(shapes)),
+                               batch, enc, dec)["forward"]
+    eval_every, eval_batches = int(spec.train_value("eval_every") or 0), int(spec.train_value("eval_batches"))
+    evals = (steps // eval_every + (steps % eval_every != 0)) if eval_every else 0
+    return {"kind": kind, "params": models.count_params(shapes), "steps": steps, "batch_size": batch,
+            "lengths": [enc, dec], "tokens": steps * batch * (enc + dec), "phases": phases,
+            "train_flops": sum(p["flops"] for p in phases), "eval_flops": evals * eval_batches * forward,
+            "eval_pass_flops": eval_batches * forward,
+            "layers": [cfg.num_encoder_layers, cfg.num_decoder_layers if kind == "encoder_decoder" else 0],
+            "d_model": cfg.d_model, "vocab_size": cfg.vocab_size}
+
+
+def plan(experiment: str, scale: str, seeds: int, hw: str = "hw/cpu.gin", throughput: float | None = None,
+         vocab_size: int | None = None) -> dict:
+    """Every arm's figures and the totals for `seeds` seeds. The model's vocabulary is the
+    scale's VOCAB_SIZE, or `vocab_size` (a trained vocabulary's, which can come out smaller)."""
+    rows = []
+    declared = None
+    for arm in spec.read_arms(experiment, scale, hw):
+        bindings = spec.placeholder_bindings() + [f"models.preset.vocab_size = {vocab_size or '%VOCAB_SIZE'}"]
+        spec.parse(experiment, arm.name, scale, hw, bindings)
+        declared = spec.macro("THROUGHPUT", None) if declared is None else declared
+        row = {"arm": arm.name, "role": arm.role, "op": arm.op, **describe_parsed()}
+        if arm.op == "init":  # the run's init only: no training, one evaluation
+            row.update(steps=0, tokens=0, train_flops=0.0, phases=[], eval_flops=row["eval_pass_flops"])
+        else:  # + the step-0 evaluation of the init
+            row["eval_flops"] += row["eval_pass_flops"]
+        rows.append(row)
+    from seqpt_jax.experiment import downstream as ds
+    spec.parse(experiment, rows[0]["arm"], scale, hw, spec.placeholder_bindings())
+    settings = ds.settings()
+    encoders = [r["arm"] for r, a in zip(rows, spec.read_arms(experiment, scale, hw)) if a.downstream]
+    down = ({"encoders": [*encoders, ds.RANDOM], "tasks": ["section", "ui_tagging"],
+             "seeds": min(seeds, settings["seeds"]), **settings} if settings and encoders else None)
+    rate = throughput or declared
+    total = sum(r["train_flops"] + r["eval_flops"] for r in rows) * seeds
+    for r in rows:
+        r["seconds_per_seed"] = (r["train_flops"] + r["eval_flops"]) / rate if rate else None
+    return {"experiment": experiment, "scale": scale, "seeds": seeds, "throughput": rate, "arms": rows,
+            "downstream": down,
+            "total_flops": total, "total_seconds": total / rate if rate else None}
+
+
+def _si(x: float) -> str:
+    for unit, f in (("Z", 1e21), ("E", 1e18), ("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(x) >= f:
+            return f"{x / f:.3g}{unit}"
+    return f"{x:.3g}"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    for unit, f in (("days", 86400), ("h", 3600)):
+        if seconds >= 2 * f:
+            return f"{seconds / f:.1f} {unit}"
+    return f"{seconds / 60:.1f} min"
+
+
+def text(p: dict) -> str:
+    head = (f"experiment {p['experiment']} at --scale {p['scale']}, {p['seeds']} seed(s); time at "
+            + (f"{_si(p['throughput'])}FLOP/s (THROUGHPUT in the scale gin or --throughput)" if p["throughput"]
+               else "no declared throughput"))
+    lines = [head, "",
+             f"{'arm':<18} {'role':<8} {'kind':<16} {'layers':>7} {'d_model':>7} {'params':>8} {'steps':>7} "
+             f"{'tokens':>8} {'train FLOPs':>11} {'eval FLOPs':>10} {'time/seed':>10}"]
+    for r in p["arms"]:
+        t = _duration(r["seconds_per_seed"])
+        lines.append(f"{r['arm']:<18} {r['role']:<8} {r['kind']:<16} {'+'.join(map(str, r['layers'])):>7} "
+                     f"{r['d_model']:>7} {_si(r['params']):>8} {r['steps']:>7} {_si(r['tokens']):>8} "
+                     f"{_si(r['train_flops']):>11} {_si(r['eval_flops']):>10} {t:>10}")
+        if len(r["phases"]) > 1:
+            lines.append(" " * 20 + "phases: " + ", ".join(
+                f"{ph['phase']} {ph['steps']} x {_si(ph['flops_per_step'])}" for ph in r["phases"]))
+    total = _duration(p["total_seconds"])
+    lines += ["", f"total for {p['seeds']} seed(s): {_si(p['total_flops'])}FLOP (training + evaluation) = {total} "
+              "at the throughput above (compile, checkpoint and data time not included)"]
+    d = p.get("downstream")
+    if d:
+        lines.append(f"downstream (not in the total): {len(d['encoders'])} encoders ({', '.join(d['encoders'])}) x "
+                     f"{len(d['tasks'])} tasks x {d['seeds']} seed(s), {d['train']} English training examples, "
+                     f"{d['epochs']:g} epoch(s), length {d['length']}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,216 @@
+"""`seqpt experiment report DIR`: report.json, report.md and plots from the arms' records.
+
+report.json:
+  {"experiment", "scale", "seeds",
+   "arms": {NAME: {"role", "seeds": [...], "final_val_loss": [...], "init_val_loss": [...],
+                   "train_flops": [...], "source_flops": [...], "flops_to_target": [... or null],
+                   "flops_to_target_with_source": [...], "saving", "saving_ci", "saving_with_source",
+                   "saving_with_source_ci", "reached", "closest_gap", "curves": [...]}},
+   "target": {SCRATCH ARM: loss}, "savings_curve": {NAME: [{"budget", "saving", ...}]},
+   "claims": [{"claim", "holds": true|false|null, "evidence"}]}
+Definitions: seqpt_jax/experiment/savings.py. Everything is recomputed from the DONE records,
+so a report is never stale and can be rerun while arms are still training.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from seqpt_jax.demo.stages import write_json_atomic
+from seqpt_jax.experiment import claims as claims_lib, runner, savings
+
+BUDGET_FRACTIONS = (0.25, 0.5, 0.75, 1.0)
+
+
+def _source_cost(records: dict, arms_decl: dict, name: str, seed: int) -> float | None:
+    """Cumulative training FLOPs of the model `name` starts from (its source's, recursively)."""
+    src = arms_decl.get(name, {}).get("source")
+    if not src:
+        return 0.0
+    rec = records.get(src, {}).get(seed)
+    if rec is None:
+        return None
+    below = _source_cost(records, arms_decl, src, seed)
+    return None if below is None else rec["train_flops"] + below
+
+
+def arm_table(records: dict, arms_decl: dict) -> dict:
+    """Per arm, lists over its finished seeds."""
+    table = {}
+    for name, by_seed in records.items():
+        seeds = sorted(by_seed)
+        recs = [by_seed[s] for s in seeds]
+        table[name] = {**{k: arms_decl.get(name, {}).get(k) for k in ("role", "op", "source", "compare")},
+                       "seeds": seeds, "params": recs[0].get("params") if recs else None,
+                       "final_val_loss": [r.get("final_val_loss") for r in recs],
+                       "init_val_loss": [r.get("init_val_loss") for r in recs],
+                       "train_flops": [r.get("train_flops") for r in recs],
+                       "source_flops": [_source_cost(records, arms_decl, name, s) for s in seeds],
+                       "curves": [r.get("curve") or [] for r in recs]}
+    return table
+
+
+def arm_stats(table: dict) -> dict:
+    """Savings of every arm that names a scratch arm to compare with (seeds both have)."""
+    stats = {}
+    for name, arm in table.items():
+        ref = table.get(arm.get("compare") or "")
+        if not ref or not ref["seeds"] or not arm["seeds"] or any(not c for c in ref["curves"] + arm["curves"]):
+            continue
+        src = [s if s is not None else 0.0 for s in arm["source_flops"]]
+        st = savings.arm_savings(arm["curves"], ref["curves"], ref["train_flops"], src)
+        st["compare"] = arm["compare"]
+        # both models wanted (Soltan et al.): (source + arm) against (source + scratch)
+        if any(src):
+            both = savings.arm_savings(arm["curves"], ref["curves"],
+                                       [f + float(np.mean(src)) for f in ref["train_flops"]], src)
+            st["saving_both"], st["saving_both_ci"] = both["saving_with_source"], both["saving_with_source_ci"]
+        full = float(np.mean(ref["train_flops"]))
+        st["savings_curve"] = [{**row, "fraction": row["budget"] / full} for row in savings.savings_curve(
+            arm["curves"], ref["curves"], [f * full for f in BUDGET_FRACTIONS], src)]
+        stats[name] = st
+    return stats
+
+
+def build(out: str | Path) -> dict:
+    loaded = runner.load_records(out)
+    asked, records = loaded["asked"], loaded["records"]
+    from seqpt_jax.experiment import spec
+    decl = {}
+    for name in asked["arms"]:
+        try:
+            a = spec.read_arm(asked["experiment"], name, asked["scale"], asked.get("hw", "hw/cpu.gin"))
+            decl[name] = {"role": a.role, "op": a.op, "source": a.source, "compare": a.compare}
+        except Exception:  # noqa: BLE001 - an arm whose gin changed since: report what was recorded
+            decl[name] = {}
+    table = arm_table(records, decl)
+    stats = arm_stats(table)
+    for name, st in stats.items():
+        table[name].update({k: v for k, v in st.items() if k != "final_val_loss"})
+    from seqpt_jax.experiment import downstream as ds
+    down = ds.table(loaded["downstream"])
+    judge = claims_lib.CLAIMS.get(asked["experiment"])
+    claims = judge(table, stats, down) if judge else []
+    targets = {st["compare"]: st["target"] for st in stats.values()}
+    return {"experiment": asked["experiment"], "scale": asked["scale"], "seeds": asked.get("seeds"),
+            "arms": table, "target": targets,
+            "savings_curve": {n: st["savings_curve"] for n, st in stats.items()}, "downstream": down,
+            "claims": claims}
+
+
+def _pct(x) -> str:
+    return "—" if x is None else f"{100 * x:.1f}%"
+
+
+def _mean(xs) -> str:
+    xs = [x for x in xs if x is not None]
+    return "—" if not xs else f"{np.mean(xs):.3f}" + (f" ± {np.std(xs):.3f}" if len(xs) > 1 else "")
+
+
+def _cell(a: dict, key: str) -> str:
+    """A table cell: saving [interval], or "not reached (gap ...)"."""
+    if "reached" not in a:
+        return "—"
+    if a.get(key) is None:
+        gaps = [g for g in a.get("closest_gap", []) if g is not None and g > 0]
+        return "not reached" + (f" (gap {min(gaps):.3f})" if gaps else "")
+    lo, hi = a.get(key + "_ci") or (None, None)
+    return f"{_pct(a[key])} [{_pct(lo) if lo is not None else 'n.r.'}, {_pct(hi) if hi is not None else 'n.r.'}]"
+
+
+def markdown(rep: dict) -> str:
+    lines = [f"# {rep['experiment']} at --scale {rep['scale']}", "",
+             "Target = the scratch arm's final validation loss (mean over seeds); FLOPs-to-target = first "
+             "counted training FLOPs at which an arm's validation loss reaches it (linear between evaluations); "
+             "saving = 1 - arm / scratch, without and with the source model's FLOPs; 95% bootstrap intervals "
+             "over seeds. Definitions: seqpt_jax/experiment/savings.py.", ""]
+    for ref, target in rep["target"].items():
+        lines.append(f"- target ({ref}): {target:.4f}")
+    lines += ["", "| arm | role | seeds | params | train FLOPs | final val loss | reached | saving | "
+              "saving with source |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, a in rep["arms"].items():
+        params = f"{a['params'] / 1e6:.2f}M" if a.get("params") else "—"
+        flops = _mean(a["train_flops"]).split(" ")[0] if a["train_flops"] else "—"
+        flops = f"{float(flops):.3g}" if flops != "—" else flops
+        sav, sws = _cell(a, "saving"), _cell(a, "saving_with_source")
+        lines.append(f"| {name} | {a.get('role') or '—'} | {len(a['seeds'])} | {params} | {flops} | "
+                     f"{_mean(a['final_val_loss'])} | {a.get('reached', '—')} | {sav} | {sws} |")
+    for task, rows in rep.get("downstream", {}).items():
+        metric = next(iter(rows.values()))["metric"]
+        lines += ["", f"## Downstream: {task} ({metric}; fine-tuned on en, zero-shot mean over the others)", "",
+                  "| encoder | en | zero-shot |", "|---|---|---|"]
+        for name, row in rows.items():
+            lines.append(f"| {name} | {_mean(row['en'])} | {_mean(row['zero_shot'])} |")
+    lines += ["", "## Claims", ""]
+    for c in rep["claims"]:
+        verdict = {True: "holds", False: "does not hold", None: "not shown"}[c["holds"]]
+        lines.append(f"- **{c['claim']}**: {verdict}. {c['evidence']}")
+    if rep["savings_curve"]:
+        lines += ["", "## Saving against the scratch budget", "",
+                  "The target at budget B is the scratch curve's loss at B (read off runs trained to the full "
+                  "budget, whose learning-rate schedule had not ended at B).", ""]
+        lines += ["| arm (against) | " + " | ".join(f"{100 * f:.0f}% of scratch" for f in BUDGET_FRACTIONS) + " |",
+                  "|---|" + "---|" * len(BUDGET_FRACTIONS)]
+        for name, rows in rep["savings_curve"].items():
+            by = {round(r["fraction"], 6): r for r in rows}
+            cells = [_pct(by[round(f, 6)]["saving"]) if round(f, 6) in by else "—" for f in BUDGET_FRACTIONS]
+            lines.append(f"| {name} ({rep['arms'][name].get('compare')}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rep: dict, path: Path) -> Path:
+    """Validation loss against counted FLOPs, every arm on one axis: left the arm's own
+    (target) FLOPs, right with its source's FLOPs added. One row per scratch reference."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    groups: dict = {}
+    for name, a in rep["arms"].items():
+        ref = a.get("compare") or (name if a.get("role") == "scratch" else None)
+        groups.setdefault(ref or "other", []).append(name)
+    refs = [r for r in groups if r != "other" and r in rep["arms"]]
+    if not refs:
+        refs = list(groups)
+    fig, axes = plt.subplots(len(refs), 2, figsize=(12, 4.2 * len(refs)), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for row, ref in zip(axes, refs):
+        names = [ref, *[n for n in groups.get(ref, []) if n != ref]] if ref in rep["arms"] else groups[ref]
+        for col, with_source in enumerate((False, True)):
+            ax = row[col]
+            for i, name in enumerate(names):
+                a = rep["arms"][name]
+                for k, curve in enumerate(a["curves"]):
+                    if not curve:
+                        continue
+                    shift = (a["source_flops"][k] or 0.0) if with_source else 0.0
+                    x, y = zip(*[(f + shift, l) for f, l in curve])
+                    ax.plot(x, y, color=colors[i % len(colors)], lw=1.6 if name == ref else 1.0,
+                            marker="o", markersize=2.5, label=name if k == 0 else None)
+            if ref in rep["target"]:
+                ax.axhline(rep["target"][ref], color="k", ls="--", lw=0.8, label=f"target ({ref})")
+            ax.set_xlabel("counted training FLOPs" + (" incl. the source's" if with_source else " (target only)"))
+            ax.set_ylabel("validation loss")
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize=7)
+    fig.suptitle(f"seqpt experiment {rep['experiment']} (--scale {rep['scale']})", fontsize=10)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def write(out: str | Path) -> dict:
+    out = Path(out)
+    rep = build(out)
+    write_json_atomic(out / "report.json", rep)
+    text = markdown(rep)
+    tmp = out / ".report.md.tmp"
+    tmp.write_text(text, "utf-8")
+    tmp.replace(out / "report.md")
+    png = plot(rep, out / "loss_vs_flops.png")
+    return {"json": str(out / "report.json"), "markdown": str(out / "report.md"), "plot": str(png)}

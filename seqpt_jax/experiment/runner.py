@@ -1,0 +1,242 @@
+"""`seqpt experiment run`: every arm x seed as a resumable training run, dependencies first.
+
+    out/experiment.json          what was asked (a rerun must ask the same)
+    out/vocab/                   the SentencePiece vocabulary (a stage, unless --vocab is given)
+    out/<arm>/seed<k>/train/     the arm's MODEL_DIR (`seqpt train`'s layout; resumes there)
+    out/<arm>/seed<k>/DONE       its record: curve, FLOPs, losses (demo.stages.StageRunner)
+
+Each arm is `train.loop.train` called through gin exactly as `seqpt train` composes it
+([arm.gin, scale_<s>.gin, hw gin] + bindings). A finished arm (DONE) is skipped; a killed one
+resumes from its last checkpoint. Every arm also records its validation loss at step 0 — its
+init — on the same held-out batches, so a curve starts where the arm really starts (a grown
+model at its source's loss, a random init near log(vocab)).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Callable
+
+from seqpt_jax.demo.stages import StageRunner, write_json_atomic
+from seqpt_jax.errors import UserError
+from seqpt_jax.experiment import spec
+
+
+def evaluate_init() -> dict:
+    """Validation loss of the parsed arm's initial params (the trainer's init, same rng), and
+    the params themselves. Mirrors `train.loop._evaluate` on the same held-out batches."""
+    import jax
+
+    from seqpt_jax import models
+    from seqpt_jax.train import data as data_lib, partitioning, state as state_lib, step as step_lib
+    model = spec.train_value("model")
+    init = spec.train_value("init") or state_lib.fresh_init(model)
+    seed, batch_size = int(spec.train_value("seed")), int(spec.train_value("batch_size"))
+    mesh = partitioning.make_mesh(spec.train_value("mesh_shape"))
+    table = partitioning.rules(spec.train_value("rules"))
+    shapes = models.param_shapes(model)
+    shardings = partitioning.shardings(models.logical_axes(model), shapes, table, mesh)
+    abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, shardings)
+    init_rng, _ = jax.random.split(jax.random.PRNGKey(seed))  # as state.create splits it
+    params = init(init_rng, abstract)
+    fn = step_lib.make_eval_step(model, mesh, table, float(spec.train_value("z_loss")))
+    source = spec.train_value("data")("validation", batch_size, seed, (jax.process_index(), jax.process_count()))
+    total = None
+    for _ in range(int(spec.train_value("eval_batches"))):
+        sums = fn(params, data_lib.to_global(next(source), mesh))
+        total = sums if total is None else type(sums)(*(a + b for a, b in zip(total, sums)))
+    weight = max(float(total.weight), 1.0)
+    return {"loss": float(total.loss) / weight, "accuracy": float(total.correct) / weight, "params": params,
+            "model": model}
+
+
+class Runner:
+    def __init__(self, experiment: str, scale: str, seeds: int, out: str | os.PathLike, *, hw: str = "hw/cpu.gin",
+                 corpus: str | None = None, vocab: str | None = None, log: Callable[[str], None] = print,
+                 progress: bool | None = None, on_step: Callable | None = None, only: list[str] | None = None):
+        if seeds < 1:
+            raise UserError(f"--seeds must be at least 1, got {seeds}.")
+        self.experiment, self.scale, self.seeds, self.hw = experiment, scale, seeds, hw
+        self.out = Path(out).expanduser()
+        self.corpus, self.vocab, self.log, self.progress = corpus, vocab, log, progress
+        self.on_step = on_step  # (arm, seed) -> callback(step, state) or None; tests kill runs with it
+        self.arms = {a.name: a for a in spec.read_arms(experiment, scale, hw)}
+        self.order = list(self.arms)
+        self.selected = self._closure(only) if only else list(self.order)
+        self.stages = StageRunner(self.out, log=log)
+
+    def _closure(self, names: list[str]) -> list[str]:
+        """`names` and every arm they need, start from or are compared with, in run order."""
+        unknown = [n for n in names if n not in self.arms]
+        if unknown:
+            raise UserError(f"--arms: {', '.join(unknown)} not in experiment {self.experiment!r}; its arms: "
+                            f"{', '.join(self.order)}.")
+        want, todo = set(), list(names)
+        while todo:
+            arm = self.arms[todo.pop()]
+            if arm.name not in want:
+                want.add(arm.name)
+                todo += [*arm.needs.values(), *filter(None, (arm.source, arm.compare))]
+        return [n for n in self.order if n in want]
+
+    # ----- set-up ---------------------------------------------------------------------------
+
+    def _check_request(self) -> None:
+        """A rerun continues the same experiment, scale and hardware (no silent mixing)."""
+        path = self.out / "experiment.json"
+        asked = {"experiment": self.experiment, "scale": self.scale, "hw": self.hw}
+        if path.is_file():
+            had = json.loads(path.read_text("utf-8"))
+            if {k: had.get(k) for k in asked} != asked:
+                raise UserError(f"{self.out} holds experiment {had.get('experiment')} at --scale "
+                                f"{had.get('scale')} ({had.get('hw')}); rerun with those to continue, or "
+                                f"choose another --out.")
+            asked["seeds"] = max(self.seeds, int(had.get("seeds", 0)))
+        else:
+            asked["seeds"] = self.seeds
+            self.out.mkdir(parents=True, exist_ok=True)
+        asked["arms"] = self.order
+        write_json_atomic(path, asked)
+
+    def _corpus_dir(self) -> str:
+        from seqpt_jax.data.corpus import default_dir
+        if self.corpus:
+            path = Path(self.corpus).expanduser()
+            if not (path / "text").is_dir():
+                raise UserError(f"--corpus {path} has no text/ folder; give a folder `seqpt corpus build` made.")
+            return str(path)
+        if not (default_dir() / "COMPLETE").is_file():
+            raise UserError(f"no corpus at {default_dir()}; run `seqpt corpus build` first (about 11 minutes), "
+                            f"or pass --corpus DIR.")
+        return str(default_dir())
+
+    def _vocab(self, corpus: str) -> str:
+        if self.vocab:
+            if not Path(self.vocab).is_file():
+                raise UserError(f"--vocab {self.vocab} does not exist; train one with `seqpt vocab train`.")
+            return self.vocab
+        spec.parse(self.experiment, self.order[0], self.scale, self.hw, spec.placeholder_bindings())
+        pieces = int(spec.macro("VOCAB_PIECES"))
+
+        def train(work: Path) -> dict:
+            from seqpt_jax.data import vocab as vocab_lib
+            voc = vocab_lib.train(corpus, pieces, work / "spm.model", threads=os.cpu_count() or 2)
+            return {"path": str(work / "spm.model"), "vocab_size": int(voc.vocab_size)}
+        return self.stages.run("vocab", train, f"SentencePiece vocabulary, {pieces} pieces")["path"]
+
+    # ----- arms -----------------------------------------------------------------------------
+
+    def checkpoint(self, arm: str, seed: int) -> str:
+        work = self.out / arm / f"seed{seed}"
+        return str(work / ("params" if self.arms[arm].op == "init" else "train"))
+
+    def _bindings(self, arm, seed: int, model_dir: Path) -> list[str]:
+        b = [f"MODEL_DIR = {str(model_dir)!r}", f"VOCAB = {self.vocab_path!r}", f"SEED = {seed}",
+             f"CORPUS_DIR = {self.corpus_dir!r}"]
+        b += [f"{macro_name} = {self.checkpoint(dep, seed)!r}" for macro_name, dep in arm.needs.items()]
+        return b
+
+    def _init_point(self, work: Path) -> dict:
+        """The step-0 evaluation of the arm's init (cached: it never changes). Every curve starts
+        there, so FLOPs-to-target can be read before the first evaluation of training."""
+        path = work / "init_eval.json"
+        if path.is_file():
+            return json.loads(path.read_text("utf-8"))
+        res = evaluate_init()
+        point = {"loss": res["loss"], "accuracy": res["accuracy"]}
+        write_json_atomic(path, point)
+        return point
+
+    def _train(self, arm, seed: int, work: Path) -> dict:
+        import gin
+
+        from seqpt_jax import models
+        from seqpt_jax.demo.backend import curve
+        from seqpt_jax.train import loop
+        model_dir = work / "train"
+        spec.parse(self.experiment, arm.name, self.scale, self.hw, self._bindings(arm, seed, model_dir))
+        start = self._init_point(work)
+
+        def write_config():
+            model_dir.mkdir(parents=True, exist_ok=True)
+            (model_dir / "config.gin").write_text(gin.operative_config_str(), "utf-8")
+
+        hook = self.on_step(arm.name, seed) if self.on_step else None
+        summary = gin.get_configurable(loop.train)(on_ready=write_config, progress=self.progress, on_step=hook)
+        write_config()
+        points = [[0.0, start["loss"]], *curve(str(model_dir / "tb"))]
+        model = spec.train_value("model")
+        return {"arm": arm.name, "seed": seed, "op": "train", "checkpoint": str(model_dir),
+                "params": models.count_params(models.param_shapes(model)), "steps": summary["steps"],
+                "train_flops": float(summary["train_flops"]), "flops_by_phase": summary.get("flops_by_phase", {}),
+                "tokens": summary["tokens"], "phases": summary.get("phases"), "curve": points,
+                "init_val_loss": start["loss"],
+                "final_val_loss": points[-1][1] if points else None,
+                "train_loss": [summary.get("first_loss"), summary.get("last_loss")],
+                "throughput": summary.get("throughput")}
+
+    def _init_only(self, arm, seed: int, work: Path) -> dict:
+        """An `init` arm: the run's init hook applied and saved (e.g. an extracted encoder)."""
+        from seqpt_jax import models, params_io
+        spec.parse(self.experiment, arm.name, self.scale, self.hw, self._bindings(arm, seed, work / "train"))
+        res = evaluate_init()
+        kind = {cls: name for name, cls in models.KINDS.items()}[type(res["model"])]
+        path = params_io.save_params(str(work / "params"), kind, res["model"].cfg, res["params"], overwrite=True)
+        return {"arm": arm.name, "seed": seed, "op": "init", "checkpoint": path,
+                "params": models.count_params(res["params"]), "steps": 0, "train_flops": 0.0, "tokens": 0,
+                "curve": [[0.0, res["loss"]]], "init_val_loss": res["loss"], "final_val_loss": res["loss"]}
+
+    def run(self) -> dict:
+        self._check_request()
+        self.corpus_dir = self._corpus_dir()
+        self.vocab_path = self._vocab(self.corpus_dir)
+        results = {}
+        for seed in range(self.seeds):
+            for name in self.selected:
+                arm = self.arms[name]
+                fn = self._init_only if arm.op == "init" else self._train
+                what = ("apply the init and evaluate it" if arm.op == "init" else "train") + f" (seed {seed})"
+                results[(name, seed)] = self.stages.run(f"{name}/seed{seed}",
+                                                        lambda w, arm=arm, seed=seed, fn=fn: fn(arm, seed, w), what)
+        self._downstream()
+        return {"out": str(self.out), "ran": list(self.stages.ran), "results": len(results)}
+
+    def _downstream(self) -> None:
+        """Fine-tunes the encoder arms that declare 'downstream' and a random init beside them."""
+        from seqpt_jax.experiment import downstream as ds
+        spec.parse(self.experiment, self.order[0], self.scale, self.hw, spec.placeholder_bindings())
+        settings = ds.settings()
+        encoders = [n for n in self.selected if self.arms[n].downstream]
+        if not settings or not encoders:
+            return
+        data = self.stages.run("downstream/data", lambda w: ds.make_slice(self.corpus_dir, w / "corpus", settings),
+                               "downstream subsets: English training, capped tests per language")
+        for seed in range(min(self.seeds, settings["seeds"])):
+            for name in [*encoders, ds.RANDOM]:
+                def fn(work: Path, name=name, seed=seed) -> dict:
+                    ckpt = (ds.random_like(self.checkpoint(encoders[0], seed), seed, work / "params")
+                            if name == ds.RANDOM else ds.export(self.checkpoint(name, seed), work / "params"))
+                    res = ds.finetune(ckpt, data["corpus"], self.vocab_path, settings, work, self.progress)
+                    return {"arm": name, "seed": seed, **res}
+                self.stages.run(f"downstream/{name}/seed{seed}", fn, f"fine-tune on section + ui_tagging (seed {seed})")
+
+
+def load_records(out: str | os.PathLike) -> dict:
+    """{arm: {seed: record}} from every DONE marker under `out` (the report's only input)."""
+    out = Path(out)
+    asked_path = out / "experiment.json"
+    if not asked_path.is_file():
+        raise UserError(f"{out} holds no experiment (no experiment.json); run `seqpt experiment run` first.")
+    asked = json.loads(asked_path.read_text("utf-8"))
+    records: dict = {}
+    for arm in asked["arms"]:
+        for marker in sorted((out / arm).glob("seed*/DONE")):
+            rec = json.loads(marker.read_text("utf-8"))
+            records.setdefault(arm, {})[int(rec["seed"])] = rec
+    downstream: dict = {}
+    for marker in sorted((out / "downstream").glob("*/seed*/DONE")):
+        rec = json.loads(marker.read_text("utf-8"))
+        downstream.setdefault(rec["arm"], {})[int(rec["seed"])] = rec
+    return {"asked": asked, "records": records, "downstream": downstream}

@@ -1,0 +1,182 @@
+"""seqpt experiment: arms read from gin, --plan, a real run at --scale test (killed and
+resumed), the report's schema and claims, and the paper-scale gins' shapes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from data_fixtures import make_corpus
+from seqpt_jax.commands import experiment as experiment_cmd
+from seqpt_jax.errors import UserError
+from seqpt_jax.experiment import plan, report, runner, spec
+
+
+def test_every_arm_declares_its_role_and_dependencies_come_first():
+    for experiment in ("growth", "sequential"):
+        arms = spec.read_arms(experiment, "test")
+        names = [a.name for a in arms]
+        assert set(names) == set(spec.arm_names(experiment))
+        for i, arm in enumerate(arms):
+            for dep in arm.needs.values():
+                assert names.index(dep) < i, f"{arm.name} runs before {dep}, which it needs"
+            if arm.role in ("recipe", "control"):
+                assert arm.compare and spec.read_arm(experiment, arm.compare, "test").role == "scratch"
+    grown = {a.name: a for a in spec.read_arms("growth", "test")}
+    assert grown["stack"].needs == {"SMALL_CHECKPOINT": "source_shallow"} and grown["fpi"].source == "source"
+    assert grown["random"].source is None  # a random init pays for no source
+
+
+def test_plan_counts_phases_with_the_trainers_ledger():
+    p = plan.plan("growth", "test", seeds=3)
+    rows = {r["arm"]: r for r in p["arms"]}
+    full = rows["scratch"]["train_flops"] / rows["scratch"]["steps"]
+    assert rows["aki"]["train_flops"] == pytest.approx(rows["scratch"]["train_flops"])
+    two = rows["aki_two_stage"]
+    assert [ph["phase"] for ph in two["phases"]] == ["stage1", "stage2", "full"]
+    assert two["train_flops"] < rows["scratch"]["train_flops"]          # sub-model stages cost less
+    assert two["phases"][-1]["flops_per_step"] == pytest.approx(full)
+    assert rows["source"]["params"] < rows["scratch"]["params"]
+    per_seed = sum(r["train_flops"] + r["eval_flops"] for r in p["arms"])
+    assert p["total_flops"] == pytest.approx(3 * per_seed)
+    assert p["total_seconds"] == pytest.approx(p["total_flops"] / 30e9)  # THROUGHPUT of scale_test.gin
+    warm = {r["arm"]: r for r in plan.plan("sequential", "test", 1)["arms"]}
+    assert warm["warm_frozen25"]["train_flops"] < warm["warm_frozen0"]["train_flops"]  # frozen = no encoder backward
+    assert warm["enc_scratch"]["train_flops"] == 0 and warm["enc_scratch"]["eval_flops"] > 0
+
+
+def test_plan_command_prints_and_refuses_unknown_names(capsys):
+    # the command module directly: cli.main would import TensorFlow first (the run path needs it)
+    assert experiment_cmd.main(["run", "growth", "--scale", "test", "--plan"]) == 0
+    out = capsys.readouterr().out
+    assert "aki_two_stage" in out and "total for 1 seed(s)" in out
+    with pytest.raises(UserError, match="unknown experiment 'nope'"):
+        experiment_cmd.main(["run", "nope", "--plan"])
+    with pytest.raises(UserError, match="has no scale 'huge'"):
+        experiment_cmd.main(["run", "growth", "--scale", "huge", "--plan"])
+    with pytest.raises(UserError, match="no experiment.json"):
+        experiment_cmd.main(["report", "/nonexistent-run-folder"])
+
+
+@pytest.mark.parametrize("experiment", ["growth", "sequential"])
+def test_paper_scale_gins_build_their_shapes_without_allocating(experiment):
+    import jax
+
+    from seqpt_jax import models
+    for arm in spec.read_arms(experiment, "paper"):
+        spec.parse(experiment, arm.name, "paper", "hw/cpu.gin",
+                   spec.placeholder_bindings() + ["models.preset.vocab_size = %VOCAB_SIZE"])
+        model = spec.train_value("model")
+        shapes = models.param_shapes(model)                  # jax.eval_shape: no arrays made
+        assert all(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(shapes))
+        cfg = model.cfg
+        if experiment == "growth" and arm.name not in ("source", "source_shallow"):
+            assert (cfg.num_encoder_layers, cfg.d_model, cfg.num_heads, cfg.d_ff) == (12, 768, 12, 3072)
+            assert models.count_params(shapes) == models.count_params(
+                models.param_shapes(models.EncoderMLM(models.preset("bert-base"))))
+        if experiment == "growth" and arm.name == "source":
+            assert (cfg.num_encoder_layers, cfg.d_model) == (12, 512)   # bert2BERT's S(12,512)
+        if experiment == "sequential" and arm.name == "s2s_scratch":
+            base = models.preset("mt5-base")
+            assert models.count_params(shapes) == models.count_params(
+                models.param_shapes(models.EncoderDecoder(base)))
+
+
+class Killer:
+    """Raises KeyboardInterrupt once, inside `arm`'s training, after `step` steps."""
+
+    def __init__(self, arm: str, step: int):
+        self.arm, self.step, self.fired = arm, step, False
+
+    def __call__(self, arm: str, seed: int):
+        if arm != self.arm or self.fired:
+            return None
+
+        def on_step(step, state):
+            if step == self.step:
+                self.fired = True
+                raise KeyboardInterrupt
+        return on_step
+
+
+@pytest.mark.slow  # ~45 s CPU: three real training runs + a resume (2.5 min wall at load 9)
+def test_growth_runs_is_killed_resumes_and_reports(tmp_path, capsys):
+    """The real trainer: source -> scratch -> FPI (killed at step 3, resumed), then the report."""
+    corpus = str(make_corpus(tmp_path / "corpus"))
+    out = tmp_path / "out"
+    kill = Killer("fpi", 3)
+    first = runner.Runner("growth", "test", 1, out, corpus=corpus, progress=False, on_step=kill, only=["fpi"])
+    assert first.selected == ["source", "scratch", "fpi"]
+    with pytest.raises(KeyboardInterrupt):
+        first.run()
+    assert kill.fired
+    assert (out / "source/seed0/DONE").is_file() and (out / "scratch/seed0/DONE").is_file()
+    assert not (out / "fpi/seed0/DONE").exists()
+    assert (out / "fpi/seed0/train/checkpoints/2").is_dir()              # saved before the kill
+    capsys.readouterr()
+
+    lines: list = []
+    again = runner.Runner("growth", "test", 1, out, corpus=corpus, progress=False, only=["fpi"], log=lines.append)
+    result = again.run()
+    assert result["ran"] == ["fpi/seed0"]                                 # finished arms skipped
+    assert any("source/seed0: done already" in l for l in lines) and any("(resuming)" in l for l in lines)
+    assert "resumed from step 2" in capsys.readouterr().out
+
+    written = report.write(out)
+    rep = json.loads(Path(written["json"]).read_text())
+    fpi, source, scratch = rep["arms"]["fpi"], rep["arms"]["source"], rep["arms"]["scratch"]
+    for arm in (fpi, source, scratch):
+        assert arm["seeds"] == [0] and len(arm["final_val_loss"]) == 1
+    assert rep["target"]["scratch"] == pytest.approx(scratch["final_val_loss"][0])
+    assert len(fpi["flops_to_target"]) == 1 and fpi["reached"] in ("0/1", "1/1")
+    assert fpi["source_flops"] == [pytest.approx(source["train_flops"][0])]
+    assert fpi["curves"][0][0][0] == 0.0                                  # the step-0 evaluation
+    # FPI preserves the source's function: it starts at the source's final loss (same held-out batches)
+    assert fpi["init_val_loss"][0] == pytest.approx(source["final_val_loss"][0], abs=0.05)
+    vocab_size = json.loads((out / "vocab" / "DONE").read_text())["vocab_size"]   # the trained one's
+    planned = {r["arm"]: r["train_flops"] for r in plan.plan("growth", "test", 1, vocab_size=vocab_size)["arms"]}
+    for name in ("source", "scratch", "fpi"):                              # --plan = the trainer's ledger
+        assert rep["arms"][name]["train_flops"][0] == pytest.approx(planned[name], rel=1e-9)
+    claims = {c["claim"].split(" (")[0]: c for c in rep["claims"]}
+    assert claims["FPI starts at the source's loss"]["holds"] is True
+    assert all(c["holds"] in (True, False, None) and c["evidence"] for c in rep["claims"])
+    assert "arms not run" in claims["ordering AKI + two-stage >= AKI >= FPI > DirectCopy"]["evidence"]
+    assert Path(written["plot"]).stat().st_size > 5000
+    assert "## Claims" in Path(written["markdown"]).read_text()
+
+    with pytest.raises(UserError, match="another --out"):
+        runner.Runner("growth", "demo" if "demo" in spec.scales("growth") else "cpu", 1, out, corpus=corpus).run()
+
+
+@pytest.mark.slow  # ~60-90 s CPU: four real training runs, an extraction and eight fine-tunings
+def test_sequential_warm_start_extraction_and_downstream_rows(tmp_path):
+    corpus = make_corpus(tmp_path / "corpus")
+    block = "Open\tO\nthe\tO\nFile\tB-UI\nmenu\tI-UI\n.\tO\n\nPress\tO\nEnter\tB-UI\n\n"
+    for split in ("train", "validation", "test"):   # the fixture tags only de/ru; add English
+        (corpus / "tasks" / "ui_tagging" / f"en.{split}.conll").write_text(block * 6, "utf-8")
+    out = tmp_path / "out"
+    run = runner.Runner("sequential", "test", 1, out, corpus=str(corpus), progress=False,
+                        only=["warm_frozen25", "enc_scratch"])
+    assert run.selected == ["mlm", "s2s_scratch", "warm_frozen25", "enc_scratch"]
+    run.run()
+    rep = json.loads(Path(report.write(out)["json"]).read_text())
+    arms = rep["arms"]
+    warm, enc = arms["warm_frozen25"], arms["enc_scratch"]
+    assert warm["source_flops"] == [pytest.approx(arms["mlm"]["train_flops"][0])]
+    assert "saving_both" in warm and warm["compare"] == "s2s_scratch"
+    assert enc["train_flops"] == [0.0] and enc["curves"][0][0][0] == 0.0 and enc["compare"] == "mlm"
+    assert enc["source_flops"] == [pytest.approx(arms["s2s_scratch"]["train_flops"][0])]
+    vocab_size = json.loads((out / "vocab" / "DONE").read_text())["vocab_size"]
+    planned = {r["arm"]: r["train_flops"] for r in plan.plan("sequential", "test", 1, vocab_size=vocab_size)["arms"]}
+    for name in ("mlm", "s2s_scratch", "warm_frozen25", "enc_scratch"):   # --plan = the trainer's ledger
+        assert arms[name]["train_flops"][0] == pytest.approx(planned[name], rel=1e-9)
+    assert set(rep["downstream"]) == {"section", "ui_tagging"}
+    for task in rep["downstream"].values():
+        assert set(task) == {"mlm", "enc_scratch", "random_init"}
+        assert all(0.0 <= row["en"][0] <= 1.0 for row in task.values())
+    claims = {c["claim"][:3]: c for c in rep["claims"]}
+    assert claims["(a)"]["holds"] in (True, False) and "labeling gap" in claims["(a)"]["evidence"]
+    assert claims["(b)"]["holds"] is None                                  # no variant was run
+    assert any(c["claim"].startswith("pre-training beats a random init") for c in rep["claims"])
