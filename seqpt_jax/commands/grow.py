@@ -14,7 +14,6 @@ import dataclasses
 import jax
 
 from seqpt_jax import mappings, models, params_io
-from seqpt_jax.mappings import init_hooks
 from seqpt_jax.errors import UserError
 
 
@@ -49,7 +48,7 @@ def target_config(preset: str | None, overrides: list[str] | None, like: models.
 def load_source(path: str, preset: str | None = None, overrides: list[str] | None = None):
     """(kind, config, params) of a param checkpoint or a `seqpt train` MODEL_DIR (latest good
     step); --src-preset/overrides replace its model.json."""
-    kind, cfg, params = init_hooks.load_source(path)
+    kind, cfg, params = params_io.load(path)
     if preset is not None or overrides:
         cfg = target_config(preset, overrides, cfg)
     return kind, cfg, params

@@ -14,16 +14,15 @@ import jax
 
 from seqpt_jax import models
 from seqpt_jax.errors import UserError
-from seqpt_jax.mappings import checks
+from seqpt_jax.mappings import checks, transfer
 from seqpt_jax.mappings.warmstart import SHARED
 
 KINDS = ("encoder_mlm", "encoder")
 
 
 def _extract(s2s_params, key, *, enc_cfg, kind: str):
-    fresh = checks.flat(models.init(models.build(kind, enc_cfg), key))
-    kept = {p: x for p, x in checks.flat(s2s_params).items() if p[0] in SHARED}
-    return checks.unflat({**fresh, **kept})
+    fresh = models.init(models.build(kind, enc_cfg), key)
+    return transfer.take(fresh, s2s_params, [k for k in SHARED if k in fresh and k in s2s_params], what="the seq2seq checkpoint")
 
 
 def seq2seq_to_encoder(s2s_params, s2s_cfg, enc_cfg=None, *, rng=None, kind: str = "encoder_mlm",
