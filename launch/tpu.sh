@@ -8,7 +8,7 @@
 #   launch/tpu.sh --name my-run --zone us-central2-b --type v4-32 -- \
 #       --gin_file=models/mt5_base.gin --gin_file=runs/pretrain_span_mc4.gin \
 #       --gin_file=hw/tpu_pod.gin --gin.MODEL_DIR=gs://bucket/runs/mt5-base \
-#       --gin.VOCAB=/path/on/every/worker/spm.model --gin.TFDS_DATA_DIR=gs://bucket/tfds
+#       --gin.VOCAB=gs://bucket/spm.model --gin.TFDS_DATA_DIR=gs://bucket/tfds
 #
 # --dry-run prints the exact gcloud commands instead of running them.
 set -euo pipefail

@@ -164,3 +164,14 @@ def test_mc4_mixture_on_tfds_mock_data_resumes(setup):
                                  "train", 2, {"inputs": 32, "targets": 12}, 0, (0, 1))
         b = _resumes_exactly(make)
         assert b["decoder_target_tokens"].shape == (2, 12)
+
+
+def test_vocabulary_by_url(setup):
+    """VOCAB may be a URL (gs://... on TPU), read through tf.io.gfile; file:// stands in here."""
+    _, model = setup
+    url = f"file://{model}"
+    assert vocab.load(url).vocab_size == vocab.load(model).vocab_size
+    assert data_lib.vocab_size(url) == vocab.load(model).vocab_size
+    assert tasks.output_features(url)["targets"].vocabulary.vocab_size == vocab.load(model).vocab_size
+    with pytest.raises(UserError, match="cannot read the vocabulary"):
+        vocab.processor(f"file://{model}.missing")
