@@ -231,12 +231,19 @@ def register_project_tasks(name: str, vocab_path=None, corpus_dir=None, tfds_dat
     if not vocab_path:
         raise UserError(f"{name} needs the SentencePiece vocabulary; set --gin.VOCAB=... "
                         "(`seqpt vocab train` makes one).")
-    if name.startswith(LOCAL):
-        _, objective = _objective_of(name, LOCAL)
+    local = name.startswith(LOCAL)
+    _, objective = _objective_of(name, LOCAL if local else MC4_PREFIX)
+    mixture = (LOCAL if local else MC4_PREFIX) + objective
+    # The registration's arguments ride on the seqio mixture, so evaluation's calls reuse it.
+    key = (str(vocab_path), str(corpus_dir), str(tfds_data_dir), tuple(mc4_langs or ()))
+    if mixture in seqio.MixtureRegistry.names() and getattr(seqio.get_mixture_or_task(mixture),
+                                                             "seqpt_key", None) == key:
+        return
+    if local:
         register_local(corpus_dir or records.DEFAULT_CORPUS, vocab_path, objectives=(objective,))
     else:
-        _, objective = _objective_of(name, MC4_PREFIX)
         register_mc4(vocab_path, mc4_langs, objectives=(objective,), data_dir=tfds_data_dir)
+    seqio.get_mixture_or_task(mixture).seqpt_key = key
 
 
 def import_module(module: str | Sequence[str] | None) -> None:

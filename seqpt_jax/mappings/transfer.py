@@ -15,7 +15,8 @@ from typing import Sequence
 from seqpt_jax.errors import UserError
 from seqpt_jax.mappings import checks
 
-FIX = "use the checkpoint's own config and vocabulary (its model.json) for the model being built"
+FIX = ("build the model with the checkpoint's config: check the model gin or preset (kind, sizes, vocab_size) "
+       "against its model.json")
 
 
 def _same_shapes(got, want, key: str, what: str) -> None:
