@@ -2,8 +2,8 @@
 
 Gin files compose in the order given (models/, runs/, hw/; later bindings win), then the
 `--gin.X=V` bindings. Files are looked up as given, then under the package's gin/ folder
-(seqpt_jax/gin), so `--gin_file=runs/pretrain_mlm.gin` works from anywhere. String values may be given bare:
-`--gin.MODEL_DIR=/tmp/run` means `MODEL_DIR = '/tmp/run'`. The run is `train.loop.train`
+(seqpt_jax/gin), so `--gin_file=runs/pretrain_mlm.gin` works from anywhere. String values may
+be given bare: `--gin.MODEL_DIR=/tmp/run` means `MODEL_DIR = '/tmp/run'`. The run is `train.loop.train`
 called through gin; the operative config is written to MODEL_DIR/config.gin.
 """
 
