@@ -45,4 +45,5 @@ setup(
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["seqpt=seqpt_jax.cli:main"]},
     include_package_data=True,
+    package_data={"seqpt_jax": ["gin/*/*.gin", "gin/*/*/*.gin"]},
 )

@@ -2,12 +2,12 @@
 # Run `seqpt train` on local GPUs, or on several GPU nodes as one JAX job.
 #
 # One node (all its GPUs):
-#   launch/gpu.sh --gin_file=gin/models/bert_small.gin --gin_file=gin/runs/pretrain_mlm.gin \
-#       --gin.MODEL_DIR="'runs/bert-small'"
+#   launch/gpu.sh --gin_file=models/bert_small.gin --gin_file=runs/pretrain_mlm.gin \
+#       --gin.MODEL_DIR=runs/bert-small --gin.VOCAB=spm.model
 # Several nodes: start the same command on every node with
 #   NUM_NODES=4 NODE_RANK=<0..3> COORDINATOR=<host of rank 0>:1234 launch/gpu.sh ...
 # (under SLURM, jax.distributed finds these by itself; leave the variables unset).
-# gin/hw/gpu.gin is added unless you pass your own gin/hw/ file.
+# hw/gpu.gin (seqpt_jax/gin/hw/) is added unless you pass your own hw/ file.
 set -euo pipefail
 
 if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
@@ -16,9 +16,9 @@ if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
 fi
 [[ $# -gt 0 ]] || { echo "gpu.sh: error: no training arguments; see launch/gpu.sh --help" >&2; exit 2; }
 
-HW=(--gin_file=gin/hw/gpu.gin)
+HW=(--gin_file=hw/gpu.gin)
 for arg in "$@"; do
-  [[ "$arg" == --gin_file=gin/hw/* ]] && HW=()
+  [[ "$arg" == --gin_file=hw/* || "$arg" == --gin_file=*/hw/* ]] && HW=()
 done
 
 if [[ -n "${NUM_NODES:-}" ]]; then

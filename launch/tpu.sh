@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Run a seqpt_jax gin config on a Cloud TPU VM or pod slice, start to finish:
-# create the slice, check out and install seqpt_jax on every worker (so gin/ paths resolve the
-# same as here), start `seqpt train` on all workers,
+# create the slice, check out and install seqpt_jax on every worker (the gin files ship in the
+# package, so models/, runs/, hw/ paths resolve the same as here), start `seqpt train` on all workers,
 # tail worker 0's log until training ends, copy nothing (MODEL_DIR should be a gs:// path),
 # and delete the slice (unless --keep).
 #
 #   launch/tpu.sh --name my-run --zone us-central2-b --type v4-32 -- \
-#       --gin_file=gin/models/mt5_base.gin --gin_file=gin/runs/pretrain_span.gin \
-#       --gin_file=gin/hw/tpu_pod.gin --gin.MODEL_DIR="'gs://bucket/runs/mt5-base'"
+#       --gin_file=models/mt5_base.gin --gin_file=runs/pretrain_span_mc4.gin \
+#       --gin_file=hw/tpu_pod.gin --gin.MODEL_DIR=gs://bucket/runs/mt5-base \
+#       --gin.VOCAB=gs://bucket/spm.model --gin.TFDS_DATA_DIR=gs://bucket/tfds
 #
 # --dry-run prints the exact gcloud commands instead of running them.
 set -euo pipefail

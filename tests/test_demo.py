@@ -163,7 +163,7 @@ class FakeBackend:
         from seqpt_jax import models, params_io
         self._maybe_die(run.name)
         if run.init:  # starts from the mapped checkpoint: shapes must fit the run's model
-            _, cfg, params = params_io.load_params(run.init)
+            _, cfg, params = params_io.load(run.init)
             assert cfg == run.cfg
         else:
             params = models.init(models.build(run.kind, run.cfg), jax.random.key(0))

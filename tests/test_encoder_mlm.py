@@ -153,13 +153,14 @@ class _MaskedSeq2seq:
 
 
 def test_train_loop_runs_the_variant_end_to_end_and_extract_keeps_its_head(tmp_path):
-    from seqpt_jax.train import load_params, loop
+    from seqpt_jax.params_io import load
+    from seqpt_jax.train import loop
     from seqpt_jax.train.optimizers import OptimizerConfig
     cfg = _cfg()
     summary = loop.train(str(tmp_path), models.EncoderDecoder(cfg), _MaskedSeq2seq, steps=2, batch_size=8,
                          save_every=2, log_every=1000, progress=False, encoder_mlm_weight=1.0,
                          optimizer=OptimizerConfig(learning_rate=1e-2, warmup_steps=0, decay="constant"))
-    params = load_params(str(tmp_path))
+    params = load(str(tmp_path))[2]
     assert "mlm_head" in params and np.isfinite(summary["last_loss"])
     shapes = models.param_shapes(models.EncoderDecoder(cfg, encoder_mlm_head=True))
     per_step = perf.train_flops("encoder_decoder", cfg, shapes, freezing.all_trainable(shapes), 8, ENC_LEN,

@@ -179,3 +179,38 @@ def test_bad_inputs_end_in_one_clear_line(setup, tmp_path, capsys, case):
               "missing_file": "not found", "bad_conll": ":1:", "bad_gin": "gin"}[case]
     assert expect in err
     assert not (tmp_path / "out" / "results.json").exists()
+
+
+def test_finetune_inits_from_a_train_model_dir_and_from_a_finetuned_model(setup, tmp_path, caplog):
+    """`--init` takes a `seqpt train` MODEL_DIR (its latest checkpoint) and a fine-tuned model, through
+    the one loader, which restores without orbax/absl warnings."""
+    import functools
+    import logging
+
+    import numpy as np
+
+    from seqpt_jax.train import data, loop
+    _, cfg = params_io.read_model(setup["ckpt"])
+    run = tmp_path / "mlm_run"
+    loop.train(str(run), models.EncoderMLM(cfg), functools.partial(data.synthetic, vocab_size=cfg.vocab_size,
+                                                                   length=16), steps=2, batch_size=8,
+               save_every=1, keep=2, progress=False, log_every=100)
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        kind, loaded_cfg, trained = params_io.load(str(run))
+    assert kind == "encoder_mlm" and loaded_cfg == cfg
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    _, _, first = params_io.load(str(run), step=1)
+    assert not np.array_equal(first["encoder"]["layers"]["mlp"]["wo"]["kernel"],
+                              trained["encoder"]["layers"]["mlp"]["wo"]["kernel"])  # latest step by default
+    rows = _classification(setup["rng"], 16)
+    train = _write_jsonl(tmp_path / "train.jsonl", rows)
+    out = tmp_path / "out"
+    rc = _run(["finetune", "--task", "classification", "--init", str(run), "--vocab", setup["vocab"],
+               "--train", train, "--test", train, "--out", str(out), "--gin.Options.epochs=1", *FAST])
+    assert rc == 0
+    kind, _, tuned = params_io.load(str(out / "model"))
+    assert kind == "sequence_classifier" and params_io.metadata(str(out / "model"))["labels"] == ["fruit", "vehicle"]
+    rc = _run(["finetune", "--task", "classification", "--init", str(out / "model"), "--vocab", setup["vocab"],
+               "--train", train, "--test", train, "--out", str(tmp_path / "again"), "--gin.Options.epochs=1", *FAST])
+    assert rc == 0

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TRAIN_ARGS = ["--gin_file=gin/models/mt5_base.gin", "--gin_file=gin/runs/pretrain_span.gin",
-              "--gin_file=gin/hw/tpu_pod.gin", "--gin.MODEL_DIR='gs://bucket/runs/mt5 base'",
+TRAIN_ARGS = ["--gin_file=models/mt5_base.gin", "--gin_file=runs/pretrain_span_mc4.gin",
+              "--gin_file=hw/tpu_pod.gin", "--gin.MODEL_DIR='gs://bucket/runs/mt5 base'",
               "--gin.TRAIN_STEPS=1000", "--gin.NOTE=\"it's $HOME\""]
 
 

@@ -20,7 +20,7 @@ def test_grow_command_writes_the_grown_checkpoint_with_the_sources_vocab(tmp_pat
     rc = cli.main(["grow", "--src", src, "--dst-preset", "bert-mini", "--dst-override", "max_length=16",
                    "--dst-override", "d_ff=128", "--method", "fpi", "--unit-map", "tile", "--out", out])
     assert rc == 0
-    kind, big_cfg, big = params_io.load_params(out)
+    kind, big_cfg, big = params_io.load(out)
     assert kind == "encoder_mlm" and big_cfg.d_model == 256 and big_cfg.vocab_size == 64  # source's vocab
     assert big_cfg.num_encoder_layers == 4 and big["encoder"]["layers"]["mlp"]["wi"]["kernel"].shape == (4, 256, 128)
     batch = {"encoder_input_tokens": np.arange(3, 13, dtype=np.int32)[None]}
@@ -46,9 +46,9 @@ def test_warmstart_then_extract_commands_keep_the_encoder(tmp_path):
     assert cli.main(["warmstart", "--encoder", src, "--override", "num_decoder_layers=1",
                      "--decoder-init", "encoder", "--out", s2s]) == 0
     assert cli.main(["extract", "--seq2seq", s2s, "--out", enc]) == 0
-    kind, s2s_cfg, s2s_params = params_io.load_params(s2s)
+    kind, s2s_cfg, s2s_params = params_io.load(s2s)
     assert kind == "encoder_decoder" and s2s_cfg.num_decoder_layers == 1
-    kind, _, back = params_io.load_params(enc)
+    kind, _, back = params_io.load(enc)
     assert kind == "encoder_mlm"
     for path, x in checks.flat(params).items():
         if path[0] != "mlm_head":

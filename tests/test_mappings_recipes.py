@@ -8,7 +8,12 @@ import pytest
 
 from seqpt_jax import cli, models
 from seqpt_jax.mappings import checks
-from seqpt_jax.train import freezing, load_params, perf
+from seqpt_jax.train import freezing, perf
+from seqpt_jax.params_io import load as _load
+
+
+def load_params(path, step=None):
+    return _load(path, step=step)[2]
 
 TINY = ["--gin.models.preset.vocab_size=101", "--gin.models.preset.d_model=32", "--gin.models.preset.d_ff=64",
         "--gin.models.preset.num_heads=2", "--gin.models.preset.head_dim=16", "--gin.BATCH_SIZE=8",
@@ -57,8 +62,9 @@ RECIPES = [("t5_tiny", "warmstart_seq2seq", "ENCODER_CHECKPOINT", "loop.train.un
            ("t5_tiny", "continue_mlm", "SEQ2SEQ_CHECKPOINT", "models.build.kind", "encoder_mlm"),
            ("bert_tiny", "grow_two_stage", "SMALL_CHECKPOINT", "stage_2/loop.Stage.train_top", 2),
            ("t5_tiny", "seq2seq_small_decoder", None, "models.preset.num_decoder_layers", 1),
-           ("t5_tiny", "seq2seq_masked_encoder", None, "data.corpus.mixture", "seqpt_local_span_corruption_masked"),
-           ("t5_tiny", "seq2seq_masked_encoder", None, "loop.train.encoder_mlm_weight", 1.0)]
+           ("t5_tiny", "seq2seq_masked_encoder", None, "data.mixture_or_task.name", "seqpt_local_span_corruption_masked"),
+           ("t5_tiny", "seq2seq_masked_encoder", None, "loop.train.encoder_mlm_weight", 1.0),
+           ("mt5_base", "pretrain_span_mc4", "TFDS_DATA_DIR", "data.mixture_or_task.name", "seqpt_mc4_span_corruption")]
 
 
 @pytest.mark.parametrize("model,run,required,name,value", RECIPES)

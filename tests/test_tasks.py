@@ -1,12 +1,18 @@
-"""seqio tasks and mixtures: the local corpus, mC4 / XNLI / WikiANN via TFDS mock data, and
-the corpus's downstream tasks, all fed through feeding.make_pipeline."""
+"""seqio is the one registry: the embedded corpus's tasks (fed by the numpy pipeline), mC4 on
+TFDS mock data and a user's own TextLineDataSource task (fed by seqio's pipeline), each with a
+resumable position that yields exactly the next batch."""
+
+import functools
+import json
+import sys
 
 import numpy as np
 import pytest
 
 from data_fixtures import make_corpus
-from seqpt_jax.data import downstream, feeding, mixing, records, tasks, vocab
+from seqpt_jax.data import feeding, mixing, records, seqio_feed, tasks, vocab
 from seqpt_jax.errors import UserError
+from seqpt_jax.train import data as data_lib
 
 LANGS = ["en", "de", "ru", "zh"]
 
@@ -19,7 +25,27 @@ def setup(tmp_path_factory):
     return root, model
 
 
-def test_local_tasks_mixtures_and_idempotent_registration(setup):
+def _equal(a, b):
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def _resumes_exactly(make, skip=3):
+    """Batch skip+1 of a fresh source restored from the state after `skip` batches equals the
+    uninterrupted source's."""
+    src = make()
+    for _ in range(skip):
+        next(src)
+    state = json.loads(json.dumps(src.state()))
+    want = [next(src) for _ in range(2)]
+    fresh = make()
+    fresh.restore(state)
+    got = [next(fresh) for _ in range(2)]
+    assert all(_equal(g, w) for g, w in zip(got, want))
+    assert not _equal(want[0], want[1])
+    return want[0]
+
+
+def test_local_tasks_and_mixtures_are_seqio(setup):
     import seqio
     root, model = setup
     first = tasks.register_local(root, model, langs=LANGS)
@@ -30,18 +56,23 @@ def test_local_tasks_mixtures_and_idempotent_registration(setup):
     mix = seqio.get_mixture_or_task("seqpt_local_mlm")
     for lang in LANGS:
         assert mix.get_rate(seqio.get_mixture_or_task(f"seqpt_local_{lang}_mlm")) == pytest.approx(want[lang])
-    assert "seqpt_local_de_span_corruption" in seqio.TaskRegistry.names()
+    specs = tasks.fast_specs(mix)  # the numpy feed's view of the same seqio tasks
+    rates = {s.name: r for s, r in specs}
+    assert rates == pytest.approx({f"seqpt_local_{l}_mlm": want[l] for l in LANGS})
 
 
-def test_local_pipelines_by_name(setup):
+def test_corpus_trains_through_the_numpy_feed_by_name(setup):
     root, model = setup
-    tasks.register_local(root, model, langs=LANGS)
     info = vocab.token_info(model)
-    b = next(feeding.make_pipeline("seqpt_local_mlm", "train", 4, 64, seed=0, shard=(0, 1)))
+    make = functools.partial(data_lib.mixture_or_task, "train", 4, 0, (0, 1), name="seqpt_local_mlm",
+                             task_feature_lengths={"inputs": 64}, vocab_path=str(model), corpus_dir=str(root))
+    assert isinstance(make(), feeding.Pipeline)
+    b = _resumes_exactly(make)
     assert b["encoder_input_tokens"].shape == (4, 64) and b["mlm_weights"].sum() > 0
     assert (b["encoder_input_tokens"][b["mlm_weights"] > 0] == info.mask_id).mean() > 0.5
-    b = next(feeding.make_pipeline("seqpt_local_span_corruption", "validation", 4, {"inputs": 64},
-                                   seed=0, shard=(0, 1)))
+    b = next(data_lib.mixture_or_task("validation", 4, 0, (0, 1), name="seqpt_local_span_corruption",
+                                      task_feature_lengths={"inputs": 64}, vocab_path=str(model),
+                                      corpus_dir=str(root)))
     assert b["decoder_target_tokens"][:, 0].tolist() == [info.sentinel(0)] * 4
 
 
@@ -50,89 +81,97 @@ def test_seqio_get_dataset_runs_the_objective(setup):
     root, model = setup
     tasks.register_local(root, model, langs=["de"], objectives=("span_corruption",))
     task = seqio.get_mixture_or_task("seqpt_local_de_span_corruption")
-    ds = task.get_dataset({"inputs": 64, "targets": 16}, "train", shuffle=False, seed=3)
+    ds = task.get_dataset({"inputs": 64, "targets": 16}, "train", shuffle=False, seed=3, try_in_mem_cache=False)
     ex = next(ds.as_numpy_iterator())
     top = vocab.token_info(model).sentinel(0)
     assert ex["targets"][0] == top and top in ex["inputs"] and ex["inputs"][-1] == 1
 
 
-def test_requested_language_without_data(setup):
+def test_unknown_names_and_languages(setup):
     root, model = setup
     with pytest.raises(UserError, match="no train data for language 'xx'"):
         tasks.register_local(root, model, langs=["en", "xx"])
-    with pytest.raises(UserError, match="unknown task or mixture"):
-        feeding.make_pipeline("seqpt_local_nope", "train", 2, 8, shard=(0, 1))
+    with pytest.raises(UserError, match="no seqio task or mixture 'nope_task' is registered"):
+        data_lib.mixture_or_task("train", 2, 0, (0, 1), name="nope_task")
+    with pytest.raises(UserError, match="names no objective"):
+        data_lib.mixture_or_task("train", 2, 0, (0, 1), name="seqpt_local_nope", vocab_path=str(model))
+    with pytest.raises(UserError, match="cannot be imported"):
+        data_lib.mixture_or_task("train", 2, 0, (0, 1), name="x", module="no_such_module_here")
 
 
-def test_downstream_tasks(setup):
+USER_MODULE = '''
+import seqio
+from seqpt_jax.data import tasks
+
+seqio.TaskRegistry.add(
+    "{name}",
+    source=seqio.TextLineDataSource({{"train": "{train}", "validation": "{valid}"}}),
+    preprocessors=[tasks.text_line_to_targets, seqio.preprocessors.tokenize,
+                   tasks.Objective("{objective}")],
+    output_features=tasks.output_features("{vocab}"))
+'''
+
+
+def write_user_module(tmp_path, root, model, name="user_span", objective="span_corruption") -> str:
+    """A user's task module: a TextLineDataSource over text files, the project's vocabulary."""
+    for split in ("train", "validation"):
+        lines = [t.replace("\n", " ") for t in records.read_texts(root, "de", split)]
+        (tmp_path / f"{split}.txt").write_text("\n".join(lines) + "\n", "utf-8")
+    module = f"my_tasks_{name}"
+    (tmp_path / f"{module}.py").write_text(USER_MODULE.format(
+        name=name, train=tmp_path / "train.txt", valid=tmp_path / "validation.txt", objective=objective,
+        vocab=model), "utf-8")
+    return module
+
+
+@pytest.mark.parametrize("objective", ["span_corruption", "mlm"])
+def test_user_task_module_feeds_through_seqio_and_resumes(setup, tmp_path, monkeypatch, objective):
     root, model = setup
-    names = downstream.register_corpus_tasks(root, model)
-    assert {"seqpt_section_en", "seqpt_section_de", "seqpt_ui_tagging_de", "seqpt_translate_en_de",
-            "seqpt_synopsis_en"} <= set(names)
-    b = next(feeding.make_pipeline("seqpt_section_de", "test", 4, 32, shard=(0, 1)))
-    assert set(b["labels"].tolist()) <= {0, 1, 2} and tasks.LABELS["seqpt_section_de"] == ["graphics", "libs", "utils"]
-    b = next(feeding.make_pipeline("seqpt_ui_tagging_de", "train", 2, 32, shard=(0, 1)))
-    labels = tasks.LABELS["seqpt_ui_tagging_de"]
-    assert labels == ["O", "B-UI", "I-UI"]
-    tagged = sorted(b["token_labels"][b["token_weights"] > 0].tolist())
-    assert tagged.count(labels.index("B-UI")) >= 1 and b["token_weights"].sum() in (3 + 6, 6, 3)
-    b = next(feeding.make_pipeline("seqpt_translate_en_de", "train", 2, {"inputs": 64, "targets": 64},
-                                   shard=(0, 1)))
-    assert b["encoder_segment_ids"].max() >= 2  # short pairs are packed several to a row
-    assert (b["decoder_input_tokens"][b["decoder_positions"] == 0] == 0).all()
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = write_user_module(tmp_path, root, model, f"user_{objective}", objective)
+    lengths = {"inputs": 32, "targets": 12}
+    make = functools.partial(data_lib.mixture_or_task, "train", 4, 7, (0, 1), name=f"user_{objective}",
+                             module=module, task_feature_lengths=lengths)
+    assert isinstance(make(), seqio_feed.SeqioSource)
+    b = _resumes_exactly(make)
+    info = vocab.token_info(model)
+    if objective == "mlm":
+        assert set(b) == {"encoder_input_tokens", "mlm_targets", "mlm_weights", "encoder_segment_ids",
+                          "encoder_positions"}
+        assert b["mlm_weights"].dtype == np.float32 and b["mlm_weights"].sum() > 0
+    else:
+        assert b["decoder_target_tokens"].shape == (4, 12) and b["encoder_input_tokens"].shape == (4, 32)
+        assert (b["decoder_target_tokens"] == info.sentinel(0)).any()
+        assert (b["decoder_input_tokens"][b["decoder_positions"] == 0] == 0).all()
+    other = make()
+    with pytest.raises(UserError, match="different pipeline"):
+        other.restore(dict(make().state(), seed=8))
+    sys.modules.pop(module, None)
 
 
-def test_mc4_through_tfds_mock_data(setup):
+def test_mc4_mixture_on_tfds_mock_data_resumes(setup):
     import seqio
     import tensorflow_datasets as tfds
     _, model = setup
     with tfds.testing.mock_data(num_examples=20):
         mixtures = tasks.register_mc4(model, ["de", "ru"], sizes={"de": 1000, "ru": 10})
         assert mixtures == ["seqpt_mc4_mlm", "seqpt_mc4_span_corruption"]
-        assert dict(tasks.MIXTURES["seqpt_mc4_mlm"])["seqpt_mc4_ru_mlm"] == pytest.approx(
+        mix = seqio.get_mixture_or_task("seqpt_mc4_mlm")
+        assert mix.get_rate(seqio.get_mixture_or_task("seqpt_mc4_ru_mlm")) == pytest.approx(
             mixing.temperature_rates({"de": 1000, "ru": 10})["ru"])
-        pipe = feeding.make_pipeline("seqpt_mc4_span_corruption", "train", 2, {"inputs": 32}, shard=(0, 1))
-        next(pipe)
-        state, want = pipe.state(), next(pipe)
-        fresh = feeding.make_pipeline("seqpt_mc4_span_corruption", "train", 2, {"inputs": 32}, shard=(0, 1))
-        fresh.restore(state)
-        got = next(fresh)
-        assert all(np.array_equal(got[k], want[k]) for k in want)
-        ds = seqio.get_mixture_or_task("seqpt_mc4_de_mlm").get_dataset(
-            {"inputs": 32, "targets": 32}, "train", shuffle=False, seed=0,
-            try_in_mem_cache=False)  # mock data has no split sizes
-        ex = next(ds.as_numpy_iterator())
-        assert len(ex["inputs"]) == len(ex["targets"]) <= 32
+        assert tasks.fast_specs(mix) is None  # mC4 goes through seqio's pipeline
+        make = functools.partial(seqio_feed.SeqioSource, seqio.get_mixture_or_task("seqpt_mc4_span_corruption"),
+                                 "train", 2, {"inputs": 32, "targets": 12}, 0, (0, 1))
+        b = _resumes_exactly(make)
+        assert b["decoder_target_tokens"].shape == (2, 12)
 
 
-def _xnli_and_wikiann(self, split, **kwargs):
-    import tensorflow as tf
-    if self.name == "xnli":
-        rows = [{"premise": {"de": "Der Hund schläft.", "en": "The dog sleeps."},
-                 "hypothesis": {"language": ["de", "en"], "translation": ["Ein Tier ruht.", "An animal rests."]},
-                 "label": i % 3} for i in range(4)]
-    else:
-        rows = [{"tokens": ["Angela", "Merkel", "besuchte", "Paris"],
-                 "tags": [1, 2, 0, 5], "langs": ["de"] * 4, "spans": ["PER: Angela Merkel"]}] * 3
-    text, texts, ints = tf.TensorSpec([], tf.string), tf.TensorSpec([None], tf.string), tf.TensorSpec([None], tf.int64)
-    if self.name == "xnli":
-        signature = {"premise": {"de": text, "en": text},
-                     "hypothesis": {"language": texts, "translation": texts},
-                     "label": tf.TensorSpec([], tf.int64)}
-    else:
-        signature = {"tokens": texts, "tags": ints, "langs": texts, "spans": texts}
-    return tf.data.Dataset.from_generator(lambda: iter(rows), output_signature=signature)
-
-
-def test_xnli_and_wikiann_loaders(setup):
-    import tensorflow_datasets as tfds
+def test_vocabulary_by_url(setup):
+    """VOCAB may be a URL (gs://... on TPU), read through tf.io.gfile; file:// stands in here."""
     _, model = setup
-    with tfds.testing.mock_data(as_dataset_fn=_xnli_and_wikiann):
-        ex = next(iter(downstream.xnli_examples("test", "de")))
-        assert ex == {"inputs": "premise: Der Hund schläft. hypothesis: Ein Tier ruht.", "targets": "entailment"}
-        names = downstream.register_tfds_tasks(model, ["de"], ["de"])
-        b = next(feeding.make_pipeline("seqpt_xnli_de", "test", 4, 32, shard=(0, 1)))
-        assert sorted(b["labels"].tolist()) == [0, 0, 1, 2]
-        b = next(feeding.make_pipeline("seqpt_wikiann_de", "train", 1, 32, shard=(0, 1)))
-        assert b["token_labels"][0][b["token_weights"][0] > 0].tolist() == [1, 2, 0, 5]
-        assert names == ["seqpt_xnli_de", "seqpt_wikiann_de"]
+    url = f"file://{model}"
+    assert vocab.load(url).vocab_size == vocab.load(model).vocab_size
+    assert data_lib.vocab_size(url) == vocab.load(model).vocab_size
+    assert tasks.output_features(url)["targets"].vocabulary.vocab_size == vocab.load(model).vocab_size
+    with pytest.raises(UserError, match="cannot read the vocabulary"):
+        vocab.processor(f"file://{model}.missing")

@@ -48,5 +48,5 @@ def test_two_processes_train_checkpoint_and_resume(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["checkpoints"][-1] == 6 and summary["tokens"] > 0
     import numpy as np
-    from seqpt_jax.train import load_params
-    assert all(np.isfinite(x).all() for x in __import__("jax").tree.leaves(load_params(str(run))))
+    from seqpt_jax import params_io
+    assert all(np.isfinite(x).all() for x in __import__("jax").tree.leaves(params_io.load(str(run))[2]))

@@ -9,7 +9,7 @@ import sys
 import jax
 import numpy as np
 
-from seqpt_jax.train import load_params
+from seqpt_jax import params_io
 
 WORKER = r'''
 import functools, json, os, signal, sys, time
@@ -63,7 +63,7 @@ def test_sigkill_and_resume_is_bitwise_exact(tmp_path):
     assert last.returncode == 0, last.stderr[-2000:]
     assert "resumed from step" in last.stdout
 
-    a, b = load_params(str(tmp_path / "full")), load_params(str(run))
+    a, b = params_io.load(str(tmp_path / "full"))[2], params_io.load(str(run))[2]
     assert jax.tree.structure(a) == jax.tree.structure(b)
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         assert np.array_equal(x, y)  # bitwise

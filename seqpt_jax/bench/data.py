@@ -83,8 +83,10 @@ def run_data_bench(corpus=None, vocab_path=None, batch_size: int = 32, seconds: 
     """Prints the table and returns {"mlm", "span_corruption", "train", "ratio"} (tokens/s)."""
     if corpus and vocab_path:
         from seqpt_jax.data import tasks
-        tasks.register_local(corpus, vocab_path)
-        jobs = {"mlm": "seqpt_local_mlm", "span_corruption": "seqpt_local_span_corruption"}
+        jobs = {}
+        for objective in ("mlm", "span_corruption"):
+            tasks.register_local(corpus, vocab_path, objectives=(objective,))
+            jobs[objective] = tasks.fast_specs(tasks.get(f"seqpt_local_{objective}"))
         where = f"corpus {corpus}"
     else:
         jobs = {o: _synthetic_spec(o, o) for o in ("mlm", "span_corruption")}

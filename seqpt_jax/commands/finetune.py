@@ -104,7 +104,8 @@ def main(argv: list[str]) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_task_args(parser)
     init = parser.add_mutually_exclusive_group(required=True)
-    init.add_argument("--init", help="pre-trained checkpoint (written by params_io / seqpt convert)")
+    init.add_argument("--init", help="pre-trained model: a `seqpt train` MODEL_DIR, a params checkpoint (seqpt convert/grow/"
+                           "warmstart/extract) or a fine-tuned model")
     init.add_argument("--preset", help="start from random weights of this preset (a from-scratch baseline)")
     args = parser.parse_args(argv)
 
@@ -117,7 +118,7 @@ def main(argv: list[str]) -> int:
     task = resolve_task(args)
     vocab = load_vocab(args.vocab, args.init)
     if args.init:
-        kind, cfg, params = params_io.load_params(args.init)
+        kind, cfg, params = params_io.load(args.init)
     else:
         kind, cfg = "encoder", models.preset(args.preset, vocab_size=vocab.vocab_size)
         params = models.init(models.Encoder(cfg), jax.random.key(opts.seed))

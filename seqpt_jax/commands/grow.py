@@ -50,7 +50,7 @@ def target_config(preset: str | None, overrides: list[str] | None, like: models.
 def load_source(path: str, preset: str | None = None, overrides: list[str] | None = None):
     """(kind, config, params) of a param checkpoint or a `seqpt train` MODEL_DIR (latest good
     step); --src-preset/overrides replace its model.json."""
-    kind, cfg, params = init_hooks.load_source(path)
+    kind, cfg, params = params_io.load(path)
     if preset is not None or overrides:
         cfg = target_config(preset, overrides, cfg)
     return kind, cfg, params

@@ -1,9 +1,9 @@
 """`seqpt train --gin_file=... [--gin_file=...] --gin.MODEL_DIR=... [--gin.X=...]` (T5X style).
 
 Gin files compose in the order given (models/, runs/, hw/; later bindings win), then the
-`--gin.X=V` bindings. Files are looked up as given, then under the repository's gin/ folder,
-so `--gin_file=runs/pretrain_mlm.gin` works from anywhere. String values may be given bare:
-`--gin.MODEL_DIR=/tmp/run` means `MODEL_DIR = '/tmp/run'`. The run is `train.loop.train`
+`--gin.X=V` bindings. Files are looked up as given, then under the package's gin/ folder
+(seqpt_jax/gin), so `--gin_file=runs/pretrain_mlm.gin` works from anywhere. String values may
+be given bare: `--gin.MODEL_DIR=/tmp/run` means `MODEL_DIR = '/tmp/run'`. The run is `train.loop.train`
 called through gin; the operative config is written to MODEL_DIR/config.gin.
 """
 
@@ -16,7 +16,8 @@ import sys
 
 from seqpt_jax.errors import UserError
 
-GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "gin")
+# The gin files ship inside the package (seqpt_jax/gin), so an installed `seqpt` finds them.
+GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")
 
 
 # `--gin.X` bindings see the same short module names as the gin files.

@@ -22,15 +22,14 @@ def export(source: str, out: str, *, vocab: str | None = None, overwrite: bool =
     from seqpt_jax import convert, models
     from seqpt_jax.convert import card, tokenizer
     from seqpt_jax.data import vocab_record
-    from seqpt_jax.mappings.init_hooks import load_source
-    from seqpt_jax.params_io import read_model
+    from seqpt_jax.params_io import load, read_model
 
     read_model(source)  # one clear line when `source` is not a model directory
     vocab_path = None if weights_only else vocab_record.resolve(source, vocab)
     if not weights_only and vocab_path is None:
         raise UserError(f"{source} records no vocabulary; pass --vocab SPM_MODEL (the one it was trained "
                         f"with) or --weights-only for config.json + model.safetensors alone.")
-    kind, cfg, params = load_source(source)
+    kind, cfg, params = load(source)
     arch = convert.hf_architecture(kind, cfg)
     extra = {}
     if not weights_only:

@@ -1,33 +1,30 @@
 """Feeding: the batches the trainer consumes, with an exact resumable position.
 
-    pipe = feeding.make_pipeline(task_or_mixture, split, batch_size, lengths, seed=0,
-                                 pack=True, shard=(jax.process_index(), jax.process_count()))
+    pipe = feeding.Pipeline([(spec, rate), ...], split, batch_size, lengths, seed=0,
+                            pack=True, shard=(jax.process_index(), jax.process_count()))
     batch = next(pipe)        # dict of numpy arrays: this host's batch_size // count rows
     state = pipe.state()      # small JSON-able dict; save it with the checkpoint
     pipe.restore(state)       # the next batch is exactly the one that would have come next
 
-`task_or_mixture`: a task or mixture name registered by `tasks.register_*` (or a TaskSpec,
-or a list of (TaskSpec, rate)). `lengths`: {"inputs": L} for encoder objectives, {"inputs":
+The specs come from seqio tasks (`tasks.fast_specs`: the embedded corpus's tasks and
+mixtures); this module knows nothing of seqio or TensorFlow. `lengths`: {"inputs": L} for encoder objectives, {"inputs":
 Li, "targets": Lt} for seq2seq (for span corruption "targets" defaults to T5's helper:
 512 -> 114). `batch_size` is GLOBAL; every host gets its slice of the same global batch.
 
 Batch features (int32 unless noted; `*_segment_ids` / `*_positions` only when pack=True):
   encoder objectives (mlm, wwm, span_mlm): encoder_input_tokens, mlm_targets (original ids),
       mlm_weights (float32, 1 where a token was selected), encoder_segment_ids, encoder_positions
-  seq2seq objectives and tasks (seqio EncDecFeatureConverter names): encoder_input_tokens,
+  seq2seq objectives (seqio EncDecFeatureConverter names): encoder_input_tokens,
       decoder_input_tokens, decoder_target_tokens, decoder_loss_weights (float32),
       encoder/decoder_segment_ids, encoder/decoder_positions; span_corruption_masked adds
       mlm_targets, mlm_weights aligned with the encoder input
-  classification: encoder_input_tokens, labels [B]
-  tagging: encoder_input_tokens, token_labels, token_weights (first piece of each word)
 
 Design — why resume is exact and O(1): every source is indexable (windows of a tokenized,
-in-memory corpus; packed rows of a supervised set). Batch `step` is a pure function of
+in-memory corpus). Batch `step` is a pure function of
 (seed, step, taken): the rows' tasks are drawn from rng(seed, step) with the mixture rates,
 the k-th window a task serves is perm(seed, task, epoch)[k mod n], and each row's objective
 uses rng(seed, step, global row). The state is just {step, taken per task}. Sharding picks a
-host's rows of the global batch, so the data does not depend on the host count. Streamed
-sources (mC4) are read in order and replayed up to the position on restore.
+host's rows of the global batch, so the data does not depend on the host count.
 """
 
 from __future__ import annotations
@@ -42,28 +39,26 @@ from seqpt_jax.data import preprocessors
 from seqpt_jax.data.vocab import TokenInfo
 from seqpt_jax.errors import UserError
 
-ENCODER, ENCDEC, CLASSIFY, TAG = "encoder", "encdec", "classify", "tag"
+ENCODER, ENCDEC = "encoder", "encdec"
 STATE_VERSION = 1
 
 
 @dataclasses.dataclass(frozen=True)
 class TaskSpec:
-    """What feeding needs of a task. `source(split, raw_length, pack)` returns an object with
-    `get(i)` (and `__len__` unless streamed): windows -> (ids, segment ids) for objectives,
-    rows -> {feature: (ids, segment ids)} or {"inputs": ..., "label"/"tags": ...} for tasks."""
+    """What feeding needs of a task. `source(split, raw_length, pack)` returns windows:
+    an object with `__len__` and `get(i) -> (ids, segment ids)`."""
 
     name: str
-    kind: str                      # ENCODER | ENCDEC | CLASSIFY | TAG
+    kind: str                      # ENCODER | ENCDEC
     source: Callable[[str, int, bool], Any]
     info: TokenInfo
-    objective: str | None = None   # a name in preprocessors.OBJECTIVES; None for supervised data
+    objective: str                 # a name in preprocessors.OBJECTIVES
     options: dict = dataclasses.field(default_factory=dict)
-    streamed: bool = False
 
 
 def raw_length(objective: str | None, options: dict, lengths: dict[str, int]) -> int:
     """Tokens per window so the objective's outputs fit `lengths`."""
-    if objective in (None, *preprocessors.ENCODER_OBJECTIVES):
+    if objective in preprocessors.ENCODER_OBJECTIVES:
         return lengths["inputs"]
     if objective.startswith("span_corruption"):
         raw, targets = preprocessors.span_corruption_lengths(
@@ -122,8 +117,7 @@ class Pipeline:
                                                        (index + 1) * batch_size // count)
         self.sources = [s.source(split, raw_length(s.objective, s.options, lengths), pack)
                         for s in self.specs]
-        self.fns = [preprocessors.objective(s.objective, **s.options) if s.objective else None
-                    for s in self.specs]
+        self.fns = [preprocessors.objective(s.objective, **s.options) for s in self.specs]
         self.step, self.taken = 0, [0] * len(self.specs)
         self._perms: dict[int, tuple[int, np.ndarray]] = {}
 
@@ -162,8 +156,6 @@ class Pipeline:
 
     def _item(self, t: int, k: int):
         source = self.sources[t]
-        if self.specs[t].streamed:
-            return source.get(k)
         n = len(source)
         epoch = k // n
         if self._perms.get(t, (None,))[0] != epoch:
@@ -175,46 +167,30 @@ class Pipeline:
         li, lt = self.lengths["inputs"], self.lengths.get("targets", 0)
         names = {ENCODER: {"encoder_input_tokens": li, "mlm_targets": li, "mlm_weights": li},
                  ENCDEC: {"encoder_input_tokens": li, "decoder_input_tokens": lt,
-                          "decoder_target_tokens": lt, "decoder_loss_weights": lt},
-                 CLASSIFY: {"encoder_input_tokens": li, "labels": None},
-                 TAG: {"encoder_input_tokens": li, "token_labels": li, "token_weights": li}}[self.kind]
+                          "decoder_target_tokens": lt, "decoder_loss_weights": lt}}[self.kind]
         if self.kind == ENCDEC and any(s.objective == "span_corruption_masked" for s in self.specs):
             names.update(mlm_targets=li, mlm_weights=li)
-        if self.pack and self.kind in (ENCODER, ENCDEC):
+        if self.pack:
             names.update(encoder_segment_ids=li, encoder_positions=li)
             if self.kind == ENCDEC:
                 names.update(decoder_segment_ids=lt, decoder_positions=lt)
-        return {k: np.zeros((rows,) if n is None else (rows, n),
-                            np.float32 if k.endswith("weights") else np.int32)
+        return {k: np.zeros((rows, n), np.float32 if k.endswith("weights") else np.int32)
                 for k, n in names.items()}
 
     def _fill(self, batch: dict, out_row: int, t: int, item, row: int) -> None:
-        fn, info = self.fns[t], self.specs[t].info
-        if self.kind in (CLASSIFY, TAG):
-            _put(batch, out_row, "encoder_input_tokens", item["inputs"])
-            if self.kind == CLASSIFY:
-                batch["labels"][out_row] = item["label"]
-            else:
-                _put(batch, out_row, "token_labels", item["tags"])
-                _put(batch, out_row, "token_weights", item["tag_weights"])
-            return
-        if fn is not None:
-            ids, seg = item
-            out = fn(ids, preprocessors.example_rng(self.seed, self.step, row), info)
+        ids, seg = item
+        out = self.fns[t](ids, preprocessors.example_rng(self.seed, self.step, row), self.specs[t].info)
         if self.kind == ENCODER:
             _put(batch, out_row, "encoder_input_tokens", out["inputs"])
             _put(batch, out_row, "mlm_targets", out["targets"])
             _put(batch, out_row, "mlm_weights", out["weights"])
             enc_seg = seg
-        else:
-            if fn is not None:  # objectives see the window as one example (as T5 does)
-                inputs, targets = out["inputs"], out["targets"]
-                enc_seg, dec_seg = np.ones(len(inputs), np.int32), np.ones(len(targets), np.int32)
-                if "mlm_targets" in out:
-                    _put(batch, out_row, "mlm_targets", out["mlm_targets"])
-                    _put(batch, out_row, "mlm_weights", out["mlm_weights"])
-            else:
-                (inputs, enc_seg), (targets, dec_seg) = item["inputs"], item["targets"]
+        else:  # objectives see the window as one example (as T5 does)
+            inputs, targets = out["inputs"], out["targets"]
+            enc_seg, dec_seg = np.ones(len(inputs), np.int32), np.ones(len(targets), np.int32)
+            if "mlm_targets" in out:
+                _put(batch, out_row, "mlm_targets", out["mlm_targets"])
+                _put(batch, out_row, "mlm_weights", out["mlm_weights"])
             _put(batch, out_row, "encoder_input_tokens", inputs)
             _put(batch, out_row, "decoder_target_tokens", targets)
             _put(batch, out_row, "decoder_input_tokens", _shift_right(targets, dec_seg))
@@ -227,16 +203,13 @@ class Pipeline:
             _put(batch, out_row, "encoder_positions", _positions(enc_seg))
 
 
-def make_pipeline(task_or_mixture, split: str, batch_size: int, lengths: dict[str, int] | int,
+def make_pipeline(tasks, split: str, batch_size: int, lengths: dict[str, int] | int,
                   seed: int = 0, pack: bool = True, shard: tuple[int, int] | None = None) -> Pipeline:
-    """The trainer's entry point; see the module docstring. `shard` defaults to
+    """A Pipeline over a TaskSpec or a list of (TaskSpec, rate). `shard` defaults to
     (jax.process_index(), jax.process_count())."""
     if shard is None:
         import jax
         shard = (jax.process_index(), jax.process_count())
-    if isinstance(task_or_mixture, str):
-        from seqpt_jax.data import tasks
-        task_or_mixture = tasks.resolve(task_or_mixture)
-    elif isinstance(task_or_mixture, TaskSpec):
-        task_or_mixture = [(task_or_mixture, 1.0)]
-    return Pipeline(task_or_mixture, split, batch_size, lengths, seed, pack, shard)
+    if isinstance(tasks, TaskSpec):
+        tasks = [(tasks, 1.0)]
+    return Pipeline(tasks, split, batch_size, lengths, seed, pack, shard)

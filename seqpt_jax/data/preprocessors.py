@@ -4,8 +4,8 @@ Every objective is `fn(ids, rng, info, **options) -> dict[str, np.ndarray]`: `id
 int array of one example (no padding), `rng` a `np.random.Generator` (the caller derives it
 from (seed, step, row), so the same seed gives the same example and every step a new mask),
 `info` the vocabulary's `TokenInfo`. Numpy keeps them fast (tens of microseconds per 512
-tokens) and testable without TensorFlow; `as_seqio` wraps any of them as a seqio
-preprocessor for users who run seqio pipelines.
+tokens) and testable without TensorFlow; `tasks.Objective` runs any of them as a seqio
+preprocessor.
 
 Objectives:
   mlm               BERT masking: token / whole-word units, optional SpanBERT geometric spans,
@@ -258,27 +258,3 @@ def objective(name: str, **options) -> Callable[..., dict]:
 def example_rng(seed: int, step: int, row: int) -> np.random.Generator:
     """The generator of one example: a pure function of (seed, step, global row)."""
     return np.random.default_rng([seed, step, row])
-
-
-def as_seqio(fn: Callable[..., dict], info: TokenInfo, feature: str = "targets"):
-    """A seqio preprocessor applying `fn` to `feature` of each example, seeded by seqio's
-    per-example seeds (deterministic when the task is built with a seed)."""
-    import seqio
-    import tensorflow as tf
-
-    probe = fn(np.arange(3, 40, dtype=np.int32) % (info.vocab_size - info.extra_ids - 3) + 3,
-               np.random.default_rng(0), info)
-    keys = sorted(probe)
-
-    def run(ids, seed):
-        out = fn(ids, np.random.default_rng(seed.astype(np.int64) & 0x7FFFFFFF), info)
-        return [out[k].astype(np.int32) for k in keys]
-
-    @seqio.map_over_dataset(num_seeds=1)
-    def apply(example, seed):
-        values = tf.numpy_function(run, [example[feature], seed], [tf.int32] * len(keys))
-        result = dict(example)
-        result.update({k: tf.ensure_shape(v, [None]) for k, v in zip(keys, values)})
-        return result
-
-    return apply

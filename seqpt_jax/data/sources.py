@@ -1,10 +1,10 @@
-"""Token sources: tokenized documents held as one flat array, cut into fixed windows, and
-supervised examples packed into rows. Everything here is indexable, so a batch can be
+"""Token sources: tokenized documents held as one flat array, cut into fixed windows.
+Everything here is indexable, so a batch can be
 built from (seed, step, counters) alone — the basis of exact resume in feeding.py.
 
 A window is the raw token span one training example is made from: `length` tokens of the
 concatenated documents (each followed by EOS) when packing, or one document piece per
-window without packing. Streamed sources (mC4) replay their iterator instead of indexing.
+window without packing.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -131,63 +131,3 @@ class Windows:
             bump[inside] = 1
             seg += np.cumsum(bump)
         return ids, seg
-
-
-class StreamWindows:
-    """Windows cut from a deterministic document stream (too large to hold: mC4).
-
-    Access must be in increasing order; asking for an earlier window replays the stream from
-    the start, so restoring a position costs time proportional to it but is exact."""
-
-    def __init__(self, make_docs: Callable[[], Iterator[Sequence[int]]], length: int,
-                 eos_id: int = vocab.EOS_ID):
-        self.make_docs, self.length, self.eos_id = make_docs, length, eos_id
-        self._reset()
-
-    def _reset(self) -> None:
-        self._docs, self._next, self._buf, self._seg = self.make_docs(), 0, [], []
-        self._doc_count = 0
-
-    def _fill(self) -> None:
-        while len(self._buf) < self.length:
-            doc = next(self._docs, None)
-            if doc is None:
-                if not self._buf and self._next == 0:
-                    raise UserError("the streamed source yielded no documents.")
-                self._docs = self.make_docs()  # epoch boundary: start the stream over
-                continue
-            if len(doc):
-                self._doc_count += 1
-                self._buf += list(doc) + [self.eos_id]
-                self._seg += [self._doc_count] * (len(doc) + 1)
-
-    def get(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        if i < self._next:
-            self._reset()
-        while True:
-            self._fill()
-            ids, seg = self._buf[:self.length], self._seg[:self.length]
-            self._buf, self._seg = self._buf[self.length:], self._seg[self.length:]
-            self._next += 1
-            if self._next - 1 == i:
-                seg = np.asarray(seg, np.int32)
-                return np.asarray(ids, np.int32), (seg - seg[0] + 1).astype(np.int32)
-
-
-def pack_examples(examples: Sequence[dict], lengths: dict[str, int]) -> list[dict]:
-    """Greedy in-order packing of supervised examples into rows: a row takes the next
-    example while every feature still fits. Each row maps feature -> (concatenated ids,
-    segment ids); an example longer than a row is truncated to it."""
-    rows, current, used, segment = [], None, None, 0
-    for ex in examples:
-        ex = {k: np.asarray(v, np.int32)[:lengths[k]] for k, v in ex.items() if k in lengths}
-        if current is None or any(used[k] + len(ex[k]) > lengths[k] for k in lengths):
-            current, used, segment = {k: ([], []) for k in lengths}, dict.fromkeys(lengths, 0), 0
-            rows.append(current)
-        segment += 1
-        for k in lengths:
-            current[k][0].extend(ex[k].tolist())
-            current[k][1].extend([segment] * len(ex[k]))
-            used[k] += len(ex[k])
-    return [{k: (np.asarray(ids, np.int32), np.asarray(seg, np.int32)) for k, (ids, seg) in row.items()}
-            for row in rows]

@@ -1,123 +1,155 @@
-"""seqio tasks and mixtures, and the TaskSpec registry `feeding.make_pipeline` resolves.
+"""The project's seqio tasks and mixtures, and the parts a user's own seqio task reuses.
 
-Every `register_*` function is idempotent (re-registering replaces) and registers each task
-twice over: as a seqio Task (so `seqio.get_mixture_or_task(name).get_dataset(...)` works for
-seqio users, one document -> one example) and as a `feeding.TaskSpec` under the same name
-(the fast path: packed windows, numpy objectives, exact resume).
+seqio's TaskRegistry / MixtureRegistry is the one registry. This module only adds to it:
 
-Names:
-  seqpt_local_<lang>_<objective>   the embedded corpus; mixture seqpt_local_<objective>
+  seqpt_local_<lang>_<objective>   the embedded corpus (`seqpt corpus build`); mixture
+                                   seqpt_local_<objective>
   seqpt_mc4_<lang>_<objective>     mC4 via TFDS c4/multilingual; mixture seqpt_mc4_<objective>
-  seqpt_section_<lang>, seqpt_ui_tagging_<lang>, seqpt_translate_en_<lang>, seqpt_synopsis_<lang>
-  seqpt_xnli_<lang>, seqpt_wikiann_<lang>                      (TFDS xnli, wikiann)
-Mixture rates are language-temperature rates (alpha 0.3, as mT5) from the data's sizes.
+
+Mixture rates are language-temperature rates (alpha 0.3, as mT5). The project's tasks need a
+vocabulary (and a corpus dir / TFDS data dir), so `register_project_tasks(name, ...)` registers
+the family a name belongs to when training asks for it; a user's module registers its own
+tasks when imported (`MIXTURE_OR_TASK_MODULE`).
+
+A user's task reuses `output_features(vocab_path)`, `text_line_to_targets` and `Objective`:
+
+    seqio.TaskRegistry.add("my_span", source=seqio.TextLineDataSource({"train": "train.txt"}),
+        preprocessors=[tasks.text_line_to_targets, seqio.preprocessors.tokenize,
+                       tasks.Objective("span_corruption")],
+        output_features=tasks.output_features("spm.model"))
+
+`fast_specs(provider)` tells the trainer when a task or mixture is made only of embedded-corpus
+tasks; those are fed by the numpy pipeline (`feeding`), every other one by seqio's tf.data
+pipeline (`seqio_feed`). Either way the task is the seqio Task registered here.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Callable, Iterable, Iterator, Sequence
+import importlib
+import logging
+from typing import Sequence
 
+import numpy as np
+import seqio
+import tensorflow as tf
 
 from seqpt_jax.data import feeding, mixing, preprocessors, records, sources, vocab
+from seqpt_jax.data.tf_tempfiles import delete_autograph_sources
 from seqpt_jax.errors import UserError
 
-SPECS: dict[str, feeding.TaskSpec] = {}
-MIXTURES: dict[str, list[tuple[str, float]]] = {}
-LABELS: dict[str, list[str]] = {}  # class / tag names of the classification and tagging tasks
+log = logging.getLogger(__name__)
 MC4 = "c4/multilingual:3.1.0"
-WIKIANN_TAGS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC"]
-XNLI_LABELS = ["entailment", "neutral", "contradiction"]
+LOCAL, MC4_PREFIX = "seqpt_local_", "seqpt_mc4_"
 
 
-def resolve(name: str) -> list[tuple[feeding.TaskSpec, float]]:
-    """A mixture's (spec, rate) pairs, or [(spec, 1.0)] for a task."""
-    if name in MIXTURES:
-        return [(SPECS[t], rate) for t, rate in MIXTURES[name]]
-    if name in SPECS:
-        return [(SPECS[name], 1.0)]
-    raise UserError(f"unknown task or mixture {name!r}; register it first (tasks.register_local("
-                    f"corpus, vocab) and friends); known: {', '.join(sorted({*SPECS, *MIXTURES})) or 'none'}.")
+# ----- what a task is made of --------------------------------------------------------------------
+
+def output_features(vocab_path, extra_ids: int = vocab.EXTRA_IDS) -> dict:
+    """"inputs"/"targets" over the SentencePiece vocabulary at `vocab_path` (no EOS added: the
+    objectives add their own)."""
+    voc = vocab_path if isinstance(vocab_path, seqio.Vocabulary) else vocab.load(vocab_path, extra_ids)
+    return {k: seqio.Feature(voc, add_eos=False) for k in ("inputs", "targets")}
 
 
-# ----- seqio registration ---------------------------------------------------------------------
+def text_line_to_targets(dataset):
+    """seqio preprocessor for a TextLineDataSource: each non-empty line -> {"targets": line}."""
+    return dataset.filter(lambda line: tf.strings.length(tf.strings.strip(line)) > 0).map(
+        lambda line: {"targets": line}, num_parallel_calls=tf.data.AUTOTUNE)
 
-def _string_dataset(examples: Callable[[str], Iterable[dict]], keys: Sequence[str]):
-    """A seqio dataset_fn over a Python generator of string examples."""
-    import tensorflow as tf
 
-    def dataset_fn(split: str, shuffle_files: bool = False, seed=None):
+@functools.lru_cache(maxsize=8)
+def _token_info(model_file: str, extra_ids: int) -> vocab.TokenInfo:
+    return vocab.token_info(model_file, extra_ids)
+
+
+class Objective:
+    """seqio preprocessor: a pre-training objective (`preprocessors.OBJECTIVES`) on the
+    tokenized "targets". Each document is cut into windows of the raw length the objective
+    needs for `sequence_length`, then each window becomes one example, seeded by seqio's
+    per-example seeds (deterministic for a given dataset seed)."""
+
+    def __init__(self, name: str, **options):
+        preprocessors.objective(name, **options)  # an unknown name fails here, at registration
+        self.name, self.options = name, dict(options)
+
+    @property
+    def encoder_only(self) -> bool:
+        return self.name in preprocessors.ENCODER_OBJECTIVES
+
+    def __repr__(self):
+        return f"Objective({self.name!r}, **{self.options!r})"
+
+    def __call__(self, dataset, sequence_length, output_features):
+        voc = output_features["targets"].vocabulary
+        info = _token_info(vocab.model_path(voc), getattr(voc, "extra_ids", vocab.EXTRA_IDS))
+        fn = preprocessors.objective(self.name, **self.options)
+        if sequence_length:
+            n = feeding.raw_length(self.name, self.options, dict(sequence_length))
+            dataset = dataset.flat_map(lambda ex: tf.data.Dataset.from_tensor_slices(_pieces(ex["targets"], n))
+                                       .map(lambda ids: {"targets": ids}))
+        keys = sorted(fn(np.arange(3, 40, dtype=np.int32), np.random.default_rng(0), info))
+
+        def run(ids, seed):
+            out = fn(ids, np.random.default_rng(seed.astype(np.int64) & 0x7FFFFFFF), info)
+            return [out[k].astype(np.int32) for k in keys]
+
+        @seqio.map_over_dataset(num_seeds=1)
+        def apply(example, seed):
+            values = tf.numpy_function(run, [example["targets"], seed], [tf.int32] * len(keys))
+            return {k: tf.ensure_shape(v, [None]) for k, v in zip(keys, values)}
+
+        return apply(dataset.filter(lambda ex: tf.size(ex["targets"]) > 0))
+
+
+def _pieces(ids, n: int):
+    """A document's token ids as consecutive pieces of at most n (a ragged [k, None])."""
+    size = tf.size(ids, out_type=tf.int64)
+    splits = tf.concat([tf.range(0, size, n, dtype=tf.int64), [size]], 0)
+    return tf.RaggedTensor.from_row_splits(ids, splits)
+
+
+class CorpusSource(seqio.FunctionDataSource):
+    """The embedded corpus's text in one language: {"targets": document}. The numpy feed reads
+    the same files (`corpus`, `lang`) directly."""
+
+    def __init__(self, corpus, lang: str):
+        self.corpus, self.lang = str(corpus), lang
+        super().__init__(self._dataset, splits=records.SPLITS)
+
+    def _dataset(self, split: str, shuffle_files: bool = False, seed=None):
         del shuffle_files, seed
         return tf.data.Dataset.from_generator(
-            lambda: ({k: ex[k] for k in keys} for ex in examples(split)),
-            output_signature={k: tf.TensorSpec((), tf.string) for k in keys})
-    return dataset_fn
+            lambda: ({"targets": t} for t in records.read_texts(self.corpus, self.lang, split)),
+            output_signature={"targets": tf.TensorSpec((), tf.string)})
 
 
-def _truncate_for(objective: str, options: dict):
-    """seqio preprocessor: cut each document to the window its objective needs."""
-    def truncate(dataset, sequence_length=None, output_features=None):
-        del output_features
-        if not sequence_length:
-            return dataset
-        n = feeding.raw_length(objective, options, dict(sequence_length))
-        return dataset.map(lambda ex: {**ex, "targets": ex["targets"][:n]})
-    return truncate
+# ----- registration ------------------------------------------------------------------------------
+
+def _task_name(prefix: str, lang: str, objective: str) -> str:
+    return f"{prefix}{lang.replace('-', '_')}_{objective}"
 
 
-def _add_seqio_task(name: str, source, voc, preprocessors_: list, add_eos: bool) -> None:
-    import seqio
-
-    from seqpt_jax.data.tf_tempfiles import delete_autograph_sources
+def _add_task(name: str, source, voc, objective: str, options: dict, first: Sequence = ()) -> None:
     delete_autograph_sources()  # its datasets' map functions leave no files in /tmp
     if name in seqio.TaskRegistry.names():
         seqio.TaskRegistry.remove(name)
-    features = {k: seqio.Feature(voc, add_eos=add_eos) for k in ("inputs", "targets")}
-    seqio.TaskRegistry.add(name, source=source, output_features=features,
-                           preprocessors=preprocessors_)
+    seqio.TaskRegistry.add(name, source=source, output_features=output_features(voc),
+                           preprocessors=[*first, seqio.preprocessors.tokenize, Objective(objective, **options)])
 
 
 def _add_mixture(name: str, rates: dict[str, float]) -> None:
-    import seqio
     if name in seqio.MixtureRegistry.names():
         seqio.MixtureRegistry.remove(name)
     seqio.MixtureRegistry.add(name, list(rates.items()))
-    MIXTURES[name] = list(rates.items())
-
-
-def _objective_steps(objective: str, options: dict, info: vocab.TokenInfo, first: Sequence = ()) -> list:
-    import seqio
-    fn = preprocessors.objective(objective, **options)
-    return [*first, seqio.preprocessors.tokenize, _truncate_for(objective, options),
-            preprocessors.as_seqio(fn, info)]
-
-
-def _register_pretraining(name: str, voc, info, objective: str, options: dict, seqio_source,
-                          source: Callable, streamed: bool, first: Sequence = ()) -> None:
-    kind = feeding.ENCODER if objective in preprocessors.ENCODER_OBJECTIVES else feeding.ENCDEC
-    _add_seqio_task(name, seqio_source, voc, _objective_steps(objective, options, info, first),
-                    add_eos=False)
-    SPECS[name] = feeding.TaskSpec(name, kind, source, info, objective, dict(options), streamed)
-
-
-# ----- the embedded corpus ----------------------------------------------------------------------
-
-@functools.lru_cache(maxsize=64)
-def _corpus_store(corpus: str, lang: str, split: str, model_file: str) -> sources.TokenStore:
-    return sources.corpus_tokens(corpus, lang, split, model_file)
-
-
-def _corpus_windows(corpus, lang, model_file, split, length, pack):
-    return sources.Windows(_corpus_store(str(corpus), lang, split, model_file), length, pack)
 
 
 def register_local(corpus, vocab_path, langs: Sequence[str] | None = None,
                    objectives: Sequence[str] = ("mlm", "span_corruption"),
                    alpha: float = mixing.DEFAULT_ALPHA, options: dict | None = None) -> list[str]:
-    """Per-language tasks and temperature mixtures over the embedded corpus; returns the mixtures."""
+    """Per-language tasks and temperature mixtures over the embedded corpus; returns the mixtures.
+    Re-registering replaces."""
     voc = vocab.load(vocab_path)
-    info = vocab.token_info(voc)
-    model_file = vocab.model_path(voc)
     langs = list(langs or records.languages(corpus))
     for lang in langs:
         records.text_file(corpus, lang, "train")
@@ -128,74 +160,42 @@ def register_local(corpus, vocab_path, langs: Sequence[str] | None = None,
     mixtures = []
     for objective in objectives:
         for lang in langs:
-            examples = lambda split, lang=lang: ({"targets": t} for t in records.read_texts(corpus, lang, split))
-            seqio_source = _seqio_function_source(_string_dataset(examples, ["targets"]))
-            _register_pretraining(f"seqpt_local_{lang}_{objective}", voc, info, objective,
-                                  (options or {}).get(objective, {}), seqio_source,
-                                  functools.partial(_corpus_windows, corpus, lang, model_file), False)
-        mixture = f"seqpt_local_{objective}"
-        _add_mixture(mixture, {f"seqpt_local_{lang}_{objective}": rates[lang] for lang in langs})
-        mixtures.append(mixture)
+            _add_task(_task_name(LOCAL, lang, objective), CorpusSource(corpus, lang), voc, objective,
+                      (options or {}).get(objective, {}))
+        mixtures.append(LOCAL + objective)
+        _add_mixture(mixtures[-1], {_task_name(LOCAL, l, objective): rates[l] for l in langs})
     return mixtures
 
-
-def _seqio_function_source(dataset_fn):
-    import seqio
-    return seqio.FunctionDataSource(dataset_fn, splits=records.SPLITS)
-
-
-# ----- mC4 through TFDS ------------------------------------------------------------------------
 
 def _mc4_split(lang: str, split: str) -> str:
     return lang if split == "train" else f"{lang}-validation"
 
 
-def _tfds_rows(name: str, split: str, data_dir=None) -> Iterator[dict]:
-    import tensorflow_datasets as tfds
-    ds = tfds.load(name, split=split, shuffle_files=False, data_dir=data_dir)
-    return iter(tfds.as_numpy(ds))
-
-
-def _mc4_docs(lang: str, split: str, model_file: str, data_dir=None, chunk: int = 256):
-    sp = vocab.processor(model_file)
-    batch = []
-    for row in _tfds_rows(MC4, _mc4_split(lang, split), data_dir):
-        batch.append(row["text"].decode("utf-8", "replace"))
-        if len(batch) == chunk:
-            yield from sp.encode(batch)
-            batch = []
-    if batch:
-        yield from sp.encode(batch)
-
-
-def _mc4_windows(lang, model_file, data_dir, split, length, pack):
-    del pack  # a stream is always packed: documents follow one another with EOS between
-    return sources.StreamWindows(lambda: _mc4_docs(lang, split, model_file, data_dir), length)
-
-
-def register_mc4(vocab_path, langs: Sequence[str], sizes: dict[str, float] | None = None,
+def register_mc4(vocab_path, langs: Sequence[str] | None = None, sizes: dict[str, float] | None = None,
                  objectives: Sequence[str] = ("mlm", "span_corruption"),
                  alpha: float = mixing.DEFAULT_ALPHA, data_dir=None) -> list[str]:
-    """mC4 tasks per language and temperature mixtures (rates from `sizes`, e.g. documents or
-    tokens per language; TFDS's split sizes when available; else uniform)."""
-    import seqio
+    """mC4 tasks per language (default: every mC4 language) and temperature mixtures (rates from
+    `sizes`, e.g. tokens per language; else TFDS's split sizes when prepared; else uniform)."""
     voc = vocab.load(vocab_path)
-    info, model_file = vocab.token_info(voc), vocab.model_path(voc)
+    langs = list(langs or mc4_languages())
     rates = mixing.temperature_rates(sizes or _tfds_sizes(langs, data_dir), alpha)
+    rekey = functools.partial(seqio.preprocessors.rekey, key_map={"targets": "text"})
     mixtures = []
     for objective in objectives:
         for lang in langs:
             source = seqio.TfdsDataSource(
                 tfds_name=MC4, tfds_data_dir=data_dir,
                 splits={"train": _mc4_split(lang, "train"), "validation": _mc4_split(lang, "validation")})
-            rekey = functools.partial(seqio.preprocessors.rekey, key_map={"targets": "text"})
-            _register_pretraining(f"seqpt_mc4_{lang}_{objective}", voc, info, objective, {}, source,
-                                  functools.partial(_mc4_windows, lang, model_file, data_dir), True,
-                                  first=[rekey])
-        mixture = f"seqpt_mc4_{objective}"
-        _add_mixture(mixture, {f"seqpt_mc4_{lang}_{objective}": rates[lang] for lang in langs})
-        mixtures.append(mixture)
+            _add_task(_task_name(MC4_PREFIX, lang, objective), source, voc, objective, {}, first=[rekey])
+        mixtures.append(MC4_PREFIX + objective)
+        _add_mixture(mixtures[-1], {_task_name(MC4_PREFIX, l, objective): rates[l] for l in langs})
     return mixtures
+
+
+def mc4_languages() -> list[str]:
+    """The languages of TFDS's c4/multilingual (mC4 3.1.0)."""
+    from tensorflow_datasets.text.c4 import MC4_LANGUAGES
+    return list(MC4_LANGUAGES)
 
 
 def _tfds_sizes(langs, data_dir) -> dict[str, float]:
@@ -205,6 +205,95 @@ def _tfds_sizes(langs, data_dir) -> dict[str, float]:
         sizes = {lang: splits[lang].num_examples for lang in langs}
         if all(sizes.values()):
             return sizes
-    except Exception:  # no prepared metadata: fall back to uniform rates
+    except Exception:  # noqa: BLE001 - no prepared metadata: uniform rates, said once
         pass
+    log.warning("mC4 split sizes are unknown under %s; mixing the %d languages uniformly",
+                data_dir or "the default TFDS data dir", len(langs))
     return dict.fromkeys(langs, 1.0)
+
+
+def _objective_of(name: str, prefix: str) -> tuple[str | None, str]:
+    """(language or None for the mixture, objective) of a project task / mixture name."""
+    rest = name[len(prefix):]
+    for objective in sorted(preprocessors.OBJECTIVES, key=len, reverse=True):
+        if rest == objective:
+            return None, objective
+        if rest.endswith("_" + objective):
+            return rest[:-len(objective) - 1], objective
+    raise UserError(f"{name!r} names no objective; end it with one of {', '.join(preprocessors.OBJECTIVES)} "
+                    f"(e.g. {prefix}mlm).")
+
+
+def register_project_tasks(name: str, vocab_path=None, corpus_dir=None, tfds_data_dir=None,
+                           mc4_langs: Sequence[str] | None = None) -> None:
+    """Registers the family of project tasks `name` belongs to (seqpt_local_* / seqpt_mc4_*)
+    for this vocabulary; any other name is left to seqio (a user's module registers it)."""
+    if not name.startswith((LOCAL, MC4_PREFIX)):
+        return
+    if not vocab_path:
+        raise UserError(f"{name} needs the SentencePiece vocabulary; set --gin.VOCAB=... "
+                        "(`seqpt vocab train` makes one).")
+    local = name.startswith(LOCAL)
+    _, objective = _objective_of(name, LOCAL if local else MC4_PREFIX)
+    mixture = (LOCAL if local else MC4_PREFIX) + objective
+    # The registration's arguments ride on the seqio mixture, so evaluation's calls reuse it.
+    key = (str(vocab_path), str(corpus_dir), str(tfds_data_dir), tuple(mc4_langs or ()))
+    if mixture in seqio.MixtureRegistry.names() and getattr(seqio.get_mixture_or_task(mixture),
+                                                             "seqpt_key", None) == key:
+        return
+    if local:
+        register_local(corpus_dir or records.DEFAULT_CORPUS, vocab_path, objectives=(objective,))
+    else:
+        register_mc4(vocab_path, mc4_langs, objectives=(objective,), data_dir=tfds_data_dir)
+    seqio.get_mixture_or_task(mixture).seqpt_key = key
+
+
+def import_module(module: str | Sequence[str] | None) -> None:
+    """Imports the user's task module(s), so their seqio tasks register."""
+    for name in [module] if isinstance(module, str) else (module or ()):
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            raise UserError(f"MIXTURE_OR_TASK_MODULE {name!r} cannot be imported ({e}); put its folder on "
+                            "PYTHONPATH or install it.") from None
+
+
+def get(name: str):
+    """The registered seqio Task or Mixture `name`, or a one-line UserError."""
+    try:
+        return seqio.get_mixture_or_task(name)
+    except ValueError:
+        known = sorted({*seqio.TaskRegistry.names(), *seqio.MixtureRegistry.names()})
+        raise UserError(f"no seqio task or mixture {name!r} is registered; set MIXTURE_OR_TASK_MODULE to the "
+                        f"module that registers it (known: {', '.join(known[:12]) or 'none'}"
+                        f"{', ...' if len(known) > 12 else ''}).") from None
+
+
+# ----- the fast feed's view of a task ------------------------------------------------------------
+
+@functools.lru_cache(maxsize=64)
+def _corpus_store(corpus: str, lang: str, split: str, model_file: str) -> sources.TokenStore:
+    return sources.corpus_tokens(corpus, lang, split, model_file)
+
+
+def _corpus_windows(corpus, lang, model_file, split, length, pack):
+    return sources.Windows(_corpus_store(str(corpus), lang, split, model_file), length, pack)
+
+
+def fast_specs(provider) -> list[tuple[feeding.TaskSpec, float]] | None:
+    """(spec, rate) pairs when every task of `provider` is an embedded-corpus task with an
+    `Objective`; None when seqio's own pipeline must feed it."""
+    leaves = provider.tasks if isinstance(provider, seqio.Mixture) else [provider]
+    out = []
+    for task in leaves:
+        objective = next((p for p in task.preprocessors if isinstance(p, Objective)), None)
+        if not isinstance(task.source, CorpusSource) or objective is None:
+            return None
+        voc = task.output_features["targets"].vocabulary
+        model_file, extra_ids = vocab.model_path(voc), getattr(voc, "extra_ids", vocab.EXTRA_IDS)
+        spec = feeding.TaskSpec(
+            task.name, feeding.ENCODER if objective.encoder_only else feeding.ENCDEC,
+            functools.partial(_corpus_windows, task.source.corpus, task.source.lang, model_file),
+            _token_info(model_file, extra_ids), objective.name, objective.options)
+        out.append((spec, provider.get_rate(task) if isinstance(provider, seqio.Mixture) else 1.0))
+    return out

@@ -118,15 +118,28 @@ def load(path: str | os.PathLike, extra_ids: int = EXTRA_IDS):
     """The seqio vocabulary of a SentencePiece model file, or a one-line UserError."""
     import seqio
 
-    path = Path(path).expanduser()
+    path = path if _remote(path) else Path(path).expanduser()
     processor(path)  # validates the file with a clear error
     return seqio.SentencePieceVocabulary(str(path), extra_ids=extra_ids)
+
+
+def _remote(path) -> bool:
+    """A URL such as gs://bucket/spm.model (read through tf.io.gfile), not a local path."""
+    return "://" in str(path)
 
 
 def processor(path: str | os.PathLike):
     """The raw SentencePieceProcessor (fast batch encoding without TensorFlow)."""
     import sentencepiece as spm
 
+    if _remote(path):  # TPU runs keep the vocabulary beside the data, in a bucket
+        import tensorflow as tf
+        try:
+            with tf.io.gfile.GFile(str(path), "rb") as f:
+                return spm.SentencePieceProcessor(model_proto=f.read())
+        except (tf.errors.OpError, RuntimeError) as e:
+            raise UserError(f"cannot read the vocabulary {path} ({str(e).splitlines()[0]}); check the "
+                            "path and your access to it.") from None
     path = Path(path).expanduser()
     if not path.is_file():
         raise UserError(f"vocabulary file {path} not found; train one with "

@@ -62,22 +62,20 @@ def curve(logdir: str) -> list[list[float]]:
 
 
 def _data_factory(run, data: dict, voc: dict, plan: Plan):
-    from seqpt_jax.data import preprocessors, tasks
+    from seqpt_jax.data import preprocessors
     from seqpt_jax.train import data as data_lib
-    mixture = f"seqpt_local_{run.objective}"
-    # Register on the demo's slice and languages (data.corpus would register the default corpus).
-    tasks.register_local(data["corpus"], voc["path"], langs=data["langs"], objectives=(run.objective,))
     lengths = {"inputs": plan.length}
     if run.kind == "encoder_decoder":
         lengths["targets"] = preprocessors.span_corruption_lengths(plan.length)[1]
-    return functools.partial(data_lib.corpus, mixture=mixture, lengths=lengths,
-                             corpus_dir=data["corpus"], vocab_path=voc["path"])
+    # The slice holds only the demo's languages, so its seqpt_local_* mixture is theirs.
+    return functools.partial(data_lib.mixture_or_task, name=f"seqpt_local_{run.objective}",
+                             task_feature_lengths=lengths, corpus_dir=data["corpus"], vocab_path=voc["path"])
 
 
 def pretrain(run, work: Path, data: dict, voc: dict, plan: Plan, progress: bool | None = None) -> dict:
     """Trains `run` in work/train (resuming there), exports work/params; returns the figures."""
     from seqpt_jax import models, params_io
-    from seqpt_jax.train import checkpoints, loop, state as state_lib
+    from seqpt_jax.train import loop, state as state_lib
     from seqpt_jax.train.optimizers import OptimizerConfig
     model_dir = str(work / "train")
     model = models.build(run.kind, run.cfg)
@@ -89,7 +87,7 @@ def pretrain(run, work: Path, data: dict, voc: dict, plan: Plan, progress: bool 
         freeze=run.freeze, unfreeze_step=run.unfreeze_step,
         stages=tuple(loop.Stage(*s) for s in run.stages),
         init=state_lib.from_param_checkpoint(run.init) if run.init else None, progress=progress)
-    params = checkpoints.load_params(model_dir)
+    _, _, params = params_io.load(model_dir)
     path = params_io.save_params(str(work / "params"), run.kind, run.cfg, params, overwrite=True)
     points = curve(os.path.join(model_dir, "tb"))
     return {"params": models.count_params(params), "checkpoint": path, "flops": float(summary["train_flops"]),
@@ -106,7 +104,7 @@ def finetune(checkpoint: str, corpus: str, voc: dict, plan: Plan, work: Path,
     from seqpt_jax.evaluate import finetune as ft, protocol, tasks as ev_tasks
     from seqpt_jax.demo.recipe import TASKS
     from seqpt_jax.demo.stages import write_json_atomic
-    kind, cfg, params = params_io.load_params(checkpoint)
+    kind, cfg, params = params_io.load(checkpoint)
     vocabulary = vocab_lib.load(voc["path"])
     options = ft.Options(epochs=plan.finetune_epochs, batch_size=32, max_length=plan.finetune_length,
                          target_length=plan.finetune_length, learning_rate=5e-4, in_language=False,

@@ -193,7 +193,7 @@ class Demo:
         from seqpt_jax import params_io
         path = work / "init"
         if not (path / params_io.MODEL_FILE).is_file():
-            _, src_cfg, params = params_io.load_params(src)
+            _, src_cfg, params = params_io.load(src)
             params_io.save_params(str(path), kind, cfg, fn(params, src_cfg), overwrite=True)
         return str(path)
 
@@ -254,7 +254,7 @@ class Demo:
             path = self._mapped(w, scratch["checkpoint"], lambda x, c: mappings.seq2seq_to_encoder(
                 x, c, small, rng=key), "encoder_mlm", small)
             return {"model": "extracted", "kind": "encoder_mlm", "objective": "mlm", "parent": "s2s_scratch",
-                    "params": models.count_params(params_io.load_params(path)[2]),
+                    "params": models.count_params(params_io.load(path)[2]),
                     "checkpoint": path, "flops": 0.0, "flops_total": scratch["flops_total"], "val_loss": None,
                     "curve": [], "note": "encoder of s2s_scratch (MLM head fresh); its compute is s2s_scratch's"}
         r.run("extracted", extract, "extract the encoder of the seq2seq model trained from scratch")

@@ -1,8 +1,10 @@
 """Fine-tuning one model on one split, and predicting with it.
 
 The downstream model takes its shared subtree (embeddings + encoder, or the whole seq2seq
-model) from a pre-trained checkpoint and starts its head fresh. Training is a small jitted
-AdamW loop with linear warmup and decay; the large-scale trainer lives in seqpt_jax/train/.
+model) from a pre-trained checkpoint and starts its head fresh (`mappings.transfer.take`).
+Training is a small jitted loop on one device with the trainer's parts: AdamW with linear
+warmup and decay from `train.optimizers`, the loss from `train.losses`. A fine-tuned model is
+saved in the one checkpoint format (`params_io`), its task and labels in model.json.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from seqpt_jax import models
+from seqpt_jax import models, params_io
 from seqpt_jax.errors import UserError
 from seqpt_jax.evaluate import decoding
+from seqpt_jax.mappings import transfer as transfer_lib
 from seqpt_jax.train.losses import cross_entropy
+from seqpt_jax.train.optimizers import OptimizerConfig, make_optimizer
 
 # The subtrees an EncoderMLM, EncoderDecoder and the classifiers share (DESIGN.md §2).
 SHARED = ("token_embedder", "position_embedder", "token_type_embedder", "embedding_norm", "encoder")
@@ -58,20 +62,11 @@ def transfer(init_kind: str, init_params: dict, fresh: dict) -> dict:
     A seq2seq target takes all of a seq2seq checkpoint, or embeddings + encoder of an encoder
     checkpoint (the decoder then starts fresh: the warm start of Soltan et al.).
     """
-    shared = tuple(fresh) if init_kind == "encoder_decoder" and "decoder" in fresh else SHARED
-    out = dict(fresh)
-    for key in shared:
-        if key not in fresh or key not in init_params:
-            continue
-        want = jax.tree.map(jnp.shape, fresh[key])
-        have = jax.tree.map(jnp.shape, init_params[key])
-        if want != have:
-            raise UserError(f"checkpoint subtree {key!r} does not fit the downstream model (shapes "
-                            "differ); fine-tune with the checkpoint's own config and vocabulary.")
-        out[key] = init_params[key]
     if "encoder" not in init_params:
         raise UserError(f"checkpoint of kind {init_kind!r} has no encoder to fine-tune.")
-    return out
+    shared = tuple(fresh) if init_kind == "encoder_decoder" and "decoder" in fresh else SHARED
+    keys = [k for k in shared if k in fresh and k in init_params]
+    return transfer_lib.take(fresh, init_params, keys, what="the pre-trained checkpoint")
 
 
 def loss_fn(kind: str):
@@ -106,11 +101,10 @@ def train(model, params: dict, kind: str, arrays: dict, options: Options, desc: 
     n = len(arrays["encoder_input_tokens"])
     steps_per_epoch = -(-n // options.batch_size)
     total = max(1, int(round(options.epochs * steps_per_epoch)))
-    warmup = int(options.warmup_fraction * total)
-    schedule = optax.join_schedules(
-        [optax.linear_schedule(0.0, options.learning_rate, max(warmup, 1)),
-         optax.linear_schedule(options.learning_rate, 0.0, max(total - warmup, 1))], [warmup])
-    tx = optax.adamw(schedule, weight_decay=options.weight_decay)
+    # The trainer's AdamW + linear warmup/decay, decaying every weight and without clipping.
+    tx, _ = make_optimizer(OptimizerConfig(
+        name="adamw", learning_rate=options.learning_rate, warmup_steps=int(options.warmup_fraction * total),
+        decay="linear", weight_decay=options.weight_decay, decay_exclude=(), clip_norm=None), params, total)
     loss_of = loss_fn(kind)
     use_dropout = bool(model.cfg.dropout_rate)
 
@@ -169,37 +163,22 @@ def generate(model, params: dict, arrays: dict, options: Options, eos_id: int = 
 
 # ------------------------------------------------------------------------------ saved models
 
-FINETUNED_FILE = "finetuned.json"
+# The model kind each task kind saves as (params_io's kinds).
+MODEL_KINDS = {"classification": "sequence_classifier", "tagging": "token_classifier",
+               "generation": "encoder_decoder"}
 
 
 def save(path: str, kind: str, cfg: models.TransformerConfig, labels: list, params: dict) -> None:
-    """A fine-tuned model: `finetuned.json` (task kind, config, labels) + orbax `params/`."""
-    import json
-    import os
-
-    import orbax.checkpoint as ocp
-
-    path = os.path.abspath(path)
-    os.makedirs(path, exist_ok=True)
-    ckptr = ocp.StandardCheckpointer()
-    ckptr.save(os.path.join(path, "params"), jax.tree.map(np.asarray, params), force=True)
-    ckptr.wait_until_finished()
-    with open(os.path.join(path, FINETUNED_FILE), "w") as f:
-        json.dump({"kind": kind, "labels": labels, "config": cfg.to_dict()}, f, indent=2)
+    """A fine-tuned model in the one checkpoint format; model.json adds its task and labels."""
+    params_io.save_params(path, MODEL_KINDS[kind], cfg, params, overwrite=True,
+                          extra={"task": kind, "labels": labels})
 
 
 def load(path: str) -> tuple[str, models.TransformerConfig, list, dict]:
     """(task kind, config, labels, params) of a model written by `save`."""
-    import json
-    import os
-
-    import orbax.checkpoint as ocp
-
-    meta = os.path.join(path, FINETUNED_FILE)
-    if not os.path.isfile(meta):
-        raise UserError(f"{path} holds no fine-tuned model ({FINETUNED_FILE} missing); point --model "
+    meta = params_io.metadata(path)
+    if "task" not in meta:
+        raise UserError(f"{path} holds no fine-tuned model (its model.json names no task); point --model "
                         "at OUT/model of a `seqpt finetune` run.")
-    with open(meta) as f:
-        d = json.load(f)
-    params = ocp.StandardCheckpointer().restore(os.path.join(os.path.abspath(path), "params"))
-    return d["kind"], models.TransformerConfig.from_dict(d["config"]), d["labels"], params
+    _, cfg, params = params_io.load(path)
+    return meta["task"], cfg, meta["labels"], params

@@ -42,10 +42,9 @@ def demo_plan(s: dict):
 def export(checkpoint: str, dst: Path) -> str:
     """A params_io checkpoint of a training MODEL_DIR's latest params (or `checkpoint` itself)."""
     from seqpt_jax import params_io
-    from seqpt_jax.train import load_params
     if (Path(checkpoint) / "checkpoints").is_dir():
-        kind, cfg = params_io.read_model(checkpoint)
-        return params_io.save_params(str(dst), kind, cfg, load_params(checkpoint), overwrite=True)
+        kind, cfg, params = params_io.load(checkpoint)
+        return params_io.save_params(str(dst), kind, cfg, params, overwrite=True)
     return checkpoint
 
 

@@ -16,7 +16,7 @@ import jax
 
 from seqpt_jax import models
 from seqpt_jax.errors import UserError
-from seqpt_jax.mappings import checks
+from seqpt_jax.mappings import checks, transfer
 from seqpt_jax.mappings.warmstart import SHARED
 
 KINDS = ("encoder_mlm", "encoder")
@@ -26,10 +26,10 @@ HEAD = "mlm_head"  # a seq2seq model's encoder MLM head (EncoderDecoder.encoder_
 
 
 def _extract(s2s_params, key, *, enc_cfg, kind: str):
-    fresh = checks.flat(models.init(models.build(kind, enc_cfg), key))
+    fresh = models.init(models.build(kind, enc_cfg), key)
     keep = SHARED + ((HEAD,) if kind == "encoder_mlm" else ())
-    kept = {p: x for p, x in checks.flat(s2s_params).items() if p[0] in keep}
-    return checks.unflat({**fresh, **kept})
+    return transfer.take(fresh, s2s_params, [k for k in keep if k in fresh and k in s2s_params],
+                         what="the seq2seq checkpoint")
 
 
 def _check_head(head, enc_cfg) -> None:

@@ -4,9 +4,9 @@
     init_hooks.warmstart_from.path = %ENCODER_CHECKPOINT
 
 Each returns `init(rng, abstract_params) -> params` (the trainer's InitFn): it loads the
-source (a `seqpt train` MODEL_DIR or a params_io checkpoint; both carry model.json), reads
-the target's sizes off the abstract params' shapes, and runs the mapping straight into the
-abstract params' shardings.
+source through `params_io.load` (a `seqpt train` MODEL_DIR or a params checkpoint), reads the
+target's sizes off the abstract params' shapes, runs the mapping straight into the abstract
+params' shardings, and checks the result is the trained model's tree (`transfer.take`).
 """
 
 from __future__ import annotations
@@ -14,18 +14,10 @@ from __future__ import annotations
 import jax
 
 from seqpt_jax import params_io
-from seqpt_jax.errors import UserError
-from seqpt_jax.mappings import checks
+from seqpt_jax.mappings import checks, transfer
 from seqpt_jax.mappings.extract import seq2seq_to_encoder
 from seqpt_jax.mappings.grow import grow
 from seqpt_jax.mappings.warmstart import encoder_to_seq2seq
-
-
-def load_source(path: str):
-    """(kind, config, params) of a train MODEL_DIR (latest good step) or a param checkpoint."""
-    from seqpt_jax.train import load_params
-    kind, cfg = params_io.read_model(path)
-    return kind, cfg, load_params(path)
 
 
 def config_from_shapes(like, abstract):
@@ -45,18 +37,13 @@ def _shardings(abstract):
 
 
 def _checked(params, abstract, path: str):
-    want = jax.tree.map(lambda x: tuple(x.shape), abstract)
-    got = jax.tree.map(lambda x: tuple(x.shape), params)
-    if jax.tree.structure(want) != jax.tree.structure(got) or want != got:
-        raise UserError(f"the model built from {path} does not match the model being trained; check "
-                        f"the model gin (kind, preset, vocab_size) against {path}/model.json.")
-    return params
+    return transfer.take(abstract, params, exact=True, what=f"the model built from {path}")
 
 
 def warmstart_from(path: str, decoder_init: str = "random"):
     """Seq2seq init whose encoder and embeddings are the encoder/MLM checkpoint's at `path`."""
     def init(rng, abstract):
-        _, cfg, params = load_source(path)
+        _, cfg, params = params_io.load(path)
         s2s_cfg = config_from_shapes(cfg, abstract)
         out = encoder_to_seq2seq(params, cfg, s2s_cfg, rng=rng, decoder_init=decoder_init,
                                  out_shardings=_shardings(abstract))
@@ -68,7 +55,7 @@ def extracted_from(path: str):
     """EncoderMLM init: the seq2seq checkpoint's encoder, with its encoder MLM head if it was
     trained with one, else a fresh MLM head."""
     def init(rng, abstract):
-        _, cfg, params = load_source(path)
+        _, cfg, params = params_io.load(path)
         out = seq2seq_to_encoder(params, cfg, cfg, rng=rng, out_shardings=_shardings(abstract))
         return _checked(out, abstract, path)
     return init
@@ -78,7 +65,7 @@ def grown_from(path: str, method: str = "aki", unit_map: str = "random", depth: 
     """Init grown (bert2BERT) from the smaller checkpoint at `path` to the trained model's size."""
     def init(rng, abstract):
         del rng  # the unit maps follow `seed`, so a grown run is reproducible from its gin
-        _, cfg, params = load_source(path)
+        _, cfg, params = params_io.load(path)
         dst = config_from_shapes(cfg, abstract)
         out = grow(params, cfg, dst, method=method, rng=jax.random.key(seed), unit_map=unit_map,
                    depth=depth, out_shardings=_shardings(abstract))

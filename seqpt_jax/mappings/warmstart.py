@@ -26,7 +26,7 @@ import numpy as np
 
 from seqpt_jax import models
 from seqpt_jax.errors import UserError
-from seqpt_jax.mappings import checks
+from seqpt_jax.mappings import checks, transfer
 
 SHARED = ("encoder", "token_embedder", "position_embedder", "token_type_embedder", "embedding_norm")
 DECODER_INITS = ("random", "encoder")
@@ -49,13 +49,12 @@ def _decoder_from_encoder(flat: dict, enc_flat: dict, n_enc: int, n_dec: int) ->
 
 
 def _warmstart(enc_params, key, *, s2s_cfg, decoder_init: str, n_enc: int):
-    fresh = checks.flat(models.init(models.EncoderDecoder(s2s_cfg), key))
-    enc_flat = checks.flat(enc_params)
-    shared = {p: x for p, x in enc_flat.items() if p[0] in SHARED}
-    out = {**fresh, **shared}
+    fresh = models.init(models.EncoderDecoder(s2s_cfg), key)
+    out = transfer.take(fresh, enc_params, [k for k in SHARED if k in fresh and k in enc_params], what="the encoder checkpoint")
     if decoder_init == "encoder":
-        out = _decoder_from_encoder(out, enc_flat, n_enc, s2s_cfg.num_decoder_layers)
-    return checks.unflat(out)
+        flat = _decoder_from_encoder(checks.flat(out), checks.flat(enc_params), n_enc, s2s_cfg.num_decoder_layers)
+        out = checks.unflat(flat)
+    return out
 
 
 def encoder_to_seq2seq(enc_params, enc_cfg, s2s_cfg, *, rng=None, decoder_init: str = "random",

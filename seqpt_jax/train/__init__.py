@@ -2,15 +2,14 @@
 
     from seqpt_jax import train
     summary = train.train(model_dir, model, train.data.synthetic, steps=100, batch_size=8)
-    params = train.load_params(model_dir)          # latest good checkpoint's parameters
+    kind, cfg, params = params_io.load(model_dir)  # latest good checkpoint (seqpt_jax.params_io)
 """
 
 from seqpt_jax.train import data
-from seqpt_jax.train.checkpoints import load_params
 from seqpt_jax.train.freezing import SubModel
 from seqpt_jax.train.loop import Diverged, Stage, phases, train
 from seqpt_jax.train.optimizers import OptimizerConfig
 from seqpt_jax.train.state import InitFn, fresh_init, from_param_checkpoint
 
-__all__ = ["data", "load_params", "SubModel", "Diverged", "Stage", "phases", "train", "OptimizerConfig",
+__all__ = ["data", "SubModel", "Diverged", "Stage", "phases", "train", "OptimizerConfig",
            "InitFn", "fresh_init", "from_param_checkpoint"]

@@ -1,4 +1,4 @@
-"""Train checkpoints (orbax): async saves, keep-N, verified restore, `load_params`.
+"""Train checkpoints (orbax): async saves, keep-N, verified restore, `restore_params`.
 
 Layout: MODEL_DIR/checkpoints/<step>/{state, data, meta}. `state` is the TrainState (params,
 optimizer state, step, RNG), `data` the data source position, `meta` the run's counters and
@@ -11,6 +11,7 @@ warning and the previous one is used.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -98,35 +99,47 @@ def _barrier(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
-def load_params(model_dir: str, step: int | None = None):
-    """The parameter pytree of a train checkpoint (latest good step unless `step`), as numpy.
+@contextlib.contextmanager
+def quiet_orbax():
+    """Restoring a finished checkpoint read-only is routine: orbax's absl notes about read-only
+    managers and metadata are not for the user."""
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        absl.setLevel(level)
 
-    Also accepts a standalone parameter checkpoint written by `params_io.save_params`.
-    """
-    from seqpt_jax import params_io
+
+def restore_params(model_dir: str, step: int | None = None, shardings=None):
+    """The parameter pytree of a train checkpoint (latest good step unless `step`): numpy arrays,
+    or jax arrays laid out by `shardings` (a pytree like the params). Only the params are read,
+    not the optimizer state. The one public loader is `params_io.load`."""
     ckpt_dir = os.path.join(os.path.abspath(model_dir), SUBDIR)
-    if not os.path.isdir(ckpt_dir):
-        if os.path.isfile(os.path.join(model_dir, params_io.MODEL_FILE)) and \
-                os.path.isdir(os.path.join(model_dir, "params")):
-            return params_io.load_params(model_dir)[2]
-        raise UserError(f"{model_dir} has no train checkpoints ({SUBDIR}/) and is not a param "
-                        f"checkpoint; point at a MODEL_DIR of `seqpt train`.")
-    manager = ocp.CheckpointManager(ckpt_dir, item_names=("state",),
-                                    item_handlers={"state": ocp.StandardCheckpointHandler()},
-                                    options=ocp.CheckpointManagerOptions(read_only=True))
-    steps = sorted(manager.all_steps())
+    steps = sorted(int(n) for n in (os.listdir(ckpt_dir) if os.path.isdir(ckpt_dir) else []) if n.isdigit()
+                   and os.path.isdir(os.path.join(ckpt_dir, n, "state")))
     if not steps or (step is not None and step not in steps):
         raise UserError(f"no checkpoint {'at step ' + str(step) if step is not None else ''} in "
                         f"{ckpt_dir}; available steps: {steps or 'none'}.")
     candidates = [step] if step is not None else list(reversed(steps))
+    ckptr = ocp.PyTreeCheckpointer()
     for s in candidates:
+        path = os.path.join(ckpt_dir, str(s), "state")
         try:
-            # Restore onto this host's first device, whatever mesh or host count saved it.
-            device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-            meta = manager.item_metadata(s)["state"]
-            target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), meta)
-            out = manager.restore(s, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
-            return jax.tree.map(np.asarray, out.state["params"])
+            with quiet_orbax():
+                meta = ckptr.metadata(path)
+                tree = getattr(meta, "item_metadata", meta)
+                tree = getattr(tree, "tree", tree)["params"]
+                # Any mesh or host count may have saved it: restore onto this host's first device.
+                device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+                where = jax.tree.map(lambda _: device, tree) if shardings is None else shardings
+                item = jax.tree.map(lambda m, d: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=d), tree, where)
+                args = jax.tree.map(lambda d: ocp.ArrayRestoreArgs(sharding=d), where)
+                out = ckptr.restore(path, args=ocp.args.PyTreeRestore(
+                    item={"params": item}, restore_args={"params": args}, partial_restore=True))
+            params = out["params"]
+            return jax.tree.map(np.asarray, params) if shardings is None else params
         except Exception as e:  # noqa: BLE001
             if step is not None or s == candidates[-1]:
                 raise UserError(f"checkpoint {s} in {ckpt_dir} cannot be read ({type(e).__name__}); "

@@ -3,15 +3,16 @@
 A *source factory* is any callable `(split, batch_size, seed, shard) -> source`, where a
 source is an iterator of numpy dict batches (this host's rows of a global batch) with
 `state() -> JSON-able` and `restore(state)`. `batch_size` is global; `shard` is
-(process_index, process_count). Gin picks the factory: `train.data = @data.corpus` (the real
-seqio/feeding pipeline) or `@data.synthetic` (deterministic random tokens for tests).
+(process_index, process_count). Gin picks the factory: `train.data = @data.mixture_or_task`
+(any registered seqio task or mixture) or `@data.synthetic` (deterministic random tokens for
+tests).
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-from typing import Any, Protocol
+from typing import Any, Protocol, Sequence
 
 import jax
 import numpy as np
@@ -25,21 +26,30 @@ class Source(Protocol):
     def restore(self, state: Any) -> None: ...
 
 
-def corpus(split: str, batch_size: int, seed: int, shard: tuple[int, int], *,
-           mixture: str = "seqpt_local_mlm", lengths: dict | None = None, corpus_dir: str | None = None,
-           vocab_path: str | None = None, pack: bool = True) -> Source:
-    """The embedded corpus (or any registered task / mixture) through `data.feeding`."""
-    from seqpt_jax.data import feeding, tasks
-    from seqpt_jax.data.records import DEFAULT_CORPUS
-    from seqpt_jax.errors import UserError
-    if mixture.startswith("seqpt_local_") and mixture not in tasks.MIXTURES:
-        if not vocab_path:
-            raise UserError("data.corpus needs vocab_path for the embedded corpus; set "
-                            "--gin.data.corpus.vocab_path=... (`seqpt vocab train` makes one).")
-        objective = mixture[len("seqpt_local_"):]
-        tasks.register_local(corpus_dir or DEFAULT_CORPUS, vocab_path, objectives=(objective,))
-    return feeding.make_pipeline(mixture, split, batch_size, lengths or {"inputs": 128}, seed=seed,
-                                 pack=pack, shard=shard)
+def mixture_or_task(split: str, batch_size: int, seed: int, shard: tuple[int, int], *,
+                    name: str = "seqpt_local_mlm", task_feature_lengths: dict | None = None,
+                    module: str | Sequence[str] | None = None, vocab_path: str | None = None,
+                    corpus_dir: str | None = None, tfds_data_dir: str | None = None,
+                    mc4_langs: Sequence[str] | None = None, pack: bool = True) -> Source:
+    """Batches of the seqio task or mixture `name` (T5X's MIXTURE_OR_TASK_NAME).
+
+    `module` (MIXTURE_OR_TASK_MODULE) is imported first so its tasks register; the project's
+    own names (seqpt_local_*, seqpt_mc4_*) are registered here for `vocab_path`, `corpus_dir`
+    and `tfds_data_dir`. Embedded-corpus tasks are fed by the numpy pipeline (`feeding`: O(1)
+    exact resume); every other task by seqio's tf.data pipeline (`seqio_feed`: count-and-skip
+    resume).
+    """
+    from seqpt_jax.data import tasks
+    tasks.import_module(module)
+    tasks.register_project_tasks(name, vocab_path, corpus_dir, tfds_data_dir, mc4_langs)
+    provider = tasks.get(name)
+    lengths = dict(task_feature_lengths or {"inputs": 128})
+    specs = tasks.fast_specs(provider)
+    if specs is not None:
+        from seqpt_jax.data import feeding
+        return feeding.Pipeline(specs, split, batch_size, lengths, seed, pack, shard)
+    from seqpt_jax.data import seqio_feed
+    return seqio_feed.SeqioSource(provider, split, batch_size, lengths, seed, shard, pack)
 
 
 class SyntheticSource:
@@ -134,4 +144,4 @@ def to_global(local: dict, mesh) -> dict:
 def vocab_size(path: str) -> int:
     """Ids in a SentencePiece vocabulary with its sentinels (the model's vocab_size)."""
     from seqpt_jax.data import vocab
-    return int(vocab.load(path).vocab_size)
+    return int(vocab.processor(path).get_piece_size()) + vocab.EXTRA_IDS

@@ -85,17 +85,13 @@ def fresh_init(model) -> InitFn:
 
 
 def from_param_checkpoint(path: str) -> InitFn:
-    """Init hook: params from a standalone checkpoint (`params_io.save_params`), resharded."""
+    """Init hook: the params of the model at `path` (`params_io.load`: a params checkpoint or a
+    `seqpt train` MODEL_DIR); they must be the trained model's tree. `create` shards them."""
     def init(rng, abstract_params):
         del rng
         from seqpt_jax import params_io
-        from seqpt_jax.errors import UserError
-        _, _, params = params_io.load_params(path, jax.tree.map(lambda x: x.sharding, abstract_params))
-        want = jax.tree.map(lambda x: x.shape, abstract_params)
-        got = jax.tree.map(lambda x: x.shape, params)
-        if jax.tree.structure(want) != jax.tree.structure(got) or want != got:
-            raise UserError(f"param checkpoint {path} does not match the model being trained; "
-                            f"check the model gin (kind, preset, vocab_size) against its model.json.")
-        return params
+        from seqpt_jax.mappings import transfer
+        _, _, params = params_io.load(path)
+        return transfer.take(abstract_params, params, exact=True, what=f"the checkpoint {path}")
     return init
 
