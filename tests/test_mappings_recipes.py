@@ -55,7 +55,7 @@ def test_warmstart_recipe_frozen_then_unfrozen_from_an_mlm_checkpoint(tmp_path):
 
 RECIPES = [("t5_tiny", "warmstart_seq2seq", "ENCODER_CHECKPOINT", "loop.train.unfreeze_step", 1000),
            ("t5_tiny", "continue_mlm", "SEQ2SEQ_CHECKPOINT", "models.build.kind", "encoder_mlm"),
-           ("bert_tiny", "grow_two_stage", "SMALL_CHECKPOINT", "stage_2/loop.Stage.train_top", 2),
+           ("bert_tiny", "grow_two_stage", "SMALL_CHECKPOINT", "loop.TwoStage.block", 2),
            ("t5_tiny", "seq2seq_small_decoder", None, "models.preset.num_decoder_layers", 1),
            ("t5_tiny", "seq2seq_masked_encoder", None, "data.corpus.mixture", "seqpt_local_span_corruption_masked")]
 

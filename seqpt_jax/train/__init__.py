@@ -8,9 +8,9 @@
 from seqpt_jax.train import data
 from seqpt_jax.train.checkpoints import load_params
 from seqpt_jax.train.freezing import SubModel
-from seqpt_jax.train.loop import Diverged, Stage, phases, train
+from seqpt_jax.train.loop import Diverged, TwoStage, phases, train
 from seqpt_jax.train.optimizers import OptimizerConfig
 from seqpt_jax.train.state import InitFn, fresh_init, from_param_checkpoint
 
-__all__ = ["data", "load_params", "SubModel", "Diverged", "Stage", "phases", "train", "OptimizerConfig",
+__all__ = ["data", "load_params", "SubModel", "Diverged", "TwoStage", "phases", "train", "OptimizerConfig",
            "InitFn", "fresh_init", "from_param_checkpoint"]

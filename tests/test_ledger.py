@@ -1,0 +1,91 @@
+"""The compute ledger equals the compiled step: `perf.train_flops` (what the trainer books per
+phase) against the dot_general FLOPs of the train step's own jaxpr (`train.jaxpr_flops`),
+within 1%, for every kind of phase the recipes run. A case is one line in CASES."""
+
+import functools
+
+import jax
+import numpy as np
+import pytest
+
+from seqpt_jax import models
+from seqpt_jax.train import data, freezing, loop, jaxpr_flops
+from seqpt_jax.train import partitioning as P
+from seqpt_jax.train import state as state_lib
+from seqpt_jax.train import step as step_lib
+from seqpt_jax.train.optimizers import OptimizerConfig, make_optimizer
+
+BATCH, ENC, DEC = 8, 16, 8
+
+
+def _cfg(family, **kw):
+    name = "bert-tiny" if family == "bert" else "t5-tiny"
+    base = dict(vocab_size=101, d_model=32, num_heads=2, head_dim=16, d_ff=64, num_encoder_layers=2,
+                num_decoder_layers=2, dropout_rate=0.0, max_length=32)
+    return models.preset(name, **{**base, **kw})
+
+
+def _phase(name, **phase_kw):
+    """Picks the phase `name` out of loop.phases (the trainer's own phase construction)."""
+    return lambda shapes: next(p for p in loop.phases(shapes, 100, **phase_kw) if p.name == name)
+
+
+# (case id, family, kind, config overrides, phase picker)
+CASES = [
+    ("mlm_full_bert", "bert", "encoder_mlm", {}, _phase("full")),
+    ("mlm_full_t5", "t5", "encoder_mlm", {}, _phase("full")),
+    ("seq2seq_full_t5", "t5", "encoder_decoder", {}, _phase("full")),
+    ("seq2seq_full_bert", "bert", "encoder_decoder", {}, _phase("full")),
+    ("warmstart_frozen_t5", "t5", "encoder_decoder", {},
+     _phase("frozen", freeze=freezing.ENCODER_SIDE, unfreeze_step=10)),
+    ("warmstart_frozen_bert", "bert", "encoder_decoder", {},
+     _phase("frozen", freeze=freezing.ENCODER_SIDE, unfreeze_step=10)),
+    ("warmstart_shared_token_embedding_t5", "t5", "encoder_decoder", {},
+     _phase("frozen", freeze=freezing.encoder_side(True), unfreeze_step=10)),
+    ("frozen_layers_stack_params_train_t5", "t5", "encoder_decoder", {},  # final_norm, relpos_bias train
+     _phase("frozen", freeze=("^encoder/layers/", "^token_embedder/"), unfreeze_step=10)),
+    ("two_stage_sub2_of_3_bert", "bert", "encoder_mlm", {"num_encoder_layers": 6},
+     _phase("stage1/sub2", two_stage=loop.TwoStage(block=2, steps=5))),
+    ("two_stage_sub3_of_3_bert", "bert", "encoder_mlm", {"num_encoder_layers": 6},
+     _phase("stage1/sub3", two_stage=loop.TwoStage(block=2, steps=5))),
+    ("two_stage_sub1_head_trains_t5", "t5", "encoder_mlm", {"num_encoder_layers": 4},
+     _phase("stage1/sub1", two_stage=loop.TwoStage(block=2, steps=5, train_head=True))),
+]
+
+
+def measure(kind, cfg, phase, batch=BATCH, enc=ENC, dec=DEC):
+    """(ledger FLOPs, jaxpr FLOPs) of one train step of `phase`."""
+    model = models.build(kind, cfg)
+    mesh, table = P.make_mesh((-1, 1, 1)), P.rules("dp")
+    shapes = models.param_shapes(model)
+    shardings = P.shardings(models.logical_axes(model), shapes, table, mesh)
+    tx, schedule = make_optimizer(OptimizerConfig(), shapes, 100)
+    step_model, _, sub = loop.phase_model(kind, cfg, model, phase)
+    fn = step_lib.make_train_step(step_model, tx, schedule, phase.trainable, mesh, table, sub_model=sub)
+    state = state_lib.abstract_state(tx, shapes, shardings, mesh)
+    objective = "seq2seq" if kind == "encoder_decoder" else "mlm"
+    example = next(data.synthetic("train", batch, 0, (0, 1), objective=objective, vocab_size=cfg.vocab_size,
+                                  length=enc, target_length=dec))
+    measured = jaxpr_flops.jaxpr_flops(fn.trace(state, example))
+    counted = loop.phase_flops(kind, cfg, shapes, phase, batch, enc, dec if kind == "encoder_decoder" else 0)
+    return counted, measured
+
+
+@pytest.mark.parametrize("case,family,kind,overrides,pick", CASES, ids=[c[0] for c in CASES])
+def test_ledger_equals_the_jaxpr_of_the_step(case, family, kind, overrides, pick):
+    cfg = _cfg(family, **overrides)
+    phase = pick(models.param_shapes(models.build(kind, cfg)))
+    counted, measured = measure(kind, cfg, phase)
+    print(f"\n{case}: ledger {counted / 1e6:.3f} MFLOP, jaxpr {measured / 1e6:.3f} MFLOP")
+    np.testing.assert_allclose(counted, measured, rtol=0.01, err_msg=case)
+
+
+def test_walker_multiplies_scan_bodies_and_counts_dot_general():
+    def f(x, w):
+        def body(c, wi):
+            return c @ wi, None
+        return jax.lax.scan(body, x, w)[0]
+    x, w = jax.ShapeDtypeStruct((4, 8), np.float32), jax.ShapeDtypeStruct((3, 8, 8), np.float32)
+    assert jaxpr_flops.traced_flops(f, x, w) == 3 * 2 * 4 * 8 * 8
+    grad = jax.grad(lambda x, w: f(x, w).sum(), argnums=(0, 1))
+    assert jaxpr_flops.traced_flops(grad, x, w) == 3 * 3 * 2 * 4 * 8 * 8  # forward, dx, dw
