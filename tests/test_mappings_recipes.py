@@ -42,7 +42,7 @@ def test_warmstart_recipe_frozen_then_unfrozen_from_an_mlm_checkpoint(tmp_path):
     cfg = models.preset("t5-tiny", vocab_size=101, d_model=32, d_ff=64, num_heads=2, head_dim=16)
     shapes = models.param_shapes(models.EncoderDecoder(cfg))
     per_step = {name: perf.train_flops("encoder_decoder", cfg, shapes, trainable, 8, 16, 8)["total"]
-                for name, trainable in [("frozen", freezing.freeze_by_regex(shapes, ["^encoder/"])),
+                for name, trainable in [("frozen", freezing.freeze_by_regex(shapes, freezing.ENCODER_SIDE)),
                                         ("full", freezing.all_trainable(shapes))]}
     print(f"\nwarm start: frozen {2 * per_step['frozen']:.4g} FLOPs + unfrozen {2 * per_step['full']:.4g} FLOPs; "
           f"summary train_flops {summary['train_flops']:.4g}; per phase: {summary.get('flops_by_phase')}")
