@@ -101,14 +101,17 @@ def phase_model(kind: str, cfg, model, phase: Phase):
     return models.build(kind, sub_cfg), sub_cfg, phase.sub
 
 
-def phase_flops(kind: str, cfg, shapes, phase: Phase, batch_size: int, enc: int, dec: int) -> float:
-    """The ledger's FLOPs of one step of `phase` (perf.train_flops on what the step runs)."""
-    if phase.sub is None:
-        return perf.train_flops(kind, cfg, shapes, phase.trainable, batch_size, enc, dec)["total"]
-    sub_cfg = freezing.sub_model_config(cfg, phase.sub)
-    view_shapes = freezing.sub_model_view(shapes, phase.sub)
-    view_train = freezing.uniform(freezing.sub_model_view(phase.trainable, phase.sub))
-    return perf.train_flops(kind, sub_cfg, view_shapes, view_train, batch_size, enc, dec)["total"]
+def phase_flops(kind: str, cfg, shapes, phase: Phase, batch_size: int, enc: int, dec: int,
+                head_positions: int | None = None) -> float:
+    """The ledger's FLOPs of one step of `phase` (perf.train_flops on what the step runs;
+    head_positions: rows' positions the MLM head runs on, default all)."""
+    if phase.sub is not None:
+        cfg = freezing.sub_model_config(cfg, phase.sub)
+        shapes = freezing.sub_model_view(shapes, phase.sub)
+        trainable = freezing.uniform(freezing.sub_model_view(phase.trainable, phase.sub))
+    else:
+        trainable = phase.trainable
+    return perf.train_flops(kind, cfg, shapes, trainable, batch_size, enc, dec, head_positions)["total"]
 
 
 def _kind(model) -> str:
