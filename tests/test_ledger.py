@@ -89,3 +89,17 @@ def test_walker_multiplies_scan_bodies_and_counts_dot_general():
     assert jaxpr_flops.traced_flops(f, x, w) == 3 * 2 * 4 * 8 * 8
     grad = jax.grad(lambda x, w: f(x, w).sum(), argnums=(0, 1))
     assert jaxpr_flops.traced_flops(grad, x, w) == 3 * 3 * 2 * 4 * 8 * 8  # forward, dx, dw
+
+
+def test_bench_phases_builds_every_phase_of_a_gin_run():
+    from seqpt_jax.bench import phases as bench
+    tiny = ["models.preset.vocab_size = 101", "models.preset.d_model = 32", "models.preset.num_heads = 2", "models.preset.head_dim = 16",
+            "models.preset.d_ff = 64", "models.preset.num_encoder_layers = 4", "models.preset.max_length = 32",
+            "BATCH_SIZE = 8", "INPUT_LENGTH = 16", "BLOCK = 2"]
+    built = bench.build(["models/bert_tiny.gin", "runs/grow_two_stage.gin", "hw/cpu.gin"], tiny)
+    assert [r["phase"] for r in built["rows"]] == ["stage1/sub1", "stage1/sub2", "full"]
+    for r in built["rows"]:
+        np.testing.assert_allclose(r["counted"], r["jaxpr"], rtol=0.01, err_msg=r["phase"])
+    results = bench.measure(built, rounds=1, steps=1)
+    assert results[-1]["ratio"] == 1.0 and all(r["ms_per_step"] > 0 for r in results)
+    assert "stage1/sub2" in bench.report(built, results)
