@@ -123,3 +123,30 @@ def test_stage_one_can_train_embeddings_and_head():
     assert list(t["encoder"]["layers"]["mlp"]["wo"]["kernel"]) == [True, True, False, False]
     with pytest.raises(Exception, match="must divide"):
         freezing.two_stage_sub_models(6, 4)
+
+
+@pytest.mark.slow  # three short training runs (~60-90 s CPU)
+def test_resume_across_unfreeze_with_optimizer_groups_is_exact(tmp_path):
+    from seqpt_jax.train import load_params
+    cfg = models.preset("t5-tiny", vocab_size=101, d_model=32, num_heads=2, head_dim=16, d_ff=64,
+                        num_encoder_layers=1, num_decoder_layers=1)
+    run = functools.partial(loop.train, model=models.EncoderDecoder(cfg),
+                            data=functools.partial(data.synthetic, objective="seq2seq"), batch_size=8,
+                            freeze=freezing.ENCODER_SIDE, unfreeze_step=2, log_every=1000, progress=False,
+                            optimizer=OptimizerConfig(learning_rate=1e-2, warmup_steps=0, decay="constant",
+                                                      late_warmup_steps=2),
+                            async_checkpoints=False)
+    run(str(tmp_path / "straight"), steps=4, save_every=100)
+    run(str(tmp_path / "resumed"), steps=2, save_every=2)
+    summary = run(str(tmp_path / "resumed"), steps=4, save_every=100)
+    assert summary["phases"] == ["frozen", "full"]
+    a, b = load_params(str(tmp_path / "straight")), load_params(str(tmp_path / "resumed"))
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        assert np.array_equal(x, y)
+
+
+def test_phase_at_samples_only_among_sub_models():
+    """A frozen phase ending with the run (steps == unfreeze_step) is not confused with 'full'."""
+    shapes = models.param_shapes(models.EncoderDecoder(models.preset("t5-tiny", vocab_size=101)))
+    all_phases = loop.phases(shapes, 2, freezing.ENCODER_SIDE, 2)
+    assert [loop.phase_at(all_phases, s, seed).name for s in range(2) for seed in range(20)] == ["frozen"] * 40

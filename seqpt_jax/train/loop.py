@@ -81,9 +81,11 @@ def sample_index(seed: int, step: int, n: int) -> int:
 
 def phase_at(all_phases: list[Phase], step: int, seed: int = 0) -> Phase:
     """The phase of `step`; among sub-models sharing an end, the one sampled for this step."""
-    end = next((p.end for p in all_phases if step < p.end), all_phases[-1].end)
-    here = [p for p in all_phases if p.end == end]
-    return here[sample_index(seed, step, len(here))] if len(here) > 1 else here[0]
+    phase = next((p for p in all_phases if step < p.end), all_phases[-1])
+    if phase.sub is None:
+        return phase
+    here = [p for p in all_phases if p.sub is not None and p.group == phase.group]
+    return here[sample_index(seed, step, len(here))]
 
 
 def late_params(shapes, freeze: Sequence[str], unfreeze_step: int):
