@@ -1,4 +1,4 @@
-"""`seqpt bench train|freeze|data`: tokens/s, TFLOP/s per device and MFU on this hardware.
+"""`seqpt bench train|freeze|phases|data`: tokens/s, TFLOP/s per device, MFU and per-phase cost on this hardware.
 
   seqpt bench train --gin_file=models/bert_small.gin --gin_file=runs/pretrain_mlm.gin \
       --gin_file=hw/cpu.gin --gin.VOCAB=... [--steps 20]
