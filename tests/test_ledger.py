@@ -2,7 +2,6 @@
 phase) against the dot_general FLOPs of the train step's own jaxpr (`train.jaxpr_flops`),
 within 1%, for every kind of phase the recipes run. A case is one line in CASES."""
 
-import functools
 
 import jax
 import numpy as np

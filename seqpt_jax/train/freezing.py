@@ -29,7 +29,6 @@ import optax
 from seqpt_jax.errors import UserError
 from seqpt_jax.train.optimizers import path_tree, regex_mask
 
-LAYER_STACKS = ("encoder", "decoder")
 
 # Everything the MLM stage produced that the encoder's output depends on: the encoder stack
 # (layers, relpos_bias, final_norm), the input embedding tables, and bert's input embedding_norm.

@@ -22,7 +22,6 @@ activations and the optimizer are left out, as in the PaLM MFU.
 
 from __future__ import annotations
 
-import re
 import time
 
 import jax
