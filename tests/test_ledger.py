@@ -52,7 +52,7 @@ CASES = [
 ]
 
 
-def measure(kind, cfg, phase, batch=BATCH, enc=ENC, dec=DEC):
+def measure(kind, cfg, phase, batch=BATCH, enc=ENC, dec=DEC, grad_accum=1):
     """(ledger FLOPs, jaxpr FLOPs) of one train step of `phase`."""
     model = models.build(kind, cfg)
     mesh, table = P.make_mesh((-1, 1, 1)), P.rules("dp")
@@ -60,7 +60,8 @@ def measure(kind, cfg, phase, batch=BATCH, enc=ENC, dec=DEC):
     shardings = P.shardings(models.logical_axes(model), shapes, table, mesh)
     tx, schedule = make_optimizer(OptimizerConfig(), shapes, 100)
     step_model, _, sub = loop.phase_model(kind, cfg, model, phase)
-    fn = step_lib.make_train_step(step_model, tx, schedule, phase.trainable, mesh, table, sub_model=sub)
+    fn = step_lib.make_train_step(step_model, tx, schedule, phase.trainable, mesh, table, sub_model=sub,
+                                  grad_accum=grad_accum)
     state = state_lib.abstract_state(tx, shapes, shardings, mesh)
     objective = "seq2seq" if kind == "encoder_decoder" else "mlm"
     example = next(data.synthetic("train", batch, 0, (0, 1), objective=objective, vocab_size=cfg.vocab_size,
@@ -77,6 +78,15 @@ def test_ledger_equals_the_jaxpr_of_the_step(case, family, kind, overrides, pick
     counted, measured = measure(kind, cfg, phase)
     print(f"\n{case}: ledger {counted / 1e6:.3f} MFLOP, jaxpr {measured / 1e6:.3f} MFLOP")
     np.testing.assert_allclose(counted, measured, rtol=0.01, err_msg=case)
+
+
+def test_ledger_equals_the_jaxpr_with_gradient_accumulation():
+    """Micro-batches run in a lax.scan: the jaxpr counts its body `grad_accum` times."""
+    cfg = _cfg("t5")
+    phase = _phase("frozen", freeze=freezing.ENCODER_SIDE, unfreeze_step=10)(
+        models.param_shapes(models.build("encoder_decoder", cfg)))
+    counted, measured = measure("encoder_decoder", cfg, phase, batch=16, grad_accum=2)
+    np.testing.assert_allclose(counted, measured, rtol=0.01)
 
 
 def test_walker_multiplies_scan_bodies_and_counts_dot_general():
