@@ -28,7 +28,7 @@ COMMANDS = {
     "finetune": "fine-tune a checkpoint on a downstream task; scores per language (zero-shot + in-language)",
     "eval": "score a fine-tuned model on test files or the corpus's languages",
     "train": "train a model from gin files (models/ + runs/ + hw/), resuming from MODEL_DIR",
-    "bench": "measure tokens/s, TFLOP/s per device and MFU (train | freeze | data)",
+    "bench": "measure tokens/s, TFLOP/s per device and MFU (train | freeze | phases | data)",
     "experiment": "reproduce the papers' claims: arms x seeds, scratch baselines, savings report (or --plan)",
     "demo": "the whole sequential recipe end to end on the embedded corpus (resumable; ~15 min on 2 CPUs)",
 }

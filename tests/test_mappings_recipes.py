@@ -47,7 +47,7 @@ def test_warmstart_recipe_frozen_then_unfrozen_from_an_mlm_checkpoint(tmp_path):
     cfg = models.preset("t5-tiny", vocab_size=101, d_model=32, d_ff=64, num_heads=2, head_dim=16)
     shapes = models.param_shapes(models.EncoderDecoder(cfg))
     per_step = {name: perf.train_flops("encoder_decoder", cfg, shapes, trainable, 8, 16, 8)["total"]
-                for name, trainable in [("frozen", freezing.freeze_by_regex(shapes, ["^encoder/"])),
+                for name, trainable in [("frozen", freezing.freeze_by_regex(shapes, freezing.ENCODER_SIDE)),
                                         ("full", freezing.all_trainable(shapes))]}
     print(f"\nwarm start: frozen {2 * per_step['frozen']:.4g} FLOPs + unfrozen {2 * per_step['full']:.4g} FLOPs; "
           f"summary train_flops {summary['train_flops']:.4g}; per phase: {summary.get('flops_by_phase')}")
@@ -60,7 +60,7 @@ def test_warmstart_recipe_frozen_then_unfrozen_from_an_mlm_checkpoint(tmp_path):
 
 RECIPES = [("t5_tiny", "warmstart_seq2seq", "ENCODER_CHECKPOINT", "loop.train.unfreeze_step", 1000),
            ("t5_tiny", "continue_mlm", "SEQ2SEQ_CHECKPOINT", "models.build.kind", "encoder_mlm"),
-           ("bert_tiny", "grow_two_stage", "SMALL_CHECKPOINT", "stage_2/loop.Stage.train_top", 2),
+           ("bert_tiny", "grow_two_stage", "SMALL_CHECKPOINT", "loop.TwoStage.block", 2),
            ("t5_tiny", "seq2seq_small_decoder", None, "models.preset.num_decoder_layers", 1),
            ("t5_tiny", "seq2seq_masked_encoder", None, "data.mixture_or_task.name", "seqpt_local_span_corruption_masked"),
            ("t5_tiny", "seq2seq_masked_encoder", None, "loop.train.encoder_mlm_weight", 1.0),

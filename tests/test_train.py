@@ -78,16 +78,22 @@ def test_grad_accumulation_equals_larger_batch():
 
 
 def _moments(opt_state, params):
-    """Every params-shaped subtree of the optimizer state (Adam's mu and nu)."""
+    """Every params-shaped subtree of the optimizer state (Adam's mu and nu); with optimizer
+    groups (optax.multi_transform, entries of other groups masked) the groups' trees merged."""
+    import optax
+    masked = lambda x: isinstance(x, optax.MaskedNode)  # noqa: E731
     treedef = jax.tree.structure(params)
     found = []
     def visit(x):
-        if jax.tree.structure(x) == treedef:
-            found.append(x)
+        if jax.tree.structure(x, is_leaf=masked) == treedef:
+            found.append(jax.tree.leaves(x, is_leaf=masked))
             return True
         return False
     jax.tree.leaves(opt_state, is_leaf=visit)
-    return found
+    half = 2 if len(found) == 4 else len(found)  # (mu, nu) per group
+    merged = [[b if masked(a) else a for a, b in zip(found[j], found[j + half])] if half < len(found)
+              else found[j] for j in range(half)]
+    return [jax.tree.unflatten(treedef, leaves) for leaves in merged]
 
 
 def _subtree_changed(a, b, prefix):
@@ -132,26 +138,32 @@ def test_frozen_step_counts_fewer_flops():
     assert 6 * n_enc * 8 * 16 + attn <= enc_only["total"]
 
 
-def test_two_stage_sub_model_trains_only_its_top_layers(tmp_path):
+def test_two_stage_sampled_sub_models_train_only_their_top_block(tmp_path):
     model = _bert(layers=4)
     snaps = {}
-    summary = _run(tmp_path, model, 3, stages=[loop.Stage(num_layers=2, train_top=1, steps=2)], save_every=100,
+    summary = _run(tmp_path, model, 5, two_stage=loop.TwoStage(block=2, steps=4), save_every=100,
                    on_step=lambda step, st: snaps.__setitem__(step, jax.device_get(st)))
-    assert summary["phases"] == ["stage1", "full"]
+    assert summary["phases"] == ["stage1/sub1", "stage1/sub2", "full"]
     init = jax.device_get(state_lib.fresh_init(model)(jax.random.split(jax.random.PRNGKey(0))[0],
                                                        _abstract(model)))
-    after_stage = snaps[2].params
+    snaps[0] = state_lib.TrainState(step=0, params=init, opt_state=None, rng=None)
+    drawn = [loop.sample_index(0, step, 2) + 1 for step in range(4)]
+    assert set(drawn) == {1, 2}, drawn  # seed 0 draws both sub-models in 4 steps
     paths = jax.tree.leaves(path_tree(init))
-    for p, a, b in zip(paths, jax.tree.leaves(init), jax.tree.leaves(after_stage)):
-        a, b = np.asarray(a), np.asarray(b)
-        if p.startswith("encoder/layers/"):
-            assert np.array_equal(a[[0, 2, 3]], b[[0, 2, 3]]), p       # untouched layers
-            if p.endswith("kernel"):
-                assert not np.array_equal(a[1], b[1]), p                  # layer 1 = top of 2 trains
-        else:
-            assert np.array_equal(a, b), p                                # embeddings, head frozen
-    full = snaps[3].params["encoder"]["layers"]["mlp"]["wi"]["kernel"]
-    assert not np.array_equal(np.asarray(full[3]), np.asarray(after_stage["encoder"]["layers"]["mlp"]["wi"]["kernel"][3]))
+    for step, i in enumerate(drawn):
+        top = [2 * i - 2, 2 * i - 1]  # sub-model i = bottom 2i layers, training its top 2
+        rest = [l for l in range(4) if l not in top]
+        before, after = snaps[step].params, snaps[step + 1].params
+        for p, a, b in zip(paths, jax.tree.leaves(before), jax.tree.leaves(after)):
+            a, b = np.asarray(a), np.asarray(b)
+            if p.startswith("encoder/layers/"):
+                assert np.array_equal(a[rest], b[rest]), (step, p)          # untouched layers
+                if p.endswith("kernel"):
+                    assert not np.array_equal(a[top], b[top]), (step, p)    # the sampled top block trains
+            else:
+                assert np.array_equal(a, b), (step, p)                      # embeddings, head frozen
+    full = snaps[5].params["encoder"]["layers"]["mlp"]["wi"]["kernel"]
+    assert not np.array_equal(np.asarray(full[0]), np.asarray(snaps[4].params["encoder"]["layers"]["mlp"]["wi"]["kernel"][0]))
 
 
 def _abstract(model):

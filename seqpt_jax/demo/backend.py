@@ -85,7 +85,7 @@ def pretrain(run, work: Path, data: dict, voc: dict, plan: Plan, progress: bool 
         save_every=max(10, plan.eval_every), keep=1, eval_every=plan.eval_every,
         eval_batches=plan.eval_batches, log_every=max(1, plan.eval_every // 2),
         freeze=run.freeze, unfreeze_step=run.unfreeze_step,
-        stages=tuple(loop.Stage(*s) for s in run.stages),
+        two_stage=loop.TwoStage(*run.two_stage) if run.two_stage else None,
         init=state_lib.from_param_checkpoint(run.init) if run.init else None, progress=progress)
     _, _, params = params_io.load(model_dir)
     path = params_io.save_params(str(work / "params"), run.kind, run.cfg, params, overwrite=True)

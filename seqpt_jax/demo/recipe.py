@@ -42,7 +42,7 @@ class Run:
     init: str | None = None      # a params_io checkpoint to start from
     freeze: tuple = ()           # path regexes frozen (stop-gradient) before unfreeze_step
     unfreeze_step: int = 0
-    stages: tuple = ()           # bert2BERT sub-model stages: (num_layers, train_top, steps)
+    two_stage: tuple = ()        # bert2BERT sampled sub-models: (block, steps) -> loop.TwoStage
 
 
 # ----- corpus and data slice ------------------------------------------------------------------
@@ -231,17 +231,19 @@ class Demo:
         def grown(w: Path) -> dict:
             init = self._mapped(w, r.results["mlm_small"]["checkpoint"], lambda x, c: mappings.grow(
                 x, c, large, method="aki", rng=key), "encoder_mlm", large)
-            stages = ((p.small["num_encoder_layers"], p.small["num_encoder_layers"], p.grow_stage_steps),)
+            # bert2BERT stage 1: l_b = the small model's depth; sub-models i = 1..L/l_b sampled per step.
+            two_stage = (p.small["num_encoder_layers"], p.grow_stage_steps)
             return self._pretrain(Run("mlm_grown", "encoder_mlm", large, "mlm", p.grow_steps, init,
-                                      stages=stages), "mlm_small", w)
+                                      two_stage=two_stage), "mlm_small", w)
         r.run("mlm_grown", grown, f"bert2BERT: AKI growth to {large.num_encoder_layers}x{large.d_model}, "
               f"two-stage training ({p.grow_steps} steps)")
 
         def warm(w: Path) -> dict:
+            from seqpt_jax.train import freezing
             init = self._mapped(w, r.results["mlm_small"]["checkpoint"], lambda x, c: mappings.encoder_to_seq2seq(
                 x, c, small, rng=key), "encoder_decoder", small)
             return self._pretrain(Run("s2s_warm", "encoder_decoder", small, "span_corruption", p.warm_steps,
-                                      init, freeze=("^encoder/",), unfreeze_step=p.warm_frozen_steps),
+                                      init, freeze=freezing.ENCODER_SIDE, unfreeze_step=p.warm_frozen_steps),
                                   "mlm_small", w)
         r.run("s2s_warm", warm, f"warm-start seq2seq from the MLM encoder: frozen {p.warm_frozen_steps} "
               f"steps, then unfrozen (to {p.warm_steps})")

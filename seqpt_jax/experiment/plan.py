@@ -14,20 +14,21 @@ import jax
 from seqpt_jax.experiment import spec
 
 
-def _phase_flops(kind, cfg, shapes, steps, batch, enc, dec, freeze, unfreeze_step, stages) -> list[dict]:
-    from seqpt_jax.train import freezing, loop, perf
+def _phase_flops(kind, cfg, shapes, steps, batch, enc, dec, freeze, unfreeze_step, two_stage) -> list[dict]:
+    """Per phase: steps and the ledger's FLOPs, as `train.loop` books them (sampled sub-models
+    share their stage's steps: the expected cost is their mean)."""
+    import numpy as np
+
+    from seqpt_jax.train import loop
+    phases = loop.phases(shapes, steps, freeze, unfreeze_step, two_stage)
     out, start = [], 0
-    for phase in loop.phases(shapes, steps, freeze, unfreeze_step, stages):
-        n = max(0, min(phase.end, steps) - start)
-        if phase.sub:
-            sub_cfg = freezing.sub_model_config(cfg, phase.sub)
-            sub_shapes = freezing.slice_layers(shapes, phase.sub)
-            sub_train = freezing.slice_layers(phase.trainable, phase.sub)
-        else:
-            sub_cfg, sub_shapes, sub_train = cfg, shapes, phase.trainable
-        per_step = perf.train_flops(kind, sub_cfg, sub_shapes, sub_train, batch, enc, dec)["total"]
-        out.append({"phase": phase.name, "steps": n, "flops_per_step": per_step, "flops": n * per_step})
-        start = max(start, min(phase.end, steps))
+    for end in sorted({p.end for p in phases}):
+        group = [p for p in phases if p.end == end]
+        n = max(0, min(end, steps) - start)
+        per_step = float(np.mean([loop.phase_flops(kind, cfg, shapes, p, batch, enc, dec) for p in group]))
+        name = group[0].group if len(group) > 1 else group[0].name
+        out.append({"phase": name, "steps": n, "flops_per_step": per_step, "flops": n * per_step})
+        start = max(start, min(end, steps))
     return out
 
 
@@ -43,10 +44,10 @@ def describe_parsed() -> dict:
     lengths = spec.value("data.corpus.lengths", {"inputs": 128})
     enc = int(lengths.get("inputs", 128))
     dec = int(lengths.get("targets", 0)) if kind == "encoder_decoder" else 0
-    stages = tuple(spec.train_value("stages") or ())
+    two_stage = spec.train_value("two_stage")
     freeze = tuple(spec.train_value("freeze") or ())
     unfreeze = int(spec.train_value("unfreeze_step") or 0)
-    phases = _phase_flops(kind, cfg, shapes, steps, batch, enc, dec, freeze, unfreeze, stages)
+    phases = _phase_flops(kind, cfg, shapes, steps, batch, enc, dec, freeze, unfreeze, two_stage)
     forward = perf.train_flops(kind, cfg, shapes, jax.tree.map(lambda _: False, freezing.all_trainable(shapes)),
                                batch, enc, dec)["forward"]
     eval_every, eval_batches = int(spec.train_value("eval_every") or 0), int(spec.train_value("eval_batches"))

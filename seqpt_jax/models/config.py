@@ -57,6 +57,9 @@ class TransformerConfig:
     # Numerics: parameters stay float32; activations use `dtype`.
     dtype: str = "float32"
     remat: str = "none"
+    # Run encoder layers [0, k) and [k, n) as two scans (params `layers/` and `layers_top/`), so
+    # a bert2BERT sub-model step runs its frozen bottom layers forward-only (train.freezing).
+    encoder_scan_split: int = 0
 
     def __post_init__(self):
         if self.family not in FAMILIES:
@@ -82,6 +85,9 @@ class TransformerConfig:
                 f"must equal d_model = {self.d_model} in the bert family; set head_dim = "
                 f"d_model / num_heads (d_model must be divisible by num_heads)."
             )
+        if not 0 <= self.encoder_scan_split < max(self.num_encoder_layers, 1):
+            raise UserError(f"TransformerConfig.encoder_scan_split={self.encoder_scan_split} must be in "
+                            f"[0, num_encoder_layers={self.num_encoder_layers}).")
         if not 0.0 <= self.dropout_rate < 1.0:
             raise UserError(f"TransformerConfig.dropout_rate must be in [0, 1), got {self.dropout_rate}.")
 

@@ -124,8 +124,14 @@ class EncoderStack(nn.Module):
         bias = None
         if cfg.positions == "relative":
             bias = RelativePositionBias(cfg, bidirectional=True, name="relpos_bias")(positions, positions)
-        layers = _scanned(EncoderLayer, cfg, cfg.num_encoder_layers, 2, self.deterministic, "layers")
-        x, _ = layers(x, attention_mask(segments, segments), bias)
+        mask, split = attention_mask(segments, segments), cfg.encoder_scan_split
+        if split:  # two scans: bottom layers [0, split) and top layers (sub-model training)
+            x, _ = _scanned(EncoderLayer, cfg, split, 2, self.deterministic, "layers")(x, mask, bias)
+            top = _scanned(EncoderLayer, cfg, cfg.num_encoder_layers - split, 2, self.deterministic, "layers_top")
+            x, _ = top(x, mask, bias)
+        else:
+            layers = _scanned(EncoderLayer, cfg, cfg.num_encoder_layers, 2, self.deterministic, "layers")
+            x, _ = layers(x, mask, bias)
         if cfg.norm_position == "pre":
             x = _dropout(cfg, Norm(cfg, name="final_norm")(x), self.deterministic)
         return x

@@ -7,9 +7,9 @@
 
 from seqpt_jax.train import data
 from seqpt_jax.train.freezing import SubModel
-from seqpt_jax.train.loop import Diverged, Stage, phases, train
+from seqpt_jax.train.loop import Diverged, TwoStage, phases, train
 from seqpt_jax.train.optimizers import OptimizerConfig
 from seqpt_jax.train.state import InitFn, fresh_init, from_param_checkpoint
 
-__all__ = ["data", "SubModel", "Diverged", "Stage", "phases", "train", "OptimizerConfig",
+__all__ = ["data", "SubModel", "Diverged", "TwoStage", "phases", "train", "OptimizerConfig",
            "InitFn", "fresh_init", "from_param_checkpoint"]

@@ -1,7 +1,7 @@
 """The training loop: `train(model_dir, model, data, ...)`, the function `seqpt train` calls.
 
 It resumes from MODEL_DIR when a checkpoint is there, builds one compiled step per *phase*
-(bert2BERT sub-model stages, then frozen, then unfrozen), and logs loss, learning rate,
+(bert2BERT sub-models sampled per step, then frozen, then unfrozen), and logs loss, learning rate,
 tokens/s, MFU and cumulative FLOPs. Loss is checked one step behind (so the device is never
 stalled) and always right before a save, so a NaN never reaches a checkpoint.
 """
@@ -31,14 +31,15 @@ class Diverged(UserError):
 
 
 @dataclasses.dataclass(frozen=True)
-class Stage:
-    """A bert2BERT sub-model stage: `steps` steps on the bottom `num_layers` layers, training
-    only the top `train_top` of them."""
+class TwoStage:
+    """bert2BERT's first stage: for `steps` steps, each step trains a sub-model i drawn
+    uniformly from 1..L/block (L: the encoder's layers): the bottom i * block layers with the
+    head, updating only their top `block` layers (and the embeddings / head if asked)."""
 
-    num_layers: int
-    train_top: int
+    block: int
     steps: int
-    stacks: tuple = ("encoder",)
+    train_embeddings: bool = False
+    train_head: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,23 +49,71 @@ class Phase:
     trainable: Any
     sub: freezing.SubModel | None = None
 
+    @property
+    def group(self) -> str:
+        """Sub-models sampled in one stage share a group ('stage1')."""
+        return self.name.split("/")[0]
+
 
 def phases(params, total_steps: int, freeze: Sequence[str] = (), unfreeze_step: int = 0,
-           stages: Sequence[Stage] = ()) -> list[Phase]:
-    """The run cut into phases, in order: sub-model stages, frozen steps, then the full model."""
+           two_stage: TwoStage | None = None) -> list[Phase]:
+    """The run cut into phases, in order: the sampled sub-models of the two-stage stage (one
+    phase each, sharing `end`), frozen steps, then the full model."""
     out, start = [], 0
-    for i, s in enumerate(stages):
-        sub = freezing.SubModel(s.num_layers, s.train_top, tuple(s.stacks))
-        start += s.steps
-        out.append(Phase(f"stage{i + 1}", start, freezing.sub_model_trainable(params, sub), sub))
+    if two_stage is not None and two_stage.steps > 0:
+        layers = params["encoder"]["layers"]
+        depth = jax.tree.leaves(layers)[0].shape[0]
+        start = two_stage.steps
+        for sub in freezing.two_stage_sub_models(depth, two_stage.block, two_stage.train_embeddings,
+                                                 two_stage.train_head):
+            out.append(Phase(f"stage1/sub{sub.num_layers // two_stage.block}", start,
+                             freezing.sub_model_trainable(params, sub), sub))
     if freeze and unfreeze_step > start:
         out.append(Phase("frozen", unfreeze_step, freezing.freeze_by_regex(params, freeze)))
     out.append(Phase("full", max(total_steps, 1), freezing.all_trainable(params)))
     return out
 
 
-def phase_at(all_phases: list[Phase], step: int) -> Phase:
-    return next((p for p in all_phases if step < p.end), all_phases[-1])
+def sample_index(seed: int, step: int, n: int) -> int:
+    """Uniform in [0, n), a function of (seed, step) only, so a resumed run draws the same."""
+    return int(np.random.default_rng([seed, step, 2]).integers(n))
+
+
+def phase_at(all_phases: list[Phase], step: int, seed: int = 0) -> Phase:
+    """The phase of `step`; among sub-models sharing an end, the one sampled for this step."""
+    phase = next((p for p in all_phases if step < p.end), all_phases[-1])
+    if phase.sub is None:
+        return phase
+    here = [p for p in all_phases if p.sub is not None and p.group == phase.group]
+    return here[sample_index(seed, step, len(here))]
+
+
+def late_params(shapes, freeze: Sequence[str], unfreeze_step: int):
+    """Bool tree: the params frozen until `unfreeze_step` (they get an optimizer of their own)."""
+    if not freeze or unfreeze_step <= 0:
+        return None
+    return jax.tree.map(lambda t: not t, freezing.freeze_by_regex(shapes, freeze))
+
+
+def phase_model(kind: str, cfg, model, phase: Phase):
+    """(model, cfg, sub-model or None) of the step a phase runs."""
+    if phase.sub is None:
+        return model, cfg, None
+    sub_cfg = freezing.sub_model_config(cfg, phase.sub)
+    return model.clone(cfg=sub_cfg), sub_cfg, phase.sub  # keeps the model's flags (encoder_mlm_head)
+
+
+def phase_flops(kind: str, cfg, shapes, phase: Phase, batch_size: int, enc: int, dec: int,
+                head_positions: int | None = None) -> float:
+    """The ledger's FLOPs of one step of `phase` (perf.train_flops on what the step runs;
+    head_positions: rows' positions the MLM head runs on, default all)."""
+    if phase.sub is not None:
+        cfg = freezing.sub_model_config(cfg, phase.sub)
+        shapes = freezing.sub_model_view(shapes, phase.sub)
+        trainable = freezing.uniform(freezing.sub_model_view(phase.trainable, phase.sub))
+    else:
+        trainable = phase.trainable
+    return perf.train_flops(kind, cfg, shapes, trainable, batch_size, enc, dec, head_positions)["total"]
 
 
 def _kind(model) -> str:
@@ -98,7 +147,7 @@ def train(model_dir: str, model, data: Callable, *, steps: int, batch_size: int,
           rules: str = "dp", grad_accum: int = 1, z_loss: float = 0.0, seed: int = 0,
           save_every: int = 100, keep: int = 3, async_checkpoints: bool = True,
           eval_every: int = 0, eval_batches: int = 2, log_every: int = 10,
-          freeze: Sequence[str] = (), unfreeze_step: int = 0, stages: Sequence[Stage] = (),
+          freeze: Sequence[str] = (), unfreeze_step: int = 0, two_stage: TwoStage | None = None,
           init: state_lib.InitFn | None = None, encoder_mlm_weight: float = 0.0,
           progress: bool | None = None,
           on_step: Callable[[int, Any], None] | None = None,
@@ -108,8 +157,9 @@ def train(model_dir: str, model, data: Callable, *, steps: int, batch_size: int,
     data: a source factory `(split, batch_size, seed, shard) -> source` (see `train.data`).
     init: the init hook `(rng, abstract params with shardings) -> params` (default: the model's
       initialisers; `state.from_param_checkpoint(path)` or a mapping for warm starts).
-    freeze / unfreeze_step: path regexes frozen (stop-gradient) for steps < unfreeze_step.
-    stages: bert2BERT sub-model stages run first.
+    freeze / unfreeze_step: path regexes frozen (stop-gradient) for steps < unfreeze_step; those
+      params get an optimizer state and step count of their own from unfreeze_step on.
+    two_stage: bert2BERT's sampled sub-model stage, run first.
     encoder_mlm_weight: > 0 (seq2seq only) adds an MLM head on the encoder (`mlm_head/`) and
       its loss on `mlm_targets`/`mlm_weights`: loss = (sum decoder CE + w sum encoder MLM CE)
       / decoder target tokens (seq2seq_masked_encoder.gin). 0: plain seq2seq, no head.
@@ -130,7 +180,8 @@ def train(model_dir: str, model, data: Callable, *, steps: int, batch_size: int,
         raise UserError(f"batch_size {batch_size} must divide by data x fsdp x grad_accum = {split_rows}.")
     shapes, logical = models.param_shapes(model), models.logical_axes(model)
     param_shardings = partitioning.shardings(logical, shapes, table, mesh)
-    tx, schedule = make_optimizer(optimizer, shapes, steps)
+    tx, schedule = make_optimizer(optimizer, shapes, steps, late=late_params(shapes, freeze, unfreeze_step),
+                                  late_start=unfreeze_step)
     ckpt = checkpoints.Checkpointer(model_dir, keep=keep, async_save=async_checkpoints)
     run_log = None
     try:
@@ -161,7 +212,7 @@ def train(model_dir: str, model, data: Callable, *, steps: int, batch_size: int,
             batch_size=batch_size, grad_accum=grad_accum, z_loss=z_loss, encoder_mlm_weight=encoder_mlm_weight,
             seed=seed, save_every=save_every,
             eval_every=eval_every, eval_batches=eval_batches, log_every=log_every, freeze=freeze,
-            unfreeze_step=unfreeze_step, stages=stages, on_step=on_step, start=start))
+            unfreeze_step=unfreeze_step, two_stage=two_stage, on_step=on_step, start=start))
     finally:
         ckpt.close()
         if run_log is not None:
@@ -181,7 +232,7 @@ def _lengths(batch: dict) -> tuple[int, int]:
 def _run(r: dict) -> dict:
     state, meta, feed, ckpt, run_log = r["state"], r["meta"], r["feed"], r["ckpt"], r["run_log"]
     steps, kind, cfg = r["steps"], r["kind"], r["cfg"]
-    all_phases = phases(r["shapes"], steps, r["freeze"], r["unfreeze_step"], r["stages"])
+    all_phases = phases(r["shapes"], steps, r["freeze"], r["unfreeze_step"], r["two_stage"])
     compiled: dict = {}
     peak, peak_note = perf.peak_flops_per_device()
     n_dev = len(jax.devices())
@@ -200,28 +251,23 @@ def _run(r: dict) -> dict:
                            f"the learning rate or raise warmup_steps and rerun to resume from it.")
         return loss
 
+    timed = None  # the phase group being timed (sampled sub-models are timed together)
     for step in range(r["start"], steps):
-        phase = phase_at(all_phases, step)
+        phase = phase_at(all_phases, step, r["seed"])
         local = next(feed)
-        if phase.name not in compiled:
-            sub_model = (r["model"].clone(cfg=freezing.sub_model_config(cfg, phase.sub))
-                         if phase.sub else r["model"])
-            fn = step_lib.make_train_step(sub_model, r["tx"], r["schedule"], phase.trainable, r["mesh"],
+        fresh = phase.name not in compiled
+        if fresh:
+            step_model, step_cfg, sub = phase_model(kind, cfg, r["model"], phase)
+            fn = step_lib.make_train_step(step_model, r["tx"], r["schedule"], phase.trainable, r["mesh"],
                                           r["table"], grad_accum=r["grad_accum"], z_loss=r["z_loss"],
-                                          encoder_mlm_weight=r["encoder_mlm_weight"],
-                                          sub_model=phase.sub)
+                                          encoder_mlm_weight=r["encoder_mlm_weight"], sub_model=sub)
             enc, dec = _lengths(local)
-            sub_cfg = freezing.sub_model_config(cfg, phase.sub) if phase.sub else cfg
-            sub_shapes = freezing.slice_layers(r["shapes"], phase.sub) if phase.sub else r["shapes"]
-            sub_train = freezing.slice_layers(phase.trainable, phase.sub) if phase.sub else phase.trainable
-            flops = perf.train_flops(kind, sub_cfg, sub_shapes, sub_train, r["batch_size"], enc, dec)["total"]
+            flops = phase_flops(kind, cfg, r["shapes"], phase, r["batch_size"], enc, dec)
             compiled[phase.name] = (fn, flops)
             run_log.message(f"phase {phase.name} until step {phase.end}: {flops / 1e9:.3f} GFLOP/step; "
                             f"peak {peak_note}")
+        if fresh or phase.group != timed:
             timer.close()
-            fresh = True
-        else:
-            fresh = False
         fn, flops = compiled[phase.name]
         state, metrics = fn(state, data_lib.to_global(local, r["mesh"]))
         if pending is not None:
@@ -234,8 +280,9 @@ def _run(r: dict) -> dict:
         meta["flops"] += flops
         by_phase = meta.setdefault("flops_by_phase", {})  # e.g. encoder frozen vs unfrozen
         by_phase[phase.name] = by_phase.get(phase.name, 0.0) + flops
-        if fresh:  # the step that compiled is not timed
-            timer.start(phase.name, metrics)
+        if fresh or phase.group != timed:  # the step that compiled is not timed
+            timer.start(phase.group, metrics)
+            timed = phase.group
         else:
             timer.add(tokens, flops, metrics)
         done = step + 1
@@ -248,14 +295,14 @@ def _run(r: dict) -> dict:
         if r["eval_every"] and (done % r["eval_every"] == 0 or done == steps):
             timer.close()
             run_log.log(done, _evaluate(r, state.params), prefix="eval")
-            timer.start(phase.name)  # eval is not training time
+            timer.start(phase.group)  # eval is not training time
         if done % r["save_every"] == 0 or done == steps:
             timer.close()
             last_loss = check(*pending)
             pending = None
             meta["last_loss"] = last_loss
             ckpt.save(done, state, feed.state(), meta)
-            timer.start(phase.name)  # nor is saving
+            timer.start(phase.group)  # nor is saving
         if r["on_step"] is not None:
             r["on_step"](done, state)
     timer.close()

@@ -74,6 +74,12 @@ def scale_by_path(multipliers: dict[str, float]) -> optax.GradientTransformation
     return optax.GradientTransformation(lambda _: optax.EmptyState(), update)
 
 
+def multipliers_for(patterns: Sequence[str], factor: float) -> dict:
+    """`lr_multipliers` giving every path matching one of `patterns` the factor (e.g. the
+    encoder side of a warm start: `freezing.ENCODER_SIDE`)."""
+    return {p: float(factor) for p in patterns}
+
+
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
     """What a run's optimizer is; gin binds this dataclass."""
@@ -90,20 +96,53 @@ class OptimizerConfig:
     eps: float = 1e-8
     clip_norm: float | None = 1.0
     lr_multipliers: dict | None = None  # {path regex: factor}, e.g. {'^encoder/': 0.1}
+    # Params frozen until an unfreeze step get an optimizer of their own (state and step count
+    # from the unfreeze step on) with this warmup on their own count (None: warmup_steps).
+    late_warmup_steps: int | None = None
 
 
-def make_optimizer(cfg: OptimizerConfig, params, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """(optimizer, schedule) for params of this tree structure."""
+def late_schedule(schedule: optax.Schedule, start: int, warmup_steps: int) -> optax.Schedule:
+    """The rate of params that start training at step `start`, on their own count c:
+    `schedule(start + c) * min(1, (c + 1) / warmup_steps)` (factor 1 when warmup_steps is 0)."""
+    warmup = max(int(warmup_steps), 0)
+
+    def rate(count):
+        factor = jnp.minimum(1.0, (count + 1.0) / warmup) if warmup else 1.0
+        return schedule(count + start) * factor
+
+    return rate
+
+
+def _core(cfg: OptimizerConfig, schedule, decay_mask) -> optax.GradientTransformation:
+    if cfg.name == "adamw":
+        return optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay,
+                           mask=decay_mask)
+    if cfg.name == "adafactor":
+        return optax.adafactor(schedule, weight_decay_rate=cfg.weight_decay or None,
+                               weight_decay_mask=decay_mask)
+    raise UserError(f"unknown optimizer {cfg.name!r}; use adamw or adafactor.")
+
+
+LATE, ALWAYS = "late", "always"
+
+
+def make_optimizer(cfg: OptimizerConfig, params, total_steps: int, late=None,
+                   late_start: int = 0) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """(optimizer, schedule) for params of this tree structure.
+
+    late: a bool tree, True for params frozen until step `late_start`. They get an optimizer
+    of their own (`optax.multi_transform` groups 'always' / 'late'); the train step keeps a
+    group's whole state while none of its params trains, so the late group's moments and
+    step count start at 0 at `late_start`, with `late_schedule`'s warmup. Clipping is global.
+    """
     schedule = make_schedule(cfg.learning_rate, total_steps, cfg.warmup_steps, cfg.decay, cfg.end_fraction)
     decay_mask = jax.tree.map(lambda x: not x, regex_mask(params, cfg.decay_exclude))
-    if cfg.name == "adamw":
-        core = optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay,
-                           mask=decay_mask)
-    elif cfg.name == "adafactor":
-        core = optax.adafactor(schedule, weight_decay_rate=cfg.weight_decay or None,
-                               weight_decay_mask=decay_mask)
-    else:
-        raise UserError(f"unknown optimizer {cfg.name!r}; use adamw or adafactor.")
+    core = _core(cfg, schedule, decay_mask)
+    if late is not None and any(jax.tree.leaves(late)) and late_start > 0:
+        warmup = cfg.warmup_steps if cfg.late_warmup_steps is None else cfg.late_warmup_steps
+        late_tx = _core(cfg, late_schedule(schedule, late_start, warmup), decay_mask)
+        labels = jax.tree.map(lambda t: LATE if t else ALWAYS, late)
+        core = optax.multi_transform({ALWAYS: core, LATE: late_tx}, labels)
     chain = [optax.clip_by_global_norm(cfg.clip_norm)] if cfg.clip_norm else []
     chain.append(core)
     if cfg.lr_multipliers:

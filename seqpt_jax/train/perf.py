@@ -1,25 +1,27 @@
 """Compute accounting: analytical training FLOPs per step, the peak table, MFU.
 
-FLOPs formula (per step; "6N-style" refined per unit of the network):
-The network is cut into units in forward order: embeddings, encoder layer 0..L-1, decoder
-layer 0..L-1, head (+ the tied output projection). A unit's forward cost is
-  F_mm = 2 * sum(kernel sizes) * tokens it sees   (encoder tokens B*Le, decoder tokens B*Ld;
-         cross-attention key/value kernels see encoder tokens; the vocabulary projection sees
-         every output position; a seq2seq model's encoder MLM head, with its tied projection,
-         sees encoder tokens)
-  F_at = 4 * B * Lq * Lk * heads * head_dim        (scores and weighted sum, per attention)
-Its backward cost is
-  2 F_mm + 2 F_at   when the unit trains (weight gradients + activation gradients),
-  F_mm + 2 F_at     when it is frozen but a unit below it trains (activation gradients only),
-  0                 when it is frozen and nothing below it trains (XLA prunes it).
-So frozen parts count as forward only, exactly what the stop-gradient step computes; with
-everything trainable this is the usual 6 N T + 12 L B T^2 d_attn. Embedding lookups are
-gathers (0 FLOPs); norms, softmax and activations are left out, as in the PaLM MFU.
+The ledger counts every matrix multiply the train step runs, exactly (a test compares it with
+the dot_general FLOPs of the step's jaxpr, `train.jaxpr_flops`). Forward: each kernel costs
+2 * size * the tokens it sees (encoder tokens B*Le; decoder tokens B*Ld; cross-attention
+key/value kernels see encoder tokens; the MLM head sees `head_positions` per row, default all),
+each attention 2 * B * H * D * Lq * Lk for the scores and as much for the weighted sum.
+Backward, per multiply y = x W, as JAX's autodiff emits it:
+  + the forward cost for dW   when W trains,
+  + the forward cost for dx   when x is *live*: it depends on a trainable parameter.
+Attention: dQ / dK when Q / K is live, dP when Q, K or the position bias is live, dV when V
+is live. Liveness follows the data flow (embeddings -> encoder -> decoder, cross-attention
+keys/values from the encoder's output), with one rule from `lax.scan`: a scan's carry is live
+in every layer when anything its body reads is (a layer's params, the stack's relpos_bias,
+the encoder output in a decoder): the body is one program, so the first layer of a trained
+stack pays its input gradient too; a frozen bottom scan (bert2BERT sub-
+models, `encoder/layers` below `encoder/layers_top`) runs forward only. Frozen parts with
+nothing trainable below them cost forward only; everything trainable gives the usual
+6 N T + 12 L B T^2 d_attn. Embedding lookups are gathers (0 FLOPs); norms, softmax,
+activations and the optimizer are left out, as in the PaLM MFU.
 """
 
 from __future__ import annotations
 
-import re
 import time
 
 import jax
@@ -35,78 +37,131 @@ PEAKS = [
     ("TPU v4", 275e12),
     ("H200", 989e12), ("H100", 989e12), ("A100", 312e12),
 ]
-_EMBED = re.compile(r"^(token_embedder|position_embedder|token_type_embedder|embedding_norm)/")
-_HEAD = re.compile(r"^(mlm_head|lm_head|pooler|classifier)/")
+_SEGMENTS = ("layers", "layers_top")  # an encoder split in two scans (train.freezing.SubModel)
 
 
-def _units(kind: str, cfg, shapes, trainable, batch: int, enc_len: int, dec_len: int):
-    """[(name, F_mm, F_at, trainable)] in forward order."""
-    t_enc, t_dec = batch * enc_len, batch * dec_len
-    t_out = t_dec if kind == "encoder_decoder" else t_enc
-    attn = 4 * batch * cfg.num_heads * cfg.head_dim
-    units = {"embed": [0.0, 0.0, False]}
-    for i in range(cfg.num_encoder_layers):
-        units[f"encoder/{i}"] = [0.0, attn * enc_len * enc_len, False]
+class _Ledger:
+    """Forward / backward FLOPs of one step, accumulated multiply by multiply."""
+
+    def __init__(self, shapes, trainable):
+        self.size, self.live = {}, {}
+        for path, x, t in zip(jax.tree.leaves(path_tree(shapes)), jax.tree.leaves(shapes),
+                              jax.tree.leaves(trainable)):
+            self.size[path] = x.shape
+            self.live[path] = bool(np.any(t))
+        self.fwd = self.bwd = 0.0
+
+    def trains(self, prefix: str) -> bool:
+        """Any parameter under `prefix` trains."""
+        return any(v for p, v in self.live.items() if p.startswith(prefix))
+
+    def has(self, prefix: str) -> bool:
+        return any(p.startswith(prefix) for p in self.size)
+
+    def matmul(self, flops: float, x_live: bool, w_live: bool) -> None:
+        self.fwd += flops
+        self.bwd += flops * (int(x_live) + int(w_live))
+
+    def dense(self, prefix: str, tokens: int, x_live: bool, stacked: bool = False) -> bool:
+        """y = x W for the kernel at `prefix`/kernel; returns whether y is live."""
+        shape = self.size[f"{prefix}/kernel"]
+        size = int(np.prod(shape[1:] if stacked else shape))
+        w_live = self.trains(prefix + "/")
+        self.matmul(2.0 * size * tokens, x_live, self.live[f"{prefix}/kernel"])
+        return x_live or w_live
+
+    def attention(self, cfg, batch: int, lq: int, lk: int, q: bool, k: bool, v: bool, bias: bool) -> bool:
+        f = 2.0 * batch * cfg.num_heads * cfg.head_dim * lq * lk
+        self.fwd += 2 * f
+        p = q or k or bias
+        self.bwd += f * (int(q) + int(k) + int(p) + int(v))
+        return p or v
+
+
+def _attention_block(led: _Ledger, cfg, pre: str, batch: int, lq: int, lk: int, q_in: bool, kv_in: bool,
+                     bias: bool) -> bool:
+    """q/k/v projections, attention, output projection of the block at `pre`; output liveness."""
+    tq, tk = batch * lq, batch * lk
+    q = led.dense(f"{pre}/query", tq, q_in, True)
+    k = led.dense(f"{pre}/key", tk, kv_in, True)
+    v = led.dense(f"{pre}/value", tk, kv_in, True)
+    ctx = led.attention(cfg, batch, lq, lk, q, k, v, bias)
+    return led.dense(f"{pre}/out", tq, ctx, True)
+
+
+def _mlp(led: _Ledger, cfg, pre: str, tokens: int, x: bool) -> bool:
+    if cfg.gated_mlp:
+        gate, up = led.dense(f"{pre}/wi_0", tokens, x, True), led.dense(f"{pre}/wi_1", tokens, x, True)
+        h = gate or up
+    else:
+        h = led.dense(f"{pre}/wi", tokens, x, True)
+    return led.dense(f"{pre}/wo", tokens, h, True)
+
+
+def _layer(led: _Ledger, cfg, seg: str, decoder: bool, batch: int, lq: int, lk: int, x: bool,
+           enc_out: bool, bias: bool) -> bool:
+    """One layer of the scan at `seg` (encoder/layers, decoder/layers, ...); output liveness."""
+    t, norm_pre = batch * lq, cfg.norm_position == "pre"
+    blocks = [("self_attention" if decoder else "attention", None)]
+    if decoder:
+        blocks.append(("cross_attention", enc_out))
+    for name, kv in blocks:
+        norm = led.trains(f"{seg}/{name}_norm/")
+        h = x or (norm_pre and norm)
+        out = _attention_block(led, cfg, f"{seg}/{name}", batch, lq, lk if kv is not None else lq, h,
+                               h if kv is None else kv, bias if kv is None else False)
+        x = x or out or (not norm_pre and norm)
+    norm = led.trains(f"{seg}/mlp_norm/")
+    h = x or (norm_pre and norm)
+    out = _mlp(led, cfg, f"{seg}/mlp", t, h)  # evaluated first: it books FLOPs
+    return x or out or (not norm_pre and norm)
+
+
+def _stack(led: _Ledger, cfg, stack: str, batch: int, lq: int, lk: int, x: bool, enc_out: bool = False) -> bool:
+    """The scans of a stack in order; each scan's carry is live in every layer when any of its
+    layers trains (the scan body is one program). Returns the stack output's liveness."""
+    bias = led.trains(f"{stack}/relpos_bias/")
+    for seg in (f"{stack}/{s}" for s in _SEGMENTS if led.has(f"{stack}/{s}/")):
+        n = next(shape[0] for p, shape in led.size.items() if p.startswith(seg + "/"))
+        # The body's output carry is live if its params, the shared position bias or (decoder)
+        # the encoder's output are: then the carry is live from the first layer on.
+        carry = x or led.trains(seg + "/") or bias or enc_out
+        saved = (led.fwd, led.bwd)
+        _layer(led, cfg, seg, stack == "decoder", batch, lq, lk, carry, enc_out, bias)
+        one = (led.fwd - saved[0], led.bwd - saved[1])
+        led.fwd, led.bwd = saved[0] + n * one[0], saved[1] + n * one[1]
+        x = carry
+    return x or led.trains(f"{stack}/final_norm/")
+
+
+def _vocab(led: _Ledger, cfg, head: str, tokens: int, x: bool) -> None:
+    if cfg.tie_embeddings:
+        vocab, d = led.size["token_embedder/embedding"]
+        led.matmul(2.0 * vocab * d * tokens, x, led.live["token_embedder/embedding"])
+    else:
+        led.dense(head, tokens, x)
+
+
+def train_flops(kind: str, cfg, shapes, trainable, batch: int, enc_len: int, dec_len: int = 0,
+                head_positions: int | None = None) -> dict:
+    """{'forward', 'backward', 'total'} FLOPs of one train step (see the module docstring).
+
+    shapes / trainable: the tree the step's model runs (a sub-model's view for bert2BERT
+    stages). head_positions: positions per row the MLM head runs on (default: every one).
+    """
+    led = _Ledger(shapes, trainable)
+    emb = any(led.trains(p) for p in ("token_embedder/", "position_embedder/", "token_type_embedder/"))
+    x = emb or led.trains("embedding_norm/")
+    enc_out = _stack(led, cfg, "encoder", batch, enc_len, enc_len, x)
+    if led.has("mlm_head/"):  # MLM head (also an encoder-side loss of a seq2seq model)
+        tokens = batch * (head_positions or enc_len)
+        h = led.dense("mlm_head/transform", tokens, enc_out) or led.trains("mlm_head/transform_norm/")
+        _vocab(led, cfg, "mlm_head/output", tokens, h)
     if kind == "encoder_decoder":
-        for i in range(cfg.num_decoder_layers):
-            units[f"decoder/{i}"] = [0.0, attn * dec_len * (dec_len + enc_len), False]
-    units["head"] = [0.0, 0.0, False]
-    units["output"] = [0.0, 0.0, False]
-    flat_paths = jax.tree.leaves(path_tree(shapes))
-    for path, x, t in zip(flat_paths, jax.tree.leaves(shapes), jax.tree.leaves(trainable)):
-        if kind == "encoder_decoder" and path.startswith("mlm_head/"):
-            _encoder_mlm_head(units, cfg, path, x, t, t_enc)
-            continue
-        stack = re.match(r"^(encoder|decoder)/layers/", path)
-        tokens = t_enc if path.startswith("encoder") or "cross_attention/key" in path \
-            or "cross_attention/value" in path else t_dec
-        kernel = path.endswith("kernel")
-        if stack:
-            n_layers = x.shape[0]
-            per_layer = int(np.prod(x.shape[1:]))
-            mask = np.broadcast_to(np.asarray(t), (n_layers,))
-            for i in range(n_layers):
-                u = units[f"{stack.group(1)}/{i}"]
-                u[0] += 2.0 * per_layer * tokens if kernel else 0.0
-                u[2] = u[2] or bool(mask[i])
-            continue
-        if _EMBED.match(path):
-            units["embed"][2] = units["embed"][2] or bool(np.any(t))
-            if path == "token_embedder/embedding" and cfg.tie_embeddings:
-                units["output"][0] += 2.0 * int(np.prod(x.shape)) * t_out
-                units["output"][2] = bool(np.any(t))
-            continue
-        name = "head" if _HEAD.match(path) else path.split("/")[0] + "/0"
-        u = units.get(name, units["head"])
-        u[0] += 2.0 * int(np.prod(x.shape)) * t_out if (kernel and _HEAD.match(path)) else 0.0
-        u[2] = u[2] or bool(np.any(t))
-    return [(k, *v) for k, v in units.items()]
-
-
-def _encoder_mlm_head(units: dict, cfg, path: str, x, t, t_enc: int) -> None:
-    """A seq2seq model's encoder MLM head (train.loop's encoder_mlm_weight) sees the ENCODER
-    tokens: its kernels, plus the tied vocabulary projection (counted once, with the
-    transform), cost 2 * size * t_enc. Its own unit comes last: nothing is built on it."""
-    u = units.setdefault("encoder_mlm_head", [0.0, 0.0, False])
-    if path.endswith("kernel"):
-        u[0] += 2.0 * int(np.prod(x.shape)) * t_enc
-    if path == "mlm_head/transform/kernel" and cfg.tie_embeddings:
-        u[0] += 2.0 * cfg.vocab_size * cfg.d_model * t_enc
-    u[2] = u[2] or bool(np.any(t))
-
-
-def train_flops(kind: str, cfg, shapes, trainable, batch: int, enc_len: int, dec_len: int = 0) -> dict:
-    """{'forward', 'backward', 'total'} FLOPs of one train step (see the module docstring)."""
-    fwd = bwd = 0.0
-    below = False
-    for _, f_mm, f_at, trains in _units(kind, cfg, shapes, trainable, batch, enc_len, dec_len):
-        fwd += f_mm + f_at
-        if trains:
-            bwd += 2 * f_mm + 2 * f_at
-        elif below:
-            bwd += f_mm + 2 * f_at
-        below = below or trains
-    return {"forward": fwd, "backward": bwd, "total": fwd + bwd}
+        y = emb or led.trains("decoder/embedding_norm/")
+        y = _stack(led, cfg, "decoder", batch, dec_len, enc_len, y, enc_out)
+        _vocab(led, cfg, "lm_head", batch * dec_len, y)
+    return {"forward": led.fwd, "backward": led.bwd, "total": led.fwd + led.bwd}
 
 
 def _measure_matmul_peak(n: int = 1024, repeats: int = 5) -> float:

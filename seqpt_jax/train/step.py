@@ -3,7 +3,8 @@
 One train step = forward + backward over `grad_accum` micro-batches (a `lax.scan` adding loss
 *sums* and gradient sums, normalised once by the total token weight, so k micro-batches equal
 one batch k times larger), then the optimizer. Frozen params are stop-gradient in the forward
-pass; a different trainable mask is a different compiled step (frozen vs unfrozen).
+pass; a different trainable mask is a different compiled step (frozen vs unfrozen, and one
+per bert2BERT sub-model).
 The state is donated: its buffers are reused for the new state.
 """
 
@@ -39,22 +40,58 @@ def _split_micro(batch: dict, k: int, mesh: Mesh) -> dict:
     return jax.tree.map(one, batch)
 
 
+def apply_gradients(optimizer: optax.GradientTransformation, params, opt_state, grads, trainable):
+    """(params, opt_state) after one optimizer update with `grads`; frozen params keep their
+    values, frozen moments are restored and a group with nothing trainable keeps its state."""
+    updates, new_state = optimizer.update(grads, opt_state, params)
+    if not (freezing.is_static(trainable) and all(jax.tree.leaves(trainable))):
+        updates = freezing.zero_frozen(updates, trainable)
+        new_state = freezing.keep_frozen_state(new_state, opt_state, trainable)
+    return optax.apply_updates(params, updates), new_state
+
+
 def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, schedule,
                     trainable, mesh: Mesh, rules: list, *, grad_accum: int = 1, z_loss: float = 0.0,
                     sub_model: freezing.SubModel | None = None, encoder_mlm_weight: float = 0.0) -> Callable:
     """`step(state, batch) -> (state, metrics)`, jitted with the state donated.
 
-    `trainable`: see `freezing`. `sub_model`: train the bottom-layers sub-model (the `model`
-    passed must then be built with the sub-model's config). `encoder_mlm_weight` > 0: add the
-    encoder MLM loss (`losses.seq2seq_with_encoder_mlm`; the model needs `encoder_mlm_head`).
+    `trainable`: see `freezing`. `sub_model`: train a bottom-layers sub-model (the `model`
+    passed must then be built with `freezing.sub_model_config`); the params are viewed as the
+    sub-model's (`freezing.sub_model_view`), whose frozen bottom scan gets no backward pass.
+    `encoder_mlm_weight` > 0: add the encoder MLM loss (`losses.seq2seq_with_encoder_mlm`; the
+    model needs `encoder_mlm_head`).
     """
-    static = freezing.is_static(trainable)
+    step_fn = train_step_fn(model, optimizer, schedule, trainable, mesh, grad_accum=grad_accum,
+                            z_loss=z_loss, sub_model=sub_model, encoder_mlm_weight=encoder_mlm_weight)
+    jitted = jax.jit(step_fn, donate_argnums=0)
+
+    def run(state, batch):
+        with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+            return jitted(state, batch)
+
+    def trace(state, batch):
+        """The step's jaxpr (state and batch may be abstract), e.g. for train.jaxpr_flops."""
+        with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+            return jax.make_jaxpr(step_fn)(state, batch)
+
+    run.jitted = jitted
+    run.trace = trace
+    return run
+
+
+def train_step_fn(model: nn.Module, optimizer: optax.GradientTransformation, schedule, trainable,
+                  mesh: Mesh, *, grad_accum: int = 1, z_loss: float = 0.0,
+                  sub_model: freezing.SubModel | None = None, encoder_mlm_weight: float = 0.0) -> Callable:
+    """The train step as a plain function `(state, batch) -> (state, metrics)` (not jitted)."""
+    if sub_model is not None:
+        view_trainable = freezing.uniform(freezing.sub_model_view(trainable, sub_model))
 
     def grads_and_sums(params, batch, rng):
         def f(p, mb, key):
-            p = freezing.stop_frozen(p, trainable)
-            if sub_model is not None:  # slicing's transpose pads the gradient back with zeros
-                p = freezing.slice_layers(p, sub_model)
+            if sub_model is not None:
+                p = freezing.stop_frozen(freezing.sub_model_view(p, sub_model), view_trainable)
+            else:
+                p = freezing.stop_frozen(p, trainable)
             sums = _loss_sums(model, p, mb, key, z_loss, train=True, encoder_mlm_weight=encoder_mlm_weight)
             return sums.loss, sums
 
@@ -79,24 +116,13 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, s
         grads, sums = grads_and_sums(state.params, batch, rng)
         denom = jnp.maximum(sums.weight, 1.0)
         grads = jax.tree.map(lambda g: g / denom, grads)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        if not (static and all(jax.tree.leaves(trainable))):
-            updates = freezing.zero_frozen(updates, trainable)
-            opt_state = freezing.keep_frozen_state(opt_state, state.opt_state, trainable)
-        params = optax.apply_updates(state.params, updates)
+        params, opt_state = apply_gradients(optimizer, state.params, state.opt_state, grads, trainable)
         metrics = {"loss": sums.loss / denom, "z_loss": sums.z_loss / denom,
                    "accuracy": sums.correct / denom, "tokens": sums.weight,
                    "grad_norm": optax.tree.norm(grads), "learning_rate": schedule(state.step)}
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
-    jitted = jax.jit(step, donate_argnums=0)
-
-    def run(state, batch):
-        with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-            return jitted(state, batch)
-
-    run.jitted = jitted
-    return run
+    return step
 
 
 def make_eval_step(model: nn.Module, mesh: Mesh, rules: list, z_loss: float = 0.0,

@@ -1,0 +1,114 @@
+"""The compute ledger equals the compiled step: `perf.train_flops` (what the trainer books per
+phase) against the dot_general FLOPs of the train step's own jaxpr (`train.jaxpr_flops`),
+within 1%, for every kind of phase the recipes run. A case is one line in CASES."""
+
+
+import jax
+import numpy as np
+import pytest
+
+from seqpt_jax import models
+from seqpt_jax.train import data, freezing, loop, jaxpr_flops
+from seqpt_jax.train import partitioning as P
+from seqpt_jax.train import state as state_lib
+from seqpt_jax.train import step as step_lib
+from seqpt_jax.train.optimizers import OptimizerConfig, make_optimizer
+
+BATCH, ENC, DEC = 8, 16, 8
+
+
+def _cfg(family, **kw):
+    name = "bert-tiny" if family == "bert" else "t5-tiny"
+    base = dict(vocab_size=101, d_model=32, num_heads=2, head_dim=16, d_ff=64, num_encoder_layers=2,
+                num_decoder_layers=2, dropout_rate=0.0, max_length=32)
+    return models.preset(name, **{**base, **kw})
+
+
+def _phase(name, **phase_kw):
+    """Picks the phase `name` out of loop.phases (the trainer's own phase construction)."""
+    return lambda shapes: next(p for p in loop.phases(shapes, 100, **phase_kw) if p.name == name)
+
+
+# (case id, family, kind, config overrides, phase picker)
+CASES = [
+    ("mlm_full_bert", "bert", "encoder_mlm", {}, _phase("full")),
+    ("mlm_full_t5", "t5", "encoder_mlm", {}, _phase("full")),
+    ("seq2seq_full_t5", "t5", "encoder_decoder", {}, _phase("full")),
+    ("seq2seq_full_bert", "bert", "encoder_decoder", {}, _phase("full")),
+    ("warmstart_frozen_t5", "t5", "encoder_decoder", {},
+     _phase("frozen", freeze=freezing.ENCODER_SIDE, unfreeze_step=10)),
+    ("warmstart_frozen_bert", "bert", "encoder_decoder", {},
+     _phase("frozen", freeze=freezing.ENCODER_SIDE, unfreeze_step=10)),
+    ("warmstart_shared_token_embedding_t5", "t5", "encoder_decoder", {},
+     _phase("frozen", freeze=freezing.encoder_side(True), unfreeze_step=10)),
+    ("frozen_layers_stack_params_train_t5", "t5", "encoder_decoder", {},  # final_norm, relpos_bias train
+     _phase("frozen", freeze=("^encoder/layers/", "^token_embedder/"), unfreeze_step=10)),
+    ("two_stage_sub2_of_3_bert", "bert", "encoder_mlm", {"num_encoder_layers": 6},
+     _phase("stage1/sub2", two_stage=loop.TwoStage(block=2, steps=5))),
+    ("two_stage_sub3_of_3_bert", "bert", "encoder_mlm", {"num_encoder_layers": 6},
+     _phase("stage1/sub3", two_stage=loop.TwoStage(block=2, steps=5))),
+    ("two_stage_sub1_head_trains_t5", "t5", "encoder_mlm", {"num_encoder_layers": 4},
+     _phase("stage1/sub1", two_stage=loop.TwoStage(block=2, steps=5, train_head=True))),
+]
+
+
+def measure(kind, cfg, phase, batch=BATCH, enc=ENC, dec=DEC, grad_accum=1):
+    """(ledger FLOPs, jaxpr FLOPs) of one train step of `phase`."""
+    model = models.build(kind, cfg)
+    mesh, table = P.make_mesh((-1, 1, 1)), P.rules("dp")
+    shapes = models.param_shapes(model)
+    shardings = P.shardings(models.logical_axes(model), shapes, table, mesh)
+    tx, schedule = make_optimizer(OptimizerConfig(), shapes, 100)
+    step_model, _, sub = loop.phase_model(kind, cfg, model, phase)
+    fn = step_lib.make_train_step(step_model, tx, schedule, phase.trainable, mesh, table, sub_model=sub,
+                                  grad_accum=grad_accum)
+    state = state_lib.abstract_state(tx, shapes, shardings, mesh)
+    objective = "seq2seq" if kind == "encoder_decoder" else "mlm"
+    example = next(data.synthetic("train", batch, 0, (0, 1), objective=objective, vocab_size=cfg.vocab_size,
+                                  length=enc, target_length=dec))
+    measured = jaxpr_flops.jaxpr_flops(fn.trace(state, example))
+    counted = loop.phase_flops(kind, cfg, shapes, phase, batch, enc, dec if kind == "encoder_decoder" else 0)
+    return counted, measured
+
+
+@pytest.mark.parametrize("case,family,kind,overrides,pick", CASES, ids=[c[0] for c in CASES])
+def test_ledger_equals_the_jaxpr_of_the_step(case, family, kind, overrides, pick):
+    cfg = _cfg(family, **overrides)
+    phase = pick(models.param_shapes(models.build(kind, cfg)))
+    counted, measured = measure(kind, cfg, phase)
+    print(f"\n{case}: ledger {counted / 1e6:.3f} MFLOP, jaxpr {measured / 1e6:.3f} MFLOP")
+    np.testing.assert_allclose(counted, measured, rtol=0.01, err_msg=case)
+
+
+def test_ledger_equals_the_jaxpr_with_gradient_accumulation():
+    """Micro-batches run in a lax.scan: the jaxpr counts its body `grad_accum` times."""
+    cfg = _cfg("t5")
+    phase = _phase("frozen", freeze=freezing.ENCODER_SIDE, unfreeze_step=10)(
+        models.param_shapes(models.build("encoder_decoder", cfg)))
+    counted, measured = measure("encoder_decoder", cfg, phase, batch=16, grad_accum=2)
+    np.testing.assert_allclose(counted, measured, rtol=0.01)
+
+
+def test_walker_multiplies_scan_bodies_and_counts_dot_general():
+    def f(x, w):
+        def body(c, wi):
+            return c @ wi, None
+        return jax.lax.scan(body, x, w)[0]
+    x, w = jax.ShapeDtypeStruct((4, 8), np.float32), jax.ShapeDtypeStruct((3, 8, 8), np.float32)
+    assert jaxpr_flops.traced_flops(f, x, w) == 3 * 2 * 4 * 8 * 8
+    grad = jax.grad(lambda x, w: f(x, w).sum(), argnums=(0, 1))
+    assert jaxpr_flops.traced_flops(grad, x, w) == 3 * 3 * 2 * 4 * 8 * 8  # forward, dx, dw
+
+
+def test_bench_phases_builds_every_phase_of_a_gin_run():
+    from seqpt_jax.bench import phases as bench
+    tiny = ["models.preset.vocab_size = 101", "models.preset.d_model = 32", "models.preset.num_heads = 2", "models.preset.head_dim = 16",
+            "models.preset.d_ff = 64", "models.preset.num_encoder_layers = 4", "models.preset.max_length = 32",
+            "BATCH_SIZE = 8", "INPUT_LENGTH = 16", "BLOCK = 2"]
+    built = bench.build(["models/bert_tiny.gin", "runs/grow_two_stage.gin", "hw/cpu.gin"], tiny)
+    assert [r["phase"] for r in built["rows"]] == ["stage1/sub1", "stage1/sub2", "full"]
+    for r in built["rows"]:
+        np.testing.assert_allclose(r["counted"], r["jaxpr"], rtol=0.01, err_msg=r["phase"])
+    results = bench.measure(built, rounds=1, steps=1)
+    assert results[-1]["ratio"] == 1.0 and all(r["ms_per_step"] > 0 for r in results)
+    assert "stage1/sub2" in bench.report(built, results)
