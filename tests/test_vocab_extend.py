@@ -152,7 +152,9 @@ def test_ngram_and_random_methods(vocabs):
     n, added = vocab_ext.added_pieces(old, new)
     m = vocab_ext.mix_matrix(old, new, cfg.vocab_size, "ngram")
     np.testing.assert_allclose(m.sum(1), 1.0)
-    assert (m[:, n:] == 0).all()  # mixes read old pieces only, never sentinels
+    assert (m[:, n:] == 0).all() and (m[:, :3] == 0).all()  # old pieces only: no specials, sentinels
+    w = vocab_ext._TrigramIndex(["", "abc", "abd", "xyz"]).similar("abcd")
+    assert set(w) == {1, 2} and w[1] > 10 * w[2] and sum(w.values()) == pytest.approx(1.0)
     table = np.asarray(params["token_embedder"]["embedding"])
     rand, _ = mappings.extend_vocab(params, cfg, old, new, method="random", seed=3)
     rows = rand["token_embedder"]["embedding"][n:n + len(added)]

@@ -42,6 +42,13 @@ def _pieces(vocab) -> list[str]:
     return [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
 
 
+def _ordinary(vocab) -> list[str]:
+    """Pieces, with "" for pad/eos/unk and byte pieces (never similar to anything)."""
+    sp = vocab_lib.processor(vocab_lib.model_path(vocab))
+    return ["" if sp.is_control(i) or sp.is_unknown(i) or sp.is_byte(i) else sp.id_to_piece(i)
+            for i in range(sp.get_piece_size())]
+
+
 def added_pieces(old_vocab, new_vocab) -> tuple[int, list[str]]:
     """(n old pieces, the added pieces in id order); a UserError unless `new` keeps every old
     piece at its id."""
@@ -65,21 +72,31 @@ def _trigrams(piece: str) -> collections.Counter:
     return collections.Counter(s[i:i + 3] for i in range(len(s) - 2))
 
 
-def _similar(old: list[str], piece: str) -> dict[int, float]:
-    """Old id -> softmax weight over the top old pieces by trigram cosine (empty if none)."""
-    want = _trigrams(piece)
-    norm = np.sqrt(sum(v * v for v in want.values()))
-    sims = []
-    for i, p in enumerate(old):
-        have = _trigrams(p)
-        dot = sum(v * have[g] for g, v in want.items() if g in have)
-        if dot:
-            sims.append((dot / (norm * np.sqrt(sum(v * v for v in have.values()))), i))
-    top = sorted(sims, reverse=True)[:_TOP]
-    if not top:
-        return {}
-    w = np.exp((np.array([s for s, _ in top]) - top[0][0]) / _TEMPERATURE)
-    return {i: float(x) for (_, i), x in zip(top, w / w.sum())}
+class _TrigramIndex:
+    """Old pieces by character trigram, for cosine similarity without an all-pairs loop."""
+
+    def __init__(self, pieces: list[str]):
+        self.postings = collections.defaultdict(list)  # trigram -> [(old id, count)]
+        self.norms = np.zeros(len(pieces))
+        for i, p in enumerate(pieces):
+            grams = _trigrams(p)
+            self.norms[i] = np.sqrt(sum(v * v for v in grams.values()))
+            for g, v in grams.items():
+                self.postings[g].append((i, v))
+
+    def similar(self, piece: str) -> dict[int, float]:
+        """Old id -> softmax weight over the top old pieces by trigram cosine (empty if none)."""
+        want = _trigrams(piece)
+        dots = collections.defaultdict(float)
+        for g, v in want.items():
+            for i, c in self.postings.get(g, ()):
+                dots[i] += v * c
+        if not dots:
+            return {}
+        norm = np.sqrt(sum(v * v for v in want.values()))
+        top = sorted(((d / (norm * self.norms[i]), i) for i, d in dots.items()), reverse=True)[:_TOP]
+        w = np.exp((np.array([s for s, _ in top]) - top[0][0]) / _TEMPERATURE)
+        return {i: float(x) for (_, i), x in zip(top, w / w.sum())}
 
 
 def mix_matrix(old_vocab, new_vocab, vocab_size: int, method: str = "mean") -> np.ndarray:
@@ -90,9 +107,9 @@ def mix_matrix(old_vocab, new_vocab, vocab_size: int, method: str = "mean") -> n
     if method == "random":
         m[:, vocab_lib.UNK_ID + 1:n] = 1.0 / (n - vocab_lib.UNK_ID - 1)
         return m
-    old = _pieces(old_vocab) if method == "ngram" else None
+    index = _TrigramIndex(_ordinary(old_vocab)) if method == "ngram" else None
     for row, (piece, ids) in enumerate(zip(added, constituents(old_vocab, added))):
-        weights = _similar(old, piece) if method == "ngram" else {}
+        weights = index.similar(piece) if method == "ngram" else {}
         if not weights:
             weights = {}
             for i in ids:  # a repeated constituent counts once per occurrence
