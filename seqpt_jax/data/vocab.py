@@ -273,9 +273,14 @@ def extend(old: str | os.PathLike, corpus: str | os.PathLike, langs: Sequence[st
         text.write_text("\n".join(lines) + "\n", "utf-8")
         # Room for the byte pieces and for pieces the old vocabulary already has.
         size = 2 * pieces + 256 + 3
+        try:
+            coverage = _fitting_coverage(lines, size, 0.9995)
+        except UserError:
+            raise UserError(f"--pieces {pieces} is too few for the characters of the "
+                            f"{', '.join(langs)} text; add more pieces.") from None
         spm.SentencePieceTrainer.train(
             input=str(text), model_prefix=str(Path(tmp) / "sp"), vocab_size=size,
-            model_type="unigram", character_coverage=_fitting_coverage(lines, size, 0.9995),
+            model_type="unigram", character_coverage=coverage,
             byte_fallback=True, pad_id=PAD_ID, eos_id=EOS_ID, unk_id=UNK_ID, bos_id=-1,
             split_digits=True, hard_vocab_limit=False, input_sentence_size=0,
             max_sentence_length=16384, num_threads=threads, minloglevel=2)
