@@ -110,12 +110,14 @@ def mix_matrix(old_vocab, new_vocab, vocab_size: int, method: str = "mean") -> n
     index = _TrigramIndex(_ordinary(old_vocab)) if method == "ngram" else None
     for row, (piece, ids) in enumerate(zip(added, constituents(old_vocab, added))):
         weights = index.similar(piece) if method == "ngram" else {}
-        if not weights:
-            weights = {}
+        if weights:
+            for i, w in weights.items():
+                m[row, i] = w
+        elif ids:
             for i in ids:  # a repeated constituent counts once per occurrence
-                weights[i] = weights.get(i, 0.0) + 1.0 / len(ids)
-        for i, w in weights.items():
-            m[row, i] = w
+                m[row, i] += 1.0 / len(ids)
+        else:  # nothing to read (not seen for a non-empty piece): the mean old piece
+            m[row, vocab_lib.UNK_ID + 1:n] = 1.0 / (n - vocab_lib.UNK_ID - 1)
     return m
 
 
