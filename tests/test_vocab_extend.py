@@ -122,10 +122,13 @@ def test_old_rows_and_old_logits_unchanged(vocabs, family):
         take = lambda a, s: np.take(a, np.arange(a.shape[axis])[s], axis=axis)  # noqa: E731
         assert take(x, slice(0, n)).tobytes() == take(y, slice(0, n)).tobytes()
         assert take(x, slice(n, None)).tobytes() == take(y, slice(n + k, None)).tobytes()
-    # "mean": an added piece's embedding is the mean of its old constituents' rows.
-    table = np.asarray(params["token_embedder"]["embedding"])
-    ids = vocab_ext.constituents(old, added[:1])[0]
-    np.testing.assert_allclose(ext["token_embedder"]["embedding"][n], table[ids].mean(0), rtol=1e-6)
+    # Greek pieces read only byte pieces of the old vocabulary: fresh, distinct rows.
+    m = vocab_ext.mix_matrix(old, new, cfg.vocab_size, "mean")
+    fresh = vocab_ext.uninformed(old, m)
+    assert fresh.mean() > 0.5
+    rows = np.asarray(ext["token_embedder"]["embedding"][n:n + k])[fresh]
+    unit = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+    assert (unit @ unit.T)[np.triu_indices(len(rows), 1)].mean() < 0.1  # byte means: 0.34 here
 
     # Old-id text, with [MASK] and a sentinel, through both models.
     rng = np.random.default_rng(1)
@@ -142,6 +145,27 @@ def test_old_rows_and_old_logits_unchanged(vocabs, family):
         a, b = a[rows], b[rows]
         np.testing.assert_allclose(b[:, :n], a[:, :n], atol=1e-5)
         np.testing.assert_allclose(b[:, n + k:], a[:, n:], atol=1e-5)
+
+
+def test_mean_of_constituents_on_a_covered_script(vocabs, tmp_path):
+    import jax
+    root = vocabs[0]
+    old = vocab.train(root, 500, tmp_path / "base.model", langs=["en", "ru", "el"])
+    new = vocab.extend(tmp_path / "base.model", root, ["de"], 200, tmp_path / "ext.model")
+    cfg = _cfg("bert", old.vocab_size)
+    params = models.init(models.EncoderMLM(cfg), jax.random.key(0))
+    ext, _ = mappings.extend_vocab(params, cfg, old, new, method="mean")
+    n, added = vocab_ext.added_pieces(old, new)
+    m = vocab_ext.mix_matrix(old, new, cfg.vocab_size, "mean")
+    informed = ~vocab_ext.uninformed(old, m)
+    assert informed.mean() > 0.5  # most German pieces spell out in old pieces (ä, ö, ü: bytes)
+    table = np.asarray(params["token_embedder"]["embedding"])
+    bias = np.asarray(params["mlm_head"]["output_bias"])
+    for row, ids in enumerate(vocab_ext.constituents(old, added)):
+        if informed[row]:
+            np.testing.assert_allclose(ext["token_embedder"]["embedding"][n + row], table[ids].mean(0),
+                                       rtol=1e-6, atol=1e-7)
+            assert ext["mlm_head"]["output_bias"][n + row] == pytest.approx(bias[ids].mean(), abs=1e-7)
 
 
 def test_ngram_and_random_methods(vocabs):

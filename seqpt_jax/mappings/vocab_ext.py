@@ -138,17 +138,26 @@ def _vocab_leaves(params, cfg: TransformerConfig) -> dict:
     return out
 
 
-def _grow_axis(x: np.ndarray, axis: int, n: int, m: np.ndarray, method: str,
+def uninformed(old_vocab, m: np.ndarray) -> np.ndarray:
+    """[k] bool: rows of `m` that read only byte-fallback pieces and the bare "▁". For a script
+    the old vocabulary never saw, every added piece is such a mix, and those means are nearly
+    identical (Greek: cosine 0.93 between added rows), so they get fresh random rows instead."""
+    pieces = _ordinary(old_vocab)
+    informative = np.zeros(m.shape[1], bool)
+    informative[:len(pieces)] = [p not in ("", vocab_lib.WORD_START) for p in pieces]
+    return m[:, informative].sum(1) == 0
+
+
+def _grow_axis(x: np.ndarray, axis: int, n: int, m: np.ndarray, fresh: np.ndarray,
                rng: np.random.Generator) -> np.ndarray:
     """`x` with k new entries inserted at index n of `axis` (see the module docstring)."""
     x = np.asarray(x)
     moved = np.moveaxis(x, axis, 0)
     flat = moved.reshape(moved.shape[0], -1)
-    if method == "random" and flat.shape[1] > 1:
+    rows = m @ flat.astype(np.float64)
+    if flat.shape[1] > 1:  # fresh rows of tables and kernels; a bias keeps its (mean) mix
         old = flat[vocab_lib.UNK_ID + 1:n].astype(np.float64)
-        rows = rng.normal(0.0, old.std(), (m.shape[0], flat.shape[1]))
-    else:  # mixes, and every method's biases (a [V] vector: one number per id)
-        rows = m @ flat.astype(np.float64)
+        rows[fresh] = rng.normal(0.0, old.std(), (int(fresh.sum()), flat.shape[1]))
     rows = rows.astype(x.dtype).reshape((m.shape[0],) + moved.shape[1:])
     grown = np.concatenate([moved[:n], rows, moved[n:]], axis=0)
     return np.moveaxis(grown, 0, axis)
@@ -158,7 +167,7 @@ def extend_vocab(params, cfg: TransformerConfig, old_vocab, new_vocab, method: s
                  seed: int = 0) -> tuple[dict, TransformerConfig]:
     """(params, config) of the model on `new_vocab`, which extends `old_vocab` (paths or seqio
     vocabularies). `cfg.vocab_size` must equal the old vocabulary's size with its sentinels.
-    `seed` draws the rows of method "random" only."""
+    `seed` draws the fresh rows (method "random", and pieces `uninformed` by the old vocabulary)."""
     if method not in METHODS:
         raise UserError(f"method={method!r} is unknown; use one of {', '.join(METHODS)}.")
     old_size = vocab_lib.token_info(old_vocab).vocab_size
@@ -173,9 +182,11 @@ def extend_vocab(params, cfg: TransformerConfig, old_vocab, new_vocab, method: s
             raise UserError(f"param {'/'.join(path)} has {flat[path].shape[axis]} vocabulary rows but "
                             f"the config says {cfg.vocab_size}; pass the config the params were trained with.")
     m = mix_matrix(old_vocab, new_vocab, cfg.vocab_size, method)
+    fresh = np.ones(len(added), bool) if method == "random" else uninformed(old_vocab, m)
+    m[fresh] = mix_matrix(old_vocab, new_vocab, cfg.vocab_size, "random")[fresh]  # biases: old mean
     rng = np.random.default_rng(seed)
     for path, axis in sorted(axes.items()):
-        flat[path] = _grow_axis(flat[path], axis, n, m, method, rng)
+        flat[path] = _grow_axis(flat[path], axis, n, m, fresh, rng)
     return checks.unflat(flat), cfg.replace(vocab_size=cfg.vocab_size + len(added))
 
 
