@@ -42,7 +42,8 @@ def main(argv: list[str]) -> int:
                    help="most pieces to add (fewer when the text supports fewer)")
     e.add_argument("--method", default="mean", choices=("mean", "ngram", "random"),
                    help="new rows: mean of the old pieces the new piece tokenizes into, a "
-                   "trigram-similarity mix of old pieces, or random (baseline)")
+                   "trigram-similarity mix of old pieces, or random (baseline); a piece the old "
+                   "vocabulary spells only in bytes gets a random row under every method")
     e.add_argument("--out", required=True, help="output param checkpoint directory (model.json, "
                    f"params/, and the new vocabulary as {EXTENDED_VOCAB})")
     e.add_argument("--seed", type=int, default=0, help="seed of the text sample and random rows")

@@ -15,7 +15,9 @@ added piece's string tokenizes into under the old vocabulary (OFA/FOCUS-style). 
 M mixes the old pieces most similar to the added piece by character trigrams (cosine,
 softmax at temperature 0.1 over the top 8), falling back to "mean" where no old piece
 shares a trigram. "random": fresh rows with the old rows' standard deviation (biases: the
-old mean) - the baseline that learns the new pieces from nothing. Old rows are copied, so
+old mean) - the baseline that learns the new pieces from nothing. Under "mean" and "ngram",
+a piece whose mix reads only byte-fallback pieces and "▁" (`uninformed`: an unseen script)
+gets a fresh row too, since such means are nearly identical. Old rows are copied, so
 every old piece's parameters are bit-identical and the model's logits over old ids are
 unchanged on text written in old ids.
 """
@@ -190,4 +192,4 @@ def extend_vocab(params, cfg: TransformerConfig, old_vocab, new_vocab, method: s
     return checks.unflat(flat), cfg.replace(vocab_size=cfg.vocab_size + len(added))
 
 
-__all__ = ["METHODS", "added_pieces", "constituents", "extend_vocab", "mix_matrix"]
+__all__ = ["METHODS", "added_pieces", "constituents", "extend_vocab", "mix_matrix", "uninformed"]
