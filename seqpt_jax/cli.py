@@ -24,7 +24,7 @@ COMMANDS = {
     "extract": "the encoder of a seq2seq checkpoint, with a fresh MLM head",
     "convert": "convert Hugging Face checkpoints to seqpt_jax and back",
     "corpus": "build the embedded multilingual corpus from Debian packages",
-    "vocab": "train a SentencePiece vocabulary on the corpus (mT5 conventions, sentinels on top)",
+    "vocab": "train a SentencePiece vocabulary on the corpus (mT5 conventions, sentinels on top) or extend one for new languages",
     "finetune": "fine-tune a checkpoint on a downstream task; scores per language (zero-shot + in-language)",
     "eval": "score a fine-tuned model on test files or the corpus's languages",
     "train": "train a model from gin files (models/ + runs/ + hw/), resuming from MODEL_DIR",

@@ -225,3 +225,92 @@ def tokens_per_char(vocab, corpus, langs: Iterable[str], split: str = "validatio
         chars = sum(map(len, docs))
         out[lang] = sum(map(len, sp.encode(docs))) / max(chars, 1)
     return out
+
+
+def _model_proto(path: str | os.PathLike):
+    """The parsed ModelProto of a SentencePiece model file (validated first)."""
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    processor(path)
+    proto = pb.ModelProto()
+    proto.ParseFromString(Path(path).expanduser().read_bytes())
+    return proto
+
+
+def literal_processor(path: str | os.PathLike):
+    """A processor of the model at `path` that encodes a piece's string as written: no dummy
+    "▁" prefix and whitespace kept, so `encode("ing")` is a word-internal tokenization and
+    `encode(" ing")` a word-initial one (vocabulary extension tokenizes new pieces this way)."""
+    import sentencepiece as spm
+
+    proto = _model_proto(path)
+    proto.normalizer_spec.add_dummy_prefix = False
+    proto.normalizer_spec.remove_extra_whitespaces = False
+    return spm.SentencePieceProcessor(model_proto=proto.SerializeToString())
+
+
+def extend(old: str | os.PathLike, corpus: str | os.PathLike, langs: Sequence[str], pieces: int,
+           out: str | os.PathLike, *, alpha: float = mixing.DEFAULT_ALPHA,
+           max_chars: int = 5_000_000, seed: int = 0, threads: int = 2):
+    """The vocabulary at `old` plus up to `pieces` pieces learned on `langs`' text, to `out`.
+
+    Every old piece keeps its id (and score); the added pieces take ids n_old.. n_old+k-1, so
+    the 100 sentinels that seqio appends stay at the top (each moves up by k) and [MASK] stays
+    the lowest extra id. The added pieces come from a unigram model trained on the new text
+    alone: its most probable pieces not already in `old`. Their log-probabilities are shifted
+    so their median equals the median score of the old ordinary pieces, so Viterbi prefers
+    them on the new languages' text about as much as the old pieces on the old languages'.
+    Returns the seqio vocabulary of `out`.
+    """
+    import sentencepiece as spm
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    if pieces < 1:
+        raise UserError(f"--pieces {pieces} adds nothing; use a positive number of pieces.")
+    base = _model_proto(old)
+    if base.trainer_spec.model_type != pb.TrainerSpec.UNIGRAM:
+        raise UserError(f"{old} is not a unigram SentencePiece model; extension needs one "
+                        "(`seqpt vocab train` writes unigram models).")
+    langs = list(langs)
+    for lang in langs:
+        records.text_file(corpus, lang, "train")  # one clear error per missing language
+    skipped = records.SkipCounter()
+    lines, _ = _sample_lines(corpus, langs, alpha, max_chars, seed, skipped)
+    skipped.report(f"{corpus} (vocabulary extension text)")
+    known = {p.piece for p in base.pieces}
+    normal = pb.ModelProto.SentencePiece.NORMAL
+    out = Path(out).expanduser()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        text = Path(tmp) / "train.txt"
+        text.write_text("\n".join(lines) + "\n", "utf-8")
+        # Room for the byte pieces and for pieces the old vocabulary already has.
+        size = 2 * pieces + 256 + 3
+        try:
+            coverage = _fitting_coverage(lines, size, 0.9995)
+        except UserError:
+            raise UserError(f"--pieces {pieces} is too few for the characters of the "
+                            f"{', '.join(langs)} text; add more pieces.") from None
+        spm.SentencePieceTrainer.train(
+            input=str(text), model_prefix=str(Path(tmp) / "sp"), vocab_size=size,
+            model_type="unigram", character_coverage=coverage,
+            byte_fallback=True, pad_id=PAD_ID, eos_id=EOS_ID, unk_id=UNK_ID, bos_id=-1,
+            split_digits=True, hard_vocab_limit=False, input_sentence_size=0,
+            max_sentence_length=16384, num_threads=threads, minloglevel=2)
+        learned = _model_proto(Path(tmp) / "sp.model")
+        fresh = sorted(((p.score, p.piece) for p in learned.pieces
+                        if p.type == normal and p.piece not in known), reverse=True)[:pieces]
+        if not fresh:
+            raise UserError(f"the {', '.join(langs)} text adds no piece the vocabulary {old} "
+                            "lacks; it already covers these languages.")
+        old_scores = [p.score for p in base.pieces if p.type == normal]
+        shift = float(np.median(old_scores) - np.median([s for s, _ in fresh]))
+        for score, piece in fresh:
+            added = base.pieces.add()
+            added.piece, added.score, added.type = piece, score + shift, normal
+        base.trainer_spec.vocab_size = len(base.pieces)
+        merged = Path(tmp) / "merged.model"
+        merged.write_bytes(base.SerializeToString())
+        processor(merged)  # the merged proto loads
+        shutil.move(str(merged), str(out))
+    return load(out)
