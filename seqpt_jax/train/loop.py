@@ -202,7 +202,9 @@ def _run(r: dict) -> dict:
             sub_cfg = freezing.sub_model_config(cfg, phase.sub) if phase.sub else cfg
             sub_shapes = freezing.slice_layers(r["shapes"], phase.sub) if phase.sub else r["shapes"]
             sub_train = freezing.slice_layers(phase.trainable, phase.sub) if phase.sub else phase.trainable
-            flops = perf.train_flops(kind, sub_cfg, sub_shapes, sub_train, r["batch_size"], enc, dec)["total"]
+            head = local["mlm_positions"].shape[1] if "mlm_positions" in local else None
+            flops = perf.train_flops(kind, sub_cfg, sub_shapes, sub_train, r["batch_size"], enc, dec,
+                                     head)["total"]
             compiled[phase.name] = (fn, flops)
             run_log.message(f"phase {phase.name} until step {phase.end}: {flops / 1e9:.3f} GFLOP/step; "
                             f"peak {peak_note}")

@@ -13,7 +13,9 @@ Its backward cost is
   0                 when it is frozen and nothing below it trains (XLA prunes it).
 So frozen parts count as forward only, exactly what the stop-gradient step computes; with
 everything trainable this is the usual 6 N T + 12 L B T^2 d_attn. Embedding lookups are
-gathers (0 FLOPs); norms, softmax and activations are left out, as in the PaLM MFU.
+gathers (0 FLOPs); norms, softmax and activations are left out, as in the PaLM MFU. An MLM
+batch with `mlm_positions` [B, P] runs the head (transform + vocabulary projection) on B * P
+positions only, and that is what is counted.
 """
 
 from __future__ import annotations
@@ -38,10 +40,14 @@ _EMBED = re.compile(r"^(token_embedder|position_embedder|token_type_embedder|emb
 _HEAD = re.compile(r"^(mlm_head|lm_head|pooler|classifier)/")
 
 
-def _units(kind: str, cfg, shapes, trainable, batch: int, enc_len: int, dec_len: int):
-    """[(name, F_mm, F_at, trainable)] in forward order."""
+def _units(kind: str, cfg, shapes, trainable, batch: int, enc_len: int, dec_len: int,
+           head_len: int | None = None):
+    """[(name, F_mm, F_at, trainable)] in forward order. `head_len`: positions per row the
+    output head runs on (an MLM batch's `mlm_positions`); default every output position."""
     t_enc, t_dec = batch * enc_len, batch * dec_len
     t_out = t_dec if kind == "encoder_decoder" else t_enc
+    if head_len is not None:
+        t_out = batch * head_len
     attn = 4 * batch * cfg.num_heads * cfg.head_dim
     units = {"embed": [0.0, 0.0, False]}
     for i in range(cfg.num_encoder_layers):
@@ -79,11 +85,12 @@ def _units(kind: str, cfg, shapes, trainable, batch: int, enc_len: int, dec_len:
     return [(k, *v) for k, v in units.items()]
 
 
-def train_flops(kind: str, cfg, shapes, trainable, batch: int, enc_len: int, dec_len: int = 0) -> dict:
+def train_flops(kind: str, cfg, shapes, trainable, batch: int, enc_len: int, dec_len: int = 0,
+                head_len: int | None = None) -> dict:
     """{'forward', 'backward', 'total'} FLOPs of one train step (see the module docstring)."""
     fwd = bwd = 0.0
     below = False
-    for _, f_mm, f_at, trains in _units(kind, cfg, shapes, trainable, batch, enc_len, dec_len):
+    for _, f_mm, f_at, trains in _units(kind, cfg, shapes, trainable, batch, enc_len, dec_len, head_len):
         fwd += f_mm + f_at
         if trains:
             bwd += 2 * f_mm + 2 * f_at
