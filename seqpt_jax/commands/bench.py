@@ -2,6 +2,9 @@
 
   seqpt bench train --gin_file=models/bert_small.gin --gin_file=runs/pretrain_mlm.gin \
       --gin_file=hw/cpu.gin --gin.VOCAB=... [--steps 20]
+  seqpt bench train --vs hf [--model t5|bert|both] [--rounds 3] [--gin_file=hw/cpu.gin]
+                                      the same model in Hugging Face transformers (PyTorch),
+                                      timed alternately in this process: tokens/s of both, ratio
   seqpt bench freeze [--steps 20]     frozen (encoder stop-gradient) vs unfrozen t5 steps
   seqpt bench data [...]              the input pipeline against the trainer's appetite
 """
@@ -24,8 +27,17 @@ def main(argv: list[str]) -> int:
     parser.add_argument("what", choices=["train", "freeze", "data"])
     parser.add_argument("--gin_file", action="append", default=[])
     parser.add_argument("--steps", type=int, default=20, help="timed steps (the first compiles)")
+    parser.add_argument("--vs", choices=["hf"], help="train: compare with Hugging Face transformers "
+                        "(t5 v1.1 4+4 / bert 4 layers, d 256, d_ff 1024, vocab 8000, batch 32; "
+                        "hw/cpu.gin unless --gin_file names an hw/ file)")
+    parser.add_argument("--model", choices=["t5", "bert", "both"], default="both", help="with --vs hf")
+    parser.add_argument("--rounds", type=int, default=3, help="with --vs hf: alternating timed rounds")
     rest, bindings = split_gin_args(argv)
     args = parser.parse_args(rest)
+    if args.vs:
+        if args.what != "train":
+            raise UserError(f"--vs hf compares train steps; use `seqpt bench train --vs hf`, not {args.what}.")
+        return _vs_hf(args, bindings)
     if args.steps < 4:
         raise UserError(f"--steps {args.steps} is too few to time; use at least 4.")
     if args.what == "freeze":
@@ -38,4 +50,20 @@ def main(argv: list[str]) -> int:
     if not args.gin_file:
         raise UserError("seqpt bench train needs --gin_file=... (models/, runs/, hw/ as for seqpt train).")
     print(train_bench.report(train_bench.run(args.gin_file, bindings, args.steps)))
+    return 0
+
+
+def _vs_hf(args, bindings: list[str]) -> int:
+    import gin
+
+    from seqpt_jax import models
+    from seqpt_jax.bench import vs_hf
+    from seqpt_jax.commands import train as train_cmd
+    if args.rounds < 3:
+        raise UserError(f"--rounds {args.rounds} gives no median worth reading; use at least 3.")
+    train_cmd.parse_gin(args.gin_file or ["hw/cpu.gin"], bindings, [train_cmd.GIN_DIR])
+    for name in (["t5", "bert"] if args.model == "both" else [args.model]):
+        spec = vs_hf.CONFIGS[name]
+        cfg = gin.get_configurable(models.preset)(spec["preset"], **spec["dims"])
+        print(vs_hf.report(vs_hf.compare(name, cfg, rounds=args.rounds)), flush=True)
     return 0
