@@ -39,7 +39,8 @@ def test_local_pipelines_by_name(setup):
     info = vocab.token_info(model)
     b = next(feeding.make_pipeline("seqpt_local_mlm", "train", 4, 64, seed=0, shard=(0, 1)))
     assert b["encoder_input_tokens"].shape == (4, 64) and b["mlm_weights"].sum() > 0
-    assert (b["encoder_input_tokens"][b["mlm_weights"] > 0] == info.mask_id).mean() > 0.5
+    masked = np.take_along_axis(b["encoder_input_tokens"], b["mlm_positions"], 1)[b["mlm_weights"] > 0]
+    assert (masked == info.mask_id).mean() > 0.5 and b["mlm_dropped"].sum() == 0
     b = next(feeding.make_pipeline("seqpt_local_span_corruption", "validation", 4, {"inputs": 64},
                                    seed=0, shard=(0, 1)))
     assert b["decoder_target_tokens"][:, 0].tolist() == [info.sentinel(0)] * 4
