@@ -138,3 +138,30 @@ def test_ledger_counts_the_mlm_head_on_gathered_positions_only():
 def test_scan_unroll_must_not_be_negative():
     with pytest.raises(UserError, match="scan_unroll"):
         models.preset("bert-tiny", scan_unroll=-1)
+
+
+@pytest.mark.parametrize("name", ["t5", "bert"])
+def test_vs_hf_builds_the_same_model_in_transformers(name):
+    pytest.importorskip("transformers")
+    from seqpt_jax.bench import vs_hf
+    spec = vs_hf.CONFIGS[name]
+    ours = models.count_params(models.param_shapes(models.build(spec["kind"], models.preset(spec["preset"], **spec["dims"]))))
+    hf = vs_hf.hf_model(spec)
+    assert ours == sum(p.numel() for p in hf.parameters())
+    if name == "t5":
+        assert hf.lm_head.weight is not hf.shared.weight  # T5 v1.1: untied output projection
+        assert hf.encoder.embed_tokens.weight is hf.decoder.embed_tokens.weight is hf.shared.weight
+
+
+def test_matmul_peak_reports_jax_and_torch():
+    pytest.importorskip("torch")
+    libs = perf.matmul_throughput(n=128, repeats=2)
+    assert set(libs) == {"jax", "torch"} and min(libs.values()) > 0
+
+
+def test_bench_vs_hf_rejects_what_it_cannot_time():
+    from seqpt_jax.commands import bench
+    with pytest.raises(UserError, match="seqpt bench train --vs hf"):
+        bench.main(["freeze", "--vs", "hf"])
+    with pytest.raises(UserError, match="--rounds 2"):
+        bench.main(["train", "--vs", "hf", "--rounds", "2"])

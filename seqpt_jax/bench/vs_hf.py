@@ -88,15 +88,15 @@ def seqpt_side(spec: dict, ids: dict, cfg):
     return run, flops
 
 
-def hf_side(spec: dict, ids: dict):
-    """run(n) -> seconds for n train steps of the same config in transformers (PyTorch)."""
+def hf_model(spec: dict):
+    """The config in transformers: T5ForConditionalGeneration (T5 v1.1: gated GELU, untied
+    head) or BertForMaskedLM, randomly initialised (seed 0)."""
     try:
         import torch
         import transformers
     except ImportError as e:
         raise UserError(f"--vs hf needs torch and transformers ({e.name} is missing); "
                         f"pip install -e '.[hf]'.") from None
-    torch.set_num_threads(os.cpu_count() or 1)
     torch.manual_seed(0)
     d = spec["dims"]
     if spec["kind"] == "encoder_decoder":
@@ -105,15 +105,29 @@ def hf_side(spec: dict, ids: dict):
             num_layers=d["num_encoder_layers"], num_decoder_layers=d["num_decoder_layers"],
             num_heads=d["num_heads"], feed_forward_proj="gated-gelu", dropout_rate=0.0,
             tie_word_embeddings=False, decoder_start_token_id=0, pad_token_id=0)
+        # transformers 5 resets tie_word_embeddings to True in T5Config.__init__ (keeping only
+        # "no output rescaling"); T5 v1.1 has its own lm_head, as the seqpt config does.
+        # That also unties the encoder's and decoder's input tables from `shared`: tie them back.
+        config.tie_word_embeddings = False
         model = transformers.T5ForConditionalGeneration(config)
+        model.encoder.set_input_embeddings(model.shared)
+        model.decoder.set_input_embeddings(model.shared)
+        return model
+    return transformers.BertForMaskedLM(transformers.BertConfig(
+        vocab_size=d["vocab_size"], hidden_size=d["d_model"], num_hidden_layers=d["num_encoder_layers"],
+        num_attention_heads=d["num_heads"], intermediate_size=d["d_ff"], hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0, max_position_embeddings=512))
+
+
+def hf_side(spec: dict, ids: dict):
+    """run(n) -> seconds for n train steps of the same config in transformers (PyTorch)."""
+    model = hf_model(spec)
+    import torch
+    torch.set_num_threads(os.cpu_count() or 1)
+    if spec["kind"] == "encoder_decoder":
         batch = {"input_ids": torch.from_numpy(ids["inputs"]).long(),
                  "labels": torch.from_numpy(ids["targets"]).long()}
     else:
-        config = transformers.BertConfig(
-            vocab_size=d["vocab_size"], hidden_size=d["d_model"], num_hidden_layers=d["num_encoder_layers"],
-            num_attention_heads=d["num_heads"], intermediate_size=d["d_ff"], hidden_dropout_prob=0.0,
-            attention_probs_dropout_prob=0.0, max_position_embeddings=512)
-        model = transformers.BertForMaskedLM(config)
         labels = np.where(ids["weights"] > 0, ids["targets"], -100)
         batch = {"input_ids": torch.from_numpy(ids["inputs"]).long(), "labels": torch.from_numpy(labels).long()}
     model.train()
