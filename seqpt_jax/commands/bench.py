@@ -31,7 +31,8 @@ def main(argv: list[str]) -> int:
                         "(t5 v1.1 4+4 / bert 4 layers, d 256, d_ff 1024, vocab 8000, batch 32; "
                         "hw/cpu.gin unless --gin_file names an hw/ file)")
     parser.add_argument("--model", choices=["t5", "bert", "both"], default="both", help="with --vs hf")
-    parser.add_argument("--rounds", type=int, default=3, help="with --vs hf: alternating timed rounds")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="with --vs hf: alternating timed rounds of 2 steps each (--steps unused)")
     rest, bindings = split_gin_args(argv)
     args = parser.parse_args(rest)
     if args.vs:
