@@ -28,6 +28,23 @@ def _spec(name="a", objective="mlm", store=STORE):
                             INFO, objective)
 
 
+def _originals(b):
+    """[B, L] original ids of an MLM batch: the inputs with each masked position's target put back."""
+    ids = b["encoder_input_tokens"].copy()
+    kept = b["mlm_weights"] > 0
+    for row in range(len(ids)):
+        ids[row, b["mlm_positions"][row][kept[row]]] = b["mlm_targets"][row][kept[row]]
+    return ids
+
+
+def _selected(b):
+    """[B, L] bool: the positions the MLM objective selected."""
+    sel = np.zeros(b["encoder_input_tokens"].shape, bool)
+    for row in range(len(sel)):
+        sel[row, b["mlm_positions"][row][b["mlm_weights"][row] > 0]] = True
+    return sel
+
+
 def _equal(a, b):
     return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
 
@@ -57,7 +74,7 @@ def test_same_seed_same_batch_steps_and_seeds_differ():
     a1, b1, c1 = next(a), next(b), next(c)
     assert _equal(a1, b1) and not _equal(a1, c1)
     a2 = next(a)
-    assert not np.array_equal(a1["mlm_weights"], a2["mlm_weights"])
+    assert not np.array_equal(a1["mlm_positions"], a2["mlm_positions"])
 
 
 def test_same_window_gets_a_new_mask_each_epoch():
@@ -67,8 +84,8 @@ def test_same_window_gets_a_new_mask_each_epoch():
     seen = {}
     for _ in range(3 * n):
         b = next(pipe)
-        key = b["mlm_targets"][0].tobytes()
-        seen.setdefault(key, []).append(b["mlm_weights"][0].tobytes())
+        key = _originals(b)[0].tobytes()
+        seen.setdefault(key, []).append(b["mlm_positions"][0].tobytes())
     assert len(seen) == n and all(len(v) == 3 for v in seen.values())  # each window once per epoch
     assert all(len(set(v)) > 1 for v in seen.values())
 
@@ -91,20 +108,21 @@ def test_packed_mlm_rows_follow_document_boundaries():
     b = next(pipe)
     stream = STORE.tokens
     for row in range(4):
-        targets, seg, pos = b["mlm_targets"][row], b["encoder_segment_ids"][row], b["encoder_positions"][row]
+        targets, seg, pos = _originals(b)[row], b["encoder_segment_ids"][row], b["encoder_positions"][row]
         start = int(np.flatnonzero([np.array_equal(stream[i:i + 48], targets)
                                     for i in range(0, len(stream) - 47, 48)])[0]) * 48
         doc_start = np.isin(np.arange(start, start + 48), STORE.starts)
         assert np.array_equal(np.diff(seg) == 1, doc_start[1:])  # a new segment at each document
         assert (pos[doc_start] == 0).all() and pos[0] == 0
-        assert (b["encoder_input_tokens"][row][b["mlm_weights"][row] == 0] == targets[b["mlm_weights"][row] == 0]).all()
+        kept = ~_selected(b)[row]
+        assert (b["encoder_input_tokens"][row][kept] == targets[kept]).all()
 
 
 def test_unpacked_rows_are_single_padded_documents():
     pipe = feeding.make_pipeline(_spec(), "train", 8, 64, seed=0, pack=False, shard=(0, 1))
     b = next(pipe)
     assert "encoder_segment_ids" not in b
-    for row in b["mlm_targets"]:
+    for row in _originals(b):
         n = int((row != 0).sum())
         assert (row[n:] == 0).all() and row[n - 1] == INFO.eos_id  # one document, then padding
         assert (row[:n - 1] != INFO.eos_id).all()
@@ -142,3 +160,14 @@ def test_restore_rejects_another_pipeline():
     with pytest.raises(UserError, match="cannot mix"):
         feeding.make_pipeline([(_spec("a"), 1), (_spec("c", "span_corruption"), 1)], "train", 4, 32,
                               shard=(0, 1))
+
+
+def test_mlm_batches_carry_static_masked_positions_and_count_overflow():
+    pipe = feeding.make_pipeline(_spec(), "train", 4, 40, seed=0, shard=(0, 1))
+    b = next(pipe)
+    assert b["mlm_positions"].shape == b["mlm_targets"].shape == b["mlm_weights"].shape == (4, 6)  # ceil(.15*40)
+    assert b["mlm_dropped"].tolist() == [0] * 4 and (b["mlm_weights"].sum(1) > 0).all()
+    originals = _originals(b)
+    sel = _selected(b)
+    assert (np.take_along_axis(originals, b["mlm_positions"], 1) == b["mlm_targets"]).all()
+    assert ((b["encoder_input_tokens"] != originals) <= sel).all()  # only selected tokens change

@@ -69,7 +69,8 @@ def test_corpus_trains_through_the_numpy_feed_by_name(setup):
     assert isinstance(make(), feeding.Pipeline)
     b = _resumes_exactly(make)
     assert b["encoder_input_tokens"].shape == (4, 64) and b["mlm_weights"].sum() > 0
-    assert (b["encoder_input_tokens"][b["mlm_weights"] > 0] == info.mask_id).mean() > 0.5
+    masked = np.take_along_axis(b["encoder_input_tokens"], b["mlm_positions"], 1)[b["mlm_weights"] > 0]
+    assert (masked == info.mask_id).mean() > 0.5 and b["mlm_dropped"].sum() == 0
     b = next(data_lib.mixture_or_task("validation", 4, 0, (0, 1), name="seqpt_local_span_corruption",
                                       task_feature_lengths={"inputs": 64}, vocab_path=str(model),
                                       corpus_dir=str(root)))

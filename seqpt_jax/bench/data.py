@@ -47,19 +47,22 @@ def train_tokens_per_s(preset: str = "bert-small", batch_size: int = 8, steps: i
     import optax
 
     from seqpt_jax import models
+    from seqpt_jax.data import mlm_positions
 
     cfg = models.preset(preset, vocab_size=32128)
     model = models.EncoderMLM(cfg)
     rng = np.random.default_rng(0)
     tokens = rng.integers(3, 32000, (batch_size, LENGTH)).astype(np.int32)
-    batch = {"encoder_input_tokens": tokens, "mlm_targets": tokens,
-             "mlm_weights": (rng.random((batch_size, LENGTH)) < 0.15).astype(np.float32)}
+    weights = (rng.random((batch_size, LENGTH)) < 0.15).astype(np.float32)
+    # As the trainer's batches: the MLM head runs on the masked positions only.
+    batch = {"encoder_input_tokens": tokens,
+             **mlm_positions.compact(tokens, weights, mlm_positions.max_predictions(0.15, LENGTH))}
     params = models.init(model, jax.random.key(0), {"encoder_input_tokens": tokens})
     opt = optax.adamw(1e-4)
     state = opt.init(params)
 
     def loss_fn(p, b):
-        logits = model.apply({"params": p}, {"encoder_input_tokens": b["encoder_input_tokens"]})
+        logits = model.apply({"params": p}, b)
         ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), b["mlm_targets"])
         return (ce * b["mlm_weights"]).sum() / b["mlm_weights"].sum()
 

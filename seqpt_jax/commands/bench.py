@@ -2,6 +2,9 @@
 
   seqpt bench train --gin_file=models/bert_small.gin --gin_file=runs/pretrain_mlm.gin \
       --gin_file=hw/cpu.gin --gin.VOCAB=... [--steps 20]
+  seqpt bench train --vs hf [--model t5|bert|both] [--rounds 3] [--gin_file=hw/cpu.gin]
+                                      the same model in Hugging Face transformers (PyTorch),
+                                      timed alternately in this process: tokens/s of both, ratio
   seqpt bench freeze [--steps 20]     frozen (encoder stop-gradient) vs unfrozen t5 steps
   seqpt bench phases --gin_file=models/t5_tiny.gin --gin_file=runs/warmstart_seq2seq.gin \
       --gin_file=hw/cpu.gin [--rounds 5 --steps 3]
@@ -30,10 +33,22 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--steps", type=int, default=None,
                         help="timed steps (train/freeze: default 20, the first compiles; phases: per "
                              "phase and round, default 3)")
-    parser.add_argument("--rounds", type=int, default=5, help="phases: timing rounds, phases alternating")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="phases: timing rounds, phases alternating (default 5); with --vs hf: "
+                             "alternating timed rounds of 2 steps each (default 3; --steps unused)")
+    parser.add_argument("--vs", choices=["hf"], help="train: compare with Hugging Face transformers "
+                        "(t5 v1.1 4+4 / bert 4 layers, d 256, d_ff 1024, vocab 8000, batch 32; "
+                        "hw/cpu.gin unless --gin_file names an hw/ file)")
+    parser.add_argument("--model", choices=["t5", "bert", "both"], default="both", help="with --vs hf")
     rest, bindings = split_gin_args(argv)
     args = parser.parse_args(rest)
+    if args.vs:
+        if args.what != "train":
+            raise UserError(f"--vs hf compares train steps; use `seqpt bench train --vs hf`, not {args.what}.")
+        args.rounds = 3 if args.rounds is None else args.rounds
+        return _vs_hf(args, bindings)
     if args.what == "phases":
+        args.rounds = 5 if args.rounds is None else args.rounds
         if not args.gin_file:
             raise UserError("seqpt bench phases needs --gin_file=... (models/, runs/, hw/ as for seqpt train).")
         if args.rounds < 1 or (args.steps is not None and args.steps < 1):
@@ -53,4 +68,20 @@ def main(argv: list[str]) -> int:
     if not args.gin_file:
         raise UserError("seqpt bench train needs --gin_file=... (models/, runs/, hw/ as for seqpt train).")
     print(train_bench.report(train_bench.run(args.gin_file, bindings, args.steps)))
+    return 0
+
+
+def _vs_hf(args, bindings: list[str]) -> int:
+    import gin
+
+    from seqpt_jax import models
+    from seqpt_jax.bench import vs_hf
+    from seqpt_jax.commands import train as train_cmd
+    if args.rounds < 3:
+        raise UserError(f"--rounds {args.rounds} gives no median worth reading; use at least 3.")
+    train_cmd.parse_gin(args.gin_file or ["hw/cpu.gin"], bindings, [train_cmd.GIN_DIR])
+    for name in (["t5", "bert"] if args.model == "both" else [args.model]):
+        spec = vs_hf.CONFIGS[name]
+        cfg = gin.get_configurable(models.preset)(spec["preset"], **spec["dims"])
+        print(vs_hf.report(vs_hf.compare(name, cfg, rounds=args.rounds)), flush=True)
     return 0

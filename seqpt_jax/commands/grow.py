@@ -14,7 +14,6 @@ import dataclasses
 import jax
 
 from seqpt_jax import mappings, models, params_io
-from seqpt_jax.mappings import init_hooks
 from seqpt_jax.data import vocab_record
 from seqpt_jax.errors import UserError
 

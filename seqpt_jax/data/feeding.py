@@ -12,8 +12,10 @@ Li, "targets": Lt} for seq2seq (for span corruption "targets" defaults to T5's h
 512 -> 114). `batch_size` is GLOBAL; every host gets its slice of the same global batch.
 
 Batch features (int32 unless noted; `*_segment_ids` / `*_positions` only when pack=True):
-  encoder objectives (mlm, wwm, span_mlm): encoder_input_tokens, mlm_targets (original ids),
-      mlm_weights (float32, 1 where a token was selected), encoder_segment_ids, encoder_positions
+  encoder objectives (mlm, wwm, span_mlm): encoder_input_tokens, encoder_segment_ids,
+      encoder_positions, and per row the first P = ceil(rate * inputs) selected positions
+      (`mlm_positions`.compact): mlm_positions, mlm_targets (original ids), mlm_weights
+      (float32, 0 = padding) [B, P], mlm_dropped [B] (selected positions beyond P)
   seq2seq objectives (seqio EncDecFeatureConverter names): encoder_input_tokens,
       decoder_input_tokens, decoder_target_tokens, decoder_loss_weights (float32),
       encoder/decoder_segment_ids, encoder/decoder_positions; span_corruption_masked adds
@@ -35,7 +37,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from seqpt_jax.data import preprocessors
+from seqpt_jax.data import mlm_positions, preprocessors
 from seqpt_jax.data.vocab import TokenInfo
 from seqpt_jax.errors import UserError
 
@@ -119,6 +121,8 @@ class Pipeline:
                         for s in self.specs]
         self.fns = [preprocessors.objective(s.objective, **s.options) for s in self.specs]
         self.step, self.taken = 0, [0] * len(self.specs)
+        self.max_predictions = max(mlm_positions.max_predictions(s.options.get("rate", 0.15), lengths["inputs"])
+                                   for s in self.specs)
         self._perms: dict[int, tuple[int, np.ndarray]] = {}
 
     # ----- position -----------------------------------------------------------------------
@@ -152,6 +156,9 @@ class Pipeline:
             self._fill(batch, out_row, t, self._item(t, self.taken[t] + int(rank[row])), row)
         self.taken = [k + int((choices == t).sum()) for t, k in enumerate(self.taken)]
         self.step += 1
+        if self.kind == ENCODER:  # the MLM head runs on the masked positions only
+            batch.update(mlm_positions.compact(batch["mlm_targets"], batch["mlm_weights"],
+                                               self.max_predictions))
         return batch
 
     def _item(self, t: int, k: int):

@@ -36,8 +36,8 @@ class Plan:
     batch_size: int = 16
     learning_rate: float = 1e-3
     # Step budgets.
-    # About 14 TFLOP in all (18.6 / 68 / 11 GFLOP per step for small / large / seq2seq):
-    # ~5 minutes at the ~50 GFLOP/s two idle cores sustain here.
+    # About 10.5 TFLOP in all (7.6 / 46 / 11 GFLOP per step for small / large / seq2seq, the MLM
+    # head on the masked positions only; 18.6 / 68 / 11 when it scored every position).
     mlm_steps: int = 200
     grow_stage_steps: int = 30        # bert2BERT sub-model stage (bottom layers, top trained)
     grow_steps: int = 100             # including the stage above

@@ -175,9 +175,10 @@ class Demo:
 
     def _cfg(self, size: dict, vocab_size: int):
         from seqpt_jax import models
+        # scan_unroll=0: hw/cpu.gin's setting (layers unrolled), as the demo runs on CPU.
         return models.preset("bert-tiny", vocab_size=vocab_size,
                              max_length=max(self.plan.length, self.plan.finetune_length),
-                             dropout_rate=0.0, **size)
+                             dropout_rate=0.0, scan_unroll=0, **size)
 
     def _pretrain(self, run: Run, parent: str | None, work: Path) -> dict:
         res = self.backend.pretrain(run, work, self.data, self.vocab)

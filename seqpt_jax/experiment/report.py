@@ -14,7 +14,6 @@ so a report is never stale and can be rerun while arms are still training.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np

@@ -60,6 +60,10 @@ class TransformerConfig:
     # Run encoder layers [0, k) and [k, n) as two scans (params `layers/` and `layers_top/`), so
     # a bert2BERT sub-model step runs its frozen bottom layers forward-only (train.freezing).
     encoder_scan_split: int = 0
+    # Layer-scan iterations per loop trip: 1 = a rolled while loop (fast compiles, the default);
+    # 0 = every layer unrolled into straight-line code (faster steps on XLA CPU, hw/cpu.gin).
+    # Execution only: the parameter tree keeps its leading `layers` axis either way.
+    scan_unroll: int = 1
 
     def __post_init__(self):
         if self.family not in FAMILIES:
@@ -88,6 +92,9 @@ class TransformerConfig:
         if not 0 <= self.encoder_scan_split < max(self.num_encoder_layers, 1):
             raise UserError(f"TransformerConfig.encoder_scan_split={self.encoder_scan_split} must be in "
                             f"[0, num_encoder_layers={self.num_encoder_layers}).")
+        if self.scan_unroll < 0:
+            raise UserError(f"TransformerConfig.scan_unroll must be >= 0 (0 = all layers), got "
+                            f"{self.scan_unroll}.")
         if not 0.0 <= self.dropout_rate < 1.0:
             raise UserError(f"TransformerConfig.dropout_rate must be in [0, 1), got {self.dropout_rate}.")
 

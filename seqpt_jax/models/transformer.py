@@ -104,6 +104,7 @@ def _scanned(layer_cls, cfg: TransformerConfig, num_layers: int, num_inputs: int
     # A decode cache, when there is one, is stacked per layer like the params.
     scan = nn.scan(layer_cls, variable_axes={"params": 0, "cache": 0}, split_rngs={"params": True, "dropout": True},
                    in_axes=(nn.broadcast,) * num_inputs, length=num_layers,
+                   unroll=min(cfg.scan_unroll or num_layers, num_layers),
                    metadata_params={nn.PARTITION_NAME: "layers"})
     return scan(cfg, deterministic, name=name, **layer_kwargs)
 

@@ -17,6 +17,7 @@ from typing import Any, Protocol, Sequence
 import jax
 import numpy as np
 
+from seqpt_jax.data import mlm_positions
 from seqpt_jax.train import partitioning
 
 
@@ -81,7 +82,8 @@ class SyntheticSource:
         if self.objective == "mlm":  # predict the token itself at 15% of the positions
             weights = ((rng.random((b, n)) < 0.15) & (tokens != 0)).astype(np.float32)
             inputs = np.where(weights > 0, 1, tokens).astype(np.int32)
-            batch = {"encoder_input_tokens": inputs, "mlm_targets": tokens, "mlm_weights": weights}
+            batch = {"encoder_input_tokens": inputs,
+                     **mlm_positions.compact(tokens, weights, mlm_positions.max_predictions(0.15, n))}
         else:  # learnable seq2seq: targets are the first target_length inputs, reversed
             t = self.target_length
             targets = tokens[:, :t][:, ::-1].copy()

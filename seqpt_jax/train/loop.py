@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import time
 from typing import Any, Callable, Sequence
 
 import jax
@@ -262,7 +261,8 @@ def _run(r: dict) -> dict:
                                           r["table"], grad_accum=r["grad_accum"], z_loss=r["z_loss"],
                                           encoder_mlm_weight=r["encoder_mlm_weight"], sub_model=sub)
             enc, dec = _lengths(local)
-            flops = phase_flops(kind, cfg, r["shapes"], phase, r["batch_size"], enc, dec)
+            head = local["mlm_positions"].shape[1] if "mlm_positions" in local else None
+            flops = phase_flops(kind, cfg, r["shapes"], phase, r["batch_size"], enc, dec, head)
             compiled[phase.name] = (fn, flops)
             run_log.message(f"phase {phase.name} until step {phase.end}: {flops / 1e9:.3f} GFLOP/step; "
                             f"peak {peak_note}")
