@@ -25,20 +25,20 @@ init_hooks.grown_from.unit_map = 'random'
 
 # Parameters for loop.train:
 # ==============================================================================
-loop.train.data = @data.corpus
+loop.train.data = @data.mixture_or_task
 loop.train.freeze = ()
 loop.train.init = @init_hooks.grown_from()
-loop.train.stages = [@stage_1/loop.Stage(), @stage_2/loop.Stage()]
+loop.train.two_stage = @loop.TwoStage()
 loop.train.unfreeze_step = 0
-data.corpus.mixture = 'seqpt_local_mlm'
-data.corpus.corpus_dir = '{corpus}'
+data.mixture_or_task.name = 'seqpt_local_mlm'
+data.mixture_or_task.corpus_dir = '{corpus}'
 optimizers.OptimizerConfig.decay_exclude = \\
     ('bias$', 'scale$')
 
-# Parameters for stage_1/loop.Stage:
+# Parameters for loop.TwoStage:
 # ==============================================================================
-stage_1/loop.Stage.num_layers = %BLOCK
-stage_2/loop.Stage.num_layers = 4
+loop.TwoStage.block = %BLOCK
+loop.TwoStage.steps = 30
 """
 
 
@@ -70,7 +70,7 @@ def test_grown_run_lineage_and_card(tmp_path):
     assert (grown.init, grown.source, grown.init_details) == ("grown from", str(small), "method aki, unit map random")
     assert run_records.init_source(run_records.parse_operative_config((big / "config.gin").read_text())) == str(small)
     assert grown.eval_loss == (20, 3.125) and grown.languages == ["el", "en"]
-    assert "sub-models of 2, 4 layers" in grown.stages
+    assert "30 steps on sub-models of the bottom i x 2 layers" in grown.stages
     cfg = models.preset("bert-tiny", vocab_size=400)
     text = card.render(str(big), "encoder_mlm", cfg, "BertForMaskedLM", 123, None)
     assert f"grown from `{small}` (method aki, unit map random)" in text

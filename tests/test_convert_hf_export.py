@@ -22,7 +22,7 @@ import pytest
 from data_fixtures import make_corpus
 from seqpt_jax import cli, models
 from seqpt_jax.data import vocab, vocab_record
-from seqpt_jax.mappings.init_hooks import load_source
+from seqpt_jax.params_io import load as load_source
 
 TOL = 1e-4
 MASKED = "Open the file menu and choose <extra_id_99> As to keep a copy."
@@ -37,7 +37,7 @@ def _train(tmp, name, gin_files, *extra):
     with contextlib.redirect_stdout(out):
         rc = cli.main(["train", *[f"--gin_file={g}" for g in gin_files], "--gin_file=hw/cpu.gin",
                        f"--gin.MODEL_DIR={run}", f"--gin.VOCAB={tmp / 'spm.model'}",
-                       f"--gin.data.corpus.corpus_dir='{tmp / 'corpus'}'", "--gin.BATCH_SIZE=8",
+                       f"--gin.CORPUS_DIR='{tmp / 'corpus'}'", "--gin.BATCH_SIZE=8",
                        "--gin.INPUT_LENGTH=32", "--gin.WARMUP_STEPS=1", "--gin.loop.train.eval_batches=1",
                        "--gin.loop.train.progress=False", *extra])
     assert rc == 0
@@ -162,7 +162,7 @@ def test_model_card_states_the_runs_records(runs):
     card = (runs["tmp"] / "t5_s2s_hf" / "README.md").read_text()
     summaries = [json.loads((runs[k] / "summary.json").read_text()) for k in ("enc", "s2s")]
     assert f"encoder warm-started from `{runs['enc']}`" in card
-    assert "^encoder/ frozen for the first 1 steps" in card
+    assert "the encoder side (encoder and embeddings) frozen for the first 1 steps" in " ".join(card.split())
     assert f"Training FLOPs (cumulative, with its sources) | {sum(s['train_flops'] for s in summaries):.3e}" in card
     assert f"Tokens seen (with its sources) | {sum(s['tokens'] for s in summaries):,}" in card
     assert f"Validation loss | {float(runs['losses']['s2s']):.4f} (step 2)" in card
@@ -199,7 +199,7 @@ def test_vocabulary_is_recorded_found_and_a_different_one_refused(runs, tmp_path
     with pytest.raises(vocab_record.UserError, match="differs from the one"):
         cli_args = ["--gin_file=models/bert_tiny.gin", "--gin_file=runs/pretrain_mlm.gin", "--gin_file=hw/cpu.gin",
                     f"--gin.MODEL_DIR={runs['mlm']}", f"--gin.VOCAB={other}", "--gin.TRAIN_STEPS=3",
-                    f"--gin.data.corpus.corpus_dir='{runs['corpus']}'", "--gin.BATCH_SIZE=8", "--gin.INPUT_LENGTH=32"]
+                    f"--gin.CORPUS_DIR='{runs['corpus']}'", "--gin.BATCH_SIZE=8", "--gin.INPUT_LENGTH=32"]
         from seqpt_jax.commands import train
         train.main(cli_args)
     assert (runs["mlm"] / "config.gin").read_text() == config

@@ -52,22 +52,31 @@ CASES = [
 ]
 
 
-def measure(kind, cfg, phase, batch=BATCH, enc=ENC, dec=DEC, grad_accum=1):
-    """(ledger FLOPs, jaxpr FLOPs) of one train step of `phase`."""
+def measure(kind, cfg, phase, batch=BATCH, enc=ENC, dec=DEC, grad_accum=1, encoder_mlm_weight=0.0):
+    """(ledger FLOPs, jaxpr FLOPs) of one train step of `phase`. MLM batches carry the masked
+    positions (the head runs on those only); `encoder_mlm_weight` > 0 adds the seq2seq model's
+    encoder MLM head and loss (the masked-encoder variant)."""
     model = models.build(kind, cfg)
+    if encoder_mlm_weight:
+        model = model.clone(encoder_mlm_head=True)
     mesh, table = P.make_mesh((-1, 1, 1)), P.rules("dp")
     shapes = models.param_shapes(model)
     shardings = P.shardings(models.logical_axes(model), shapes, table, mesh)
     tx, schedule = make_optimizer(OptimizerConfig(), shapes, 100)
     step_model, _, sub = loop.phase_model(kind, cfg, model, phase)
     fn = step_lib.make_train_step(step_model, tx, schedule, phase.trainable, mesh, table, sub_model=sub,
-                                  grad_accum=grad_accum)
+                                  grad_accum=grad_accum, encoder_mlm_weight=encoder_mlm_weight)
     state = state_lib.abstract_state(tx, shapes, shardings, mesh)
     objective = "seq2seq" if kind == "encoder_decoder" else "mlm"
     example = next(data.synthetic("train", batch, 0, (0, 1), objective=objective, vocab_size=cfg.vocab_size,
                                   length=enc, target_length=dec))
+    if encoder_mlm_weight:  # span_corruption_masked's features: MLM targets aligned with the input
+        example["mlm_targets"] = example["encoder_input_tokens"]
+        example["mlm_weights"] = (np.arange(enc)[None] % 7 == 0).repeat(batch, 0).astype(np.float32)
     measured = jaxpr_flops.jaxpr_flops(fn.trace(state, example))
-    counted = loop.phase_flops(kind, cfg, shapes, phase, batch, enc, dec if kind == "encoder_decoder" else 0)
+    head = example["mlm_positions"].shape[1] if "mlm_positions" in example else None
+    counted = loop.phase_flops(kind, cfg, shapes, phase, batch, enc, dec if kind == "encoder_decoder" else 0,
+                               head)
     return counted, measured
 
 
@@ -86,6 +95,15 @@ def test_ledger_equals_the_jaxpr_with_gradient_accumulation():
     phase = _phase("frozen", freeze=freezing.ENCODER_SIDE, unfreeze_step=10)(
         models.param_shapes(models.build("encoder_decoder", cfg)))
     counted, measured = measure("encoder_decoder", cfg, phase, batch=16, grad_accum=2)
+    np.testing.assert_allclose(counted, measured, rtol=0.01)
+
+
+@pytest.mark.parametrize("family", ["t5", "bert"])
+def test_ledger_equals_the_jaxpr_of_the_masked_encoder_variant(family):
+    """seq2seq denoising + encoder MLM: the encoder's MLM head runs on every encoder position."""
+    cfg = _cfg(family)
+    shapes = models.param_shapes(models.EncoderDecoder(cfg, encoder_mlm_head=True))
+    counted, measured = measure("encoder_decoder", cfg, _phase("full")(shapes), encoder_mlm_weight=1.0)
     np.testing.assert_allclose(counted, measured, rtol=0.01)
 
 

@@ -127,7 +127,10 @@ def test_stage_one_can_train_embeddings_and_head():
 
 @pytest.mark.slow  # three short training runs (~60-90 s CPU)
 def test_resume_across_unfreeze_with_optimizer_groups_is_exact(tmp_path):
-    from seqpt_jax.train import load_params
+    from seqpt_jax.params_io import load
+
+    def load_params(path, step=None):
+        return load(path, step=step)[2]
     cfg = models.preset("t5-tiny", vocab_size=101, d_model=32, num_heads=2, head_dim=16, d_ff=64,
                         num_encoder_layers=1, num_decoder_layers=1)
     run = functools.partial(loop.train, model=models.EncoderDecoder(cfg),

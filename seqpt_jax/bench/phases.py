@@ -32,7 +32,7 @@ def _bound(files: list[str], bindings: list[str]) -> tuple[dict, dict]:
     try:
         train = gin.get_bindings("seqpt_jax.train.loop.train")
         try:
-            lengths = gin.get_bindings("seqpt_jax.train.data.corpus").get("lengths", {})
+            lengths = gin.get_bindings("seqpt_jax.train.data.mixture_or_task").get("task_feature_lengths", {})
         except (ValueError, KeyError):
             lengths = {}
     finally:
@@ -67,6 +67,7 @@ def build(files: list[str], bindings: list[str]) -> dict:
     source = data_lib.synthetic("train", batch, 0, (0, 1), objective="seq2seq" if dec else "mlm",
                                 vocab_size=cfg.vocab_size, length=enc, target_length=max(dec, 1))
     example = data_lib.to_global(next(source), mesh)
+    head = example["mlm_positions"].shape[1] if "mlm_positions" in example else None
     rows = []
     for phase in loop.phases(shapes, steps, freeze, unfreeze, b.get("two_stage")):
         step_model, _, sub = loop.phase_model(kind, cfg, model, phase)
@@ -74,7 +75,7 @@ def build(files: list[str], bindings: list[str]) -> dict:
                                       grad_accum=b.get("grad_accum", 1), z_loss=b.get("z_loss", 0.0),
                                       sub_model=sub)
         rows.append({"phase": phase.name, "fn": fn,
-                     "counted": loop.phase_flops(kind, cfg, shapes, phase, batch, enc, dec),
+                     "counted": loop.phase_flops(kind, cfg, shapes, phase, batch, enc, dec, head),
                      "jaxpr": jaxpr_flops.jaxpr_flops(fn.trace(state, example))})
     return {"rows": rows, "state": state, "batch": example, "kind": kind, "cfg": cfg,
             "sizes": (batch, enc, dec), "devices": jax.device_count()}

@@ -117,7 +117,7 @@ class Stage:
     init_details: str = ""                         # e.g. "method aki, unit map random"
     source: str | None = None                      # the path it started from
     frozen: str = ""                               # e.g. "encoder frozen for the first 1000 steps"
-    stages: str = ""                               # bert2BERT sub-model stages
+    stages: str = ""                               # bert2BERT two-stage training
 
 
 def _languages(corpus: str | None) -> list[str]:
@@ -143,12 +143,12 @@ def read_stage(path: str) -> Stage:
                   tokens=summary.get("tokens"), flops=summary.get("train_flops"),
                   flops_by_phase=dict(summary.get("flops_by_phase") or {}),
                   eval_loss=(max(losses), losses[max(losses)]) if losses else None)
-    stage.objective = gin.get("data.corpus.mixture") or gin.get("MIXTURE_OR_TASK_NAME")
+    stage.objective = gin.get("data.mixture_or_task.name") or gin.get("MIXTURE_OR_TASK_NAME")
     if isinstance(gin.get("loop.train.data"), str) and "synthetic" in gin["loop.train.data"]:
         stage.objective = f"synthetic {gin.get('data.synthetic.objective', 'mlm')} batches"
     if stage.objective and "synthetic" not in stage.objective:
         from seqpt_jax.data.records import DEFAULT_CORPUS
-        stage.corpus = str(gin.get("data.corpus.corpus_dir") or DEFAULT_CORPUS)
+        stage.corpus = str(gin.get("data.mixture_or_task.corpus_dir") or gin.get("CORPUS_DIR") or DEFAULT_CORPUS)
         stage.languages = _languages(stage.corpus)
     stage.vocab = gin.get("VOCAB") if isinstance(gin.get("VOCAB"), str) else None
     hook = gin.get("loop.train.init")
@@ -163,11 +163,18 @@ def read_stage(path: str) -> Stage:
             stage.init_details = f"decoder initialised: {gin[f'{name}.decoder_init']}"
     freeze, until = gin.get("loop.train.freeze") or (), gin.get("loop.train.unfreeze_step") or 0
     if freeze and until:
-        stage.frozen = f"{', '.join(map(str, freeze))} frozen for the first {until} steps"
-    n_stages = sum(1 for k in gin if k.endswith("loop.Stage.num_layers"))
-    if n_stages:
-        sizes = [gin[k] for k in sorted(gin) if k.endswith("loop.Stage.num_layers")]
-        stage.stages = f"bert2BERT two-stage training: sub-models of {', '.join(map(str, sizes))} layers first"
+        from seqpt_jax.train import freezing
+        named = {tuple(freezing.encoder_side(False)): "the encoder side (encoder and embeddings)",
+                 tuple(freezing.encoder_side(True)): "the encoder side (shared token embedding trainable)"}
+        if isinstance(freeze, str) and "encoder_side" in freeze:  # @freezing.encoder_side()
+            shared = bool(gin.get("freezing.encoder_side.shared_token_embedding_trainable"))
+            freeze = freezing.encoder_side(shared)
+        what = named.get(tuple(freeze), ", ".join(map(str, freeze)))
+        stage.frozen = f"{what} frozen for the first {until} steps"
+    block, steps = gin.get("loop.TwoStage.block"), gin.get("loop.TwoStage.steps")
+    if block and steps:
+        stage.stages = (f"bert2BERT two-stage training: {steps} steps on sub-models of the bottom i x {block} "
+                        f"layers drawn uniformly (the top {block} trained), then the full model")
     return stage
 
 

@@ -2,7 +2,7 @@
 validation (and test) batches drawn from one seed, whatever the run's training seed.
 
     loop.train.data = @heldout.fixed()
-    heldout.fixed.factory = @data.corpus
+    heldout.fixed.factory = @data.mixture_or_task
 
 The trainer evaluates on `data("validation", batch_size, seed, shard)`, which otherwise
 changes with the run's seed (the masks and the window order follow it). FLOPs-to-target

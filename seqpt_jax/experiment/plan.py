@@ -14,7 +14,8 @@ import jax
 from seqpt_jax.experiment import spec
 
 
-def _phase_flops(kind, cfg, shapes, steps, batch, enc, dec, freeze, unfreeze_step, two_stage) -> list[dict]:
+def _phase_flops(kind, cfg, shapes, steps, batch, enc, dec, freeze, unfreeze_step, two_stage,
+                 head=None) -> list[dict]:
     """Per phase: steps and the ledger's FLOPs, as `train.loop` books them (sampled sub-models
     share their stage's steps: the expected cost is their mean)."""
     import numpy as np
@@ -25,7 +26,7 @@ def _phase_flops(kind, cfg, shapes, steps, batch, enc, dec, freeze, unfreeze_ste
     for end in sorted({p.end for p in phases}):
         group = [p for p in phases if p.end == end]
         n = max(0, min(end, steps) - start)
-        per_step = float(np.mean([loop.phase_flops(kind, cfg, shapes, p, batch, enc, dec) for p in group]))
+        per_step = float(np.mean([loop.phase_flops(kind, cfg, shapes, p, batch, enc, dec, head) for p in group]))
         name = group[0].group if len(group) > 1 else group[0].name
         out.append({"phase": name, "steps": n, "flops_per_step": per_step, "flops": n * per_step})
         start = max(start, min(end, steps))
@@ -41,15 +42,18 @@ def describe_parsed() -> dict:
     cfg = model.cfg
     shapes = models.param_shapes(model)
     steps, batch = int(spec.train_value("steps")), int(spec.train_value("batch_size"))
-    lengths = spec.value("data.corpus.lengths", {"inputs": 128})
+    lengths = spec.value("data.mixture_or_task.task_feature_lengths", {"inputs": 128})
     enc = int(lengths.get("inputs", 128))
     dec = int(lengths.get("targets", 0)) if kind == "encoder_decoder" else 0
     two_stage = spec.train_value("two_stage")
     freeze = tuple(spec.train_value("freeze") or ())
     unfreeze = int(spec.train_value("unfreeze_step") or 0)
-    phases = _phase_flops(kind, cfg, shapes, steps, batch, enc, dec, freeze, unfreeze, two_stage)
+    # The corpus feed gives MLM batches their masked positions: the head runs on those only.
+    from seqpt_jax.data import mlm_positions
+    head = mlm_positions.max_predictions(0.15, enc) if kind == "encoder_mlm" else None
+    phases = _phase_flops(kind, cfg, shapes, steps, batch, enc, dec, freeze, unfreeze, two_stage, head)
     forward = perf.train_flops(kind, cfg, shapes, jax.tree.map(lambda _: False, freezing.all_trainable(shapes)),
-                               batch, enc, dec)["forward"]
+                               batch, enc, dec, head)["forward"]
     eval_every, eval_batches = int(spec.train_value("eval_every") or 0), int(spec.train_value("eval_batches"))
     evals = (steps // eval_every + (steps % eval_every != 0)) if eval_every else 0
     return {"kind": kind, "params": models.count_params(shapes), "steps": steps, "batch_size": batch,
