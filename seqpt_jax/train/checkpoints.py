@@ -52,8 +52,9 @@ class Checkpointer:
     def __init__(self, model_dir: str, keep: int = 3, async_save: bool = True):
         self.directory = run_dir.resolve(os.path.join(str(model_dir), SUBDIR))
         self.keep = keep
-        self._in_flight: int | None = None
+        self._issued: list[int] = []  # saves not yet known to be committed
         self.broken = False
+        _quiet_storage_errors.install()
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True,
                                                enable_async_checkpointing=async_save)
         try:
@@ -69,7 +70,7 @@ class Checkpointer:
     def save(self, step: int, state, data_state, meta: dict) -> None:
         meta = dict(meta, fingerprint=np.asarray(fingerprint(state)).tolist())
         with self._failures():  # an earlier async save may fail here
-            self._in_flight = step
+            self._issued.append(step)
             self.manager.save(step, args=ocp.args.Composite(
                 state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state),
                 meta=ocp.args.JsonSave(meta)), force=True)
@@ -80,7 +81,7 @@ class Checkpointer:
     def wait(self) -> None:
         with self._failures():
             self.manager.wait_until_finished()
-        self._in_flight = None
+        self._issued = []
 
     def has_checkpoints(self) -> bool:
         return bool(self.steps())
@@ -148,9 +149,12 @@ class Checkpointer:
             cause = _storage_cause(e)
             if cause is None:
                 raise
-            step, self._in_flight, self.broken = self._in_flight, None, True
+            self.broken = True
             self._remove_partial()
-            good = [s for s in self._finalized_steps() if s != step]
+            good = self._finalized_steps()
+            failed = [s for s in self._issued if s not in good]
+            step = min(failed) if failed else "?"
+            good = [s for s in good if s not in failed]
             raise UserError(f"checkpoint {step} could not be written to {self.directory} ({cause}); free "
                             f"space or fix access (or choose another --gin.MODEL_DIR), then rerun: it resumes "
                             f"from step {good[-1] if good else 0}.") from None
@@ -177,16 +181,19 @@ class Checkpointer:
                     pass
 
     def close(self) -> None:
-        if self.broken:  # the failed save already surfaced; do not wait on it again
-            try:
-                self.manager.close()
-            except Exception:  # noqa: BLE001
-                pass
-            self._remove_partial()
-            return
-        with self._failures():
-            self.manager.wait_until_finished()
-        self.manager.close()
+        try:
+            if self.broken:  # the failed save already surfaced; do not wait on it again
+                try:
+                    self.manager.close()
+                except Exception:  # noqa: BLE001
+                    pass
+                self._remove_partial()
+                return
+            with self._failures():
+                self.manager.wait_until_finished()
+            self.manager.close()
+        finally:
+            _quiet_storage_errors.remove()
 
 
 # errno values and message fragments that mean "the storage refused", not "a bug".
@@ -208,6 +215,33 @@ def _storage_cause(error: BaseException) -> str | None:
                 return fragment
         error = error.__cause__ or error.__context__
     return None
+
+
+class _QuietStorageErrors(logging.Filter):
+    """Drops orbax's per-thread tracebacks for a storage refusal (dozens for one full disk): the
+    Checkpointer reports it in one line. Any other error is still logged."""
+
+    def __init__(self):
+        super().__init__()
+        self.users = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (_storage_cause(error) if error is not None else
+                    any(f in record.getMessage() for f in _STORAGE_TEXT))
+
+    def install(self) -> None:
+        self.users += 1
+        if self.users == 1:
+            logging.getLogger("absl").addFilter(self)
+
+    def remove(self) -> None:
+        self.users = max(self.users - 1, 0)
+        if self.users == 0:
+            logging.getLogger("absl").removeFilter(self)
+
+
+_quiet_storage_errors = _QuietStorageErrors()
 
 
 def _listdir(path: str) -> list[str]:
