@@ -25,6 +25,7 @@ class StopRequests:
 
     def __init__(self):
         self.reason: str | None = None
+        self._announced = False
         self._saved: dict = {}
 
     def __enter__(self) -> "StopRequests":
@@ -42,11 +43,8 @@ class StopRequests:
         name = signal.Signals(signum).name
         if name == "SIGINT" and self.reason is not None:  # pressed twice: stop now
             raise KeyboardInterrupt
-        if self.reason is None:
+        if self.reason is None:  # no printing here: the main thread may be inside print()
             self.reason = name
-            print(f"{name} received: finishing this step and saving a checkpoint "
-                  f"(Ctrl-C again to stop without saving)" if name == "SIGINT" else
-                  f"{name} received: finishing this step and saving a checkpoint", flush=True)
 
     def at(self, step: int) -> str | None:
         """The stop reason once every host should stop after `step`, else None."""
@@ -57,6 +55,10 @@ class StopRequests:
                     self.reason = "SIGTERM"
             except RuntimeError:  # preemption service disabled
                 pass
+        if self.reason is not None and not self._announced:
+            self._announced = True
+            print(f"{self.reason} received: saving a checkpoint of step {step}"
+                  + (" (Ctrl-C again to stop without saving)" if self.reason == "SIGINT" else ""), flush=True)
         return self.reason
 
     def __exit__(self, *exc) -> None:
