@@ -50,7 +50,7 @@ def train_args(*, steps, batch_size, grad_accum, seed, save_every, keep, eval_ev
 
 def optimizer(cfg) -> None:
     owner = "optimizers.OptimizerConfig"
-    _real("learning_rate", cfg.learning_rate, owner, positive=True)
+    _real("learning_rate", cfg.learning_rate, owner, positive=False)  # 0 is allowed: a frozen run
     _integer("warmup_steps", cfg.warmup_steps, owner, 0)
     for name in ("weight_decay", "end_fraction", "b1", "b2", "eps"):
         _real(name, getattr(cfg, name), owner, positive=False)
