@@ -46,8 +46,8 @@ model = models.EncoderMLM(models.preset("bert-tiny", vocab_size=101, d_ff=128)) 
 summary = loop.train(model_dir, model, functools.partial(data.synthetic, objective="mlm", length=12),
                      steps=%d, batch_size=8, save_every=%d, keep=2, progress=False, log_every=100,
                      on_step=on_step, optimizer=OptimizerConfig(learning_rate=3e-3, warmup_steps=2))
-print("SUMMARY", json.dumps({"stopped": summary["stopped"], "stopped_at": summary["stopped_at"]}))
-sys.exit(143 if summary["stopped"] else 0)
+print("SUMMARY", json.dumps({"stopped": summary.get("stopped"), "stopped_at": summary.get("stopped_at")}))
+sys.exit(143 if summary.get("stopped") else 0)
 ''' % (STEPS, SAVE_EVERY)
 
 

@@ -60,7 +60,7 @@ def test_changed_settings_stop_before_touching_anything(tmp_path):
 
 def test_shape_mismatch_without_a_record_is_not_corruption(tmp_path):
     _train(tmp_path, _bert(), 2)
-    (tmp_path / "run.json").unlink()  # a MODEL_DIR written before run.json existed
+    (tmp_path / "run.json").unlink(missing_ok=True)  # a MODEL_DIR written before run.json existed
     with pytest.raises(UserError, match=r"checkpoint 2 .* belongs to another model"):
         _train(tmp_path, _bert(vocab=200), 4)
     assert os.listdir(tmp_path / "checkpoints") == ["2"] and not os.path.exists(tmp_path / "checkpoints.corrupt")
