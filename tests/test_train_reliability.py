@@ -50,8 +50,11 @@ def test_changed_settings_stop_before_touching_anything(tmp_path):
         _train(tmp_path, _bert(vocab=200), 4)
     with pytest.raises(UserError, match=r"batch_size 8 -> 16"):
         _train(tmp_path, _bert(), 4, batch_size=16)
-    with pytest.raises(UserError, match=r"data.features.encoder_input_tokens"):
+    with pytest.raises(UserError, match=r"data feature shapes \(encoder_input_tokens \[\[12\], 'int32'\] -> \[\[16\]"):
         _train(tmp_path, _bert(), 4, length=16)
+    with pytest.raises(UserError, match=r"data \(the first batch differs"):  # same shapes, other tokens
+        loop.train(str(tmp_path), _bert(), functools.partial(data.synthetic, length=12, vocab_size=50), steps=4,
+                   batch_size=8, optimizer=ADAM, progress=False)
     assert _tree(tmp_path / "checkpoints") == before and not os.path.exists(tmp_path / "checkpoints.corrupt")
     # More steps, another learning rate and another cadence are a resume.
     summary = _train(tmp_path, _bert(), 4, optimizer=OptimizerConfig(learning_rate=5e-3), eval_every=0)

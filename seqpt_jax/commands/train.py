@@ -5,6 +5,15 @@ Gin files compose in the order given (models/, runs/, hw/; later bindings win), 
 so `--gin_file=runs/pretrain_mlm.gin` works from anywhere. String values may be given bare:
 `--gin.MODEL_DIR=/tmp/run` means `MODEL_DIR = '/tmp/run'`. The run is `train.loop.train`
 called through gin; the operative config is written to MODEL_DIR/config.gin.
+
+Every --gin.X must name a macro the files define or a parameter that exists (a typo is an
+error with the closest names). One trainer per MODEL_DIR (MODEL_DIR/trainer.lock); a rerun
+resumes only with the settings recorded in MODEL_DIR/run.json (more TRAIN_STEPS, another
+learning rate or cadence are fine; see docs/reliability.md).
+
+Exit codes: 0 done; 2 a mistake, named in one line with the fix; 3 the loss became NaN/inf;
+143 stopped by SIGTERM (preemption) and 130 by Ctrl-C, each after saving a checkpoint of the
+current step: rerun the same command to continue.
 """
 
 from __future__ import annotations

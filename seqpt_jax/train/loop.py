@@ -164,6 +164,9 @@ def _train_locked(model_dir, model, data, *, steps, batch_size, optimizer, mesh_
         run_log = metrics_lib.RunLog(model_dir, steps, start, progress)
         if start:
             run_log.message(f"resumed from step {start} in {ckpt.directory}")
+        if start >= steps:
+            run_log.message(f"already at step {start}, at or past steps={steps}: nothing to train; raise "
+                            f"TRAIN_STEPS to continue")
         with preemption.StopRequests() as stop:
             summary = _run(dict(
                 model=model, kind=kind, cfg=cfg, data=data, state=state, meta=meta, feed=feed, ckpt=ckpt,

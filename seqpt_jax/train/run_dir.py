@@ -228,13 +228,17 @@ def differences(recorded: dict, requested: dict) -> list[str]:
             d.pop("data.first_batch_sha1", None)
     a.pop("data.processes", None)
     b.pop("data.processes", None)
-    out = []
+    out, lengths = [], []
     for key in sorted(set(a) | set(b)):
         if a.get(key, "<absent>") != b.get(key, "<absent>"):
-            if key == "data.first_batch_sha1":
-                out.append("data (the first batch differs: vocabulary, mixture or masking settings changed)")
-            else:
+            if key.startswith("data.features."):
+                lengths.append(f"{key[len('data.features.'):]} {a.get(key, '<absent>')} -> {b.get(key, '<absent>')}")
+            elif key != "data.first_batch_sha1":
                 out.append(f"{key} {a.get(key, '<absent>')!r} -> {b.get(key, '<absent>')!r}")
+    if lengths:
+        out.append("data feature shapes (" + ", ".join(lengths[:2]) + (", ..." if len(lengths) > 2 else "") + ")")
+    if not out and a.get("data.first_batch_sha1") != b.get("data.first_batch_sha1"):
+        out.append("data (the first batch differs: another vocabulary, mixture, corpus or masking setting)")
     return out
 
 
