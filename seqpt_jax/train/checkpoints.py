@@ -22,6 +22,9 @@ import errno
 import logging
 import os
 import shutil
+import sys
+import time
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -55,6 +58,7 @@ class Checkpointer:
         self._issued: list[int] = []  # saves not yet known to be committed
         self.broken = False
         _quiet_storage_errors.install()
+        _quiet_teardown.install()
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True,
                                                enable_async_checkpointing=async_save)
         try:
@@ -165,15 +169,17 @@ class Checkpointer:
         except OSError:
             return []
 
+    def _names(self) -> list[str]:
+        try:
+            return _listdir(self.directory)
+        except OSError:
+            return []
+
     def _remove_partial(self) -> None:
         """Temporary (uncommitted) step directories; orbax never treats them as checkpoints."""
         if jax.process_index() != 0:
             return
-        try:
-            names = _listdir(self.directory)
-        except OSError:
-            return
-        for name in names:
+        for name in self._names():
             if "tmp" in name:
                 try:
                     _rmtree(os.path.join(self.directory, name))
@@ -187,13 +193,19 @@ class Checkpointer:
                     self.manager.close()
                 except Exception:  # noqa: BLE001
                     pass
-                self._remove_partial()
+                for _ in range(20):  # orbax's writer threads may still be finishing their files
+                    self._remove_partial()
+                    time.sleep(0.1)
+                    if not any("tmp" in n for n in self._names()):
+                        break
                 return
             with self._failures():
                 self.manager.wait_until_finished()
             self.manager.close()
         finally:
-            _quiet_storage_errors.remove()
+            if not self.broken:  # after a failed save orbax's threads die later still: stay quiet
+                _quiet_storage_errors.remove()
+                _quiet_teardown.remove()
 
 
 # errno values and message fragments that mean "the storage refused", not "a bug".
@@ -227,8 +239,9 @@ class _QuietStorageErrors(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
-        return not (_storage_cause(error) if error is not None else
-                    any(f in record.getMessage() for f in _STORAGE_TEXT))
+        text = record.getMessage() + (str(error) if error is not None else "")
+        return not ((error is not None and _storage_cause(error)) or
+                    any(f in text for f in _STORAGE_TEXT + _QuietTeardown.NOISE))
 
     def install(self) -> None:
         self.users += 1
@@ -242,6 +255,36 @@ class _QuietStorageErrors(logging.Filter):
 
 
 _quiet_storage_errors = _QuietStorageErrors()
+
+
+class _QuietTeardown:
+    """When a save fails, orbax's asyncio worker threads die one by one, each printing 'Exception
+    ignored ... Event loop is closed' (hundreds of lines for one full disk). Those messages, and
+    only those, are dropped while a Checkpointer is open (or broken)."""
+
+    NOISE = ("Event loop is closed", "cannot schedule new futures after shutdown")
+
+    def __init__(self):
+        self.users, self.original = 0, None
+
+    def hook(self, unraisable) -> None:
+        if not (isinstance(unraisable.exc_value, RuntimeError)
+                and any(n in str(unraisable.exc_value) for n in self.NOISE)):
+            (self.original or sys.__unraisablehook__)(unraisable)
+
+    def install(self) -> None:
+        self.users += 1
+        if self.users == 1:
+            self.original, sys.unraisablehook = sys.unraisablehook, self.hook
+            warnings.filterwarnings("ignore", message="coroutine .* was never awaited")
+
+    def remove(self) -> None:
+        self.users = max(self.users - 1, 0)
+        if self.users == 0 and sys.unraisablehook == self.hook:
+            sys.unraisablehook = self.original
+
+
+_quiet_teardown = _QuietTeardown()
 
 
 def _listdir(path: str) -> list[str]:

@@ -154,6 +154,7 @@ def _train_locked(model_dir, model, data, *, steps, batch_size, optimizer, mesh_
             state, data_state, meta = restored
         start = int(state.step)
         if jax.process_index() == 0:
+            run_dir.ensure_record(model_dir, record)
             (epath.Path(model_dir) / "model.json").write_text(
                 json.dumps({"kind": kind, "config": cfg.to_dict()}, indent=2, sort_keys=True))
         if on_ready is not None:

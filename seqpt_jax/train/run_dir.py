@@ -262,4 +262,13 @@ def check_record(model_dir: str, requested: dict, has_checkpoints: bool) -> None
             raise UserError(f"MODEL_DIR {model_dir} holds a run with other settings ({shown}; recorded in "
                             f"{path}); restore those settings to resume it, or choose a new --gin.MODEL_DIR.")
         return
+    if has_checkpoints:  # checkpoints from before run.json: recorded once they have restored (`ensure_record`)
+        return
     path.write_text(json.dumps(requested, indent=2, sort_keys=True))
+
+
+def ensure_record(model_dir: str, requested: dict) -> None:
+    """Writes run.json when it is missing (a MODEL_DIR from before it existed, now resumed)."""
+    path = epath.Path(model_dir) / RECORD_FILE
+    if not path.exists():
+        path.write_text(json.dumps(requested, indent=2, sort_keys=True))
