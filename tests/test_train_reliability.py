@@ -211,8 +211,15 @@ def _fake_gcs(root):
 
     names = ["open", "exists", "isdir", "listdir", "glob", "makedirs", "mkdir", "remove", "rename", "replace",
              "rmtree", "stat", "walk"]
-    with epath_testing.mock_epath(**{n: fwd(n) for n in names}):
+    with _no_tf_backend(), epath_testing.mock_epath(**{n: fwd(n) for n in names}):
         yield
+
+
+def _no_tf_backend():
+    """epath sends gs:// straight to TensorFlow's gfile when TF is installed; the mock replaces the
+    backend table, so make epath read it."""
+    from unittest import mock
+    return mock.patch.object(epath.gpath, "_is_tf_installed", lambda: False)
 
 
 def _unreachable(original, path, *a, **kw):
@@ -223,8 +230,8 @@ def _unreachable(original, path, *a, **kw):
 
 def test_unreachable_bucket_is_one_line(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with epath_testing.mock_epath(makedirs=_unreachable, mkdir=_unreachable, open=_unreachable,
-                                  exists=_unreachable):
+    with _no_tf_backend(), epath_testing.mock_epath(makedirs=_unreachable, mkdir=_unreachable, open=_unreachable,
+                                                    exists=_unreachable):
         with pytest.raises(UserError, match=r"MODEL_DIR gs://bkt/run cannot be reached \(_Unreachable: Error "
                                             r"executing an HTTP request.*credentials"):
             _train("gs://bkt/run", _bert(), 2)
@@ -248,11 +255,14 @@ def test_lock_record_and_vocabulary_through_a_gs_stand_in(tmp_path):
         run_dir.check_writable("gs://bkt/run")
         lock = run_dir.acquire_lock("gs://bkt/run")
         assert json.loads((tmp_path / "bkt/run" / run_dir.LOCK_FILE).read_text())["pid"] == os.getpid()
-        with pytest.raises(UserError, match="in use by another trainer"):
-            run_dir.Lock("gs://bkt/run").acquire()
+        lock.release()
+        assert not (tmp_path / "bkt/run" / run_dir.LOCK_FILE).exists()
+        (epath.Path("gs://bkt/run") / run_dir.LOCK_FILE).write_text(json.dumps({"host": "tpu-worker-7", "pid": 9}))
+        with pytest.raises(UserError, match="in use by another trainer \\(pid 9 on tpu-worker-7"):
+            run_dir.acquire_lock("gs://bkt/run")
+        (epath.Path("gs://bkt/run") / run_dir.LOCK_FILE).unlink()
         record = {"kind": "encoder_mlm", "batch_size": 8}
         run_dir.check_record("gs://bkt/run", record, has_checkpoints=False)
         with pytest.raises(UserError, match=r"batch_size 8 -> 16"):
             run_dir.check_record("gs://bkt/run", dict(record, batch_size=16), has_checkpoints=True)
-        lock.release()
     assert sorted(os.listdir(tmp_path / "bkt" / "run")) == ["run.json"]

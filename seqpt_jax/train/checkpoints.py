@@ -90,6 +90,15 @@ class Checkpointer:
     def has_checkpoints(self) -> bool:
         return bool(self.steps())
 
+
+def committed_steps(model_dir: str) -> list[int]:
+    """Steps with a committed checkpoint directory, read without starting orbax (which would
+    already clean up temporary directories: nothing is touched before the run's checks)."""
+    try:
+        return sorted(int(n) for n in _listdir(os.path.join(str(model_dir), SUBDIR)) if n.isdigit())
+    except (OSError, FileNotFoundError):
+        return []
+
     def restore_latest(self, abstract_state):
         """(state, data_state, meta) of the newest good checkpoint, or None when there is none.
 
@@ -203,9 +212,7 @@ class Checkpointer:
                 self.manager.wait_until_finished()
             self.manager.close()
         finally:
-            if not self.broken:  # after a failed save orbax's threads die later still: stay quiet
-                _quiet_storage_errors.remove()
-                _quiet_teardown.remove()
+            pass  # the filters stay: orbax's threads can outlive close() (and die noisily at exit)
 
 
 # errno values and message fragments that mean "the storage refused", not "a bug".
@@ -230,8 +237,9 @@ def _storage_cause(error: BaseException) -> str | None:
 
 
 class _QuietStorageErrors(logging.Filter):
-    """Drops orbax's per-thread tracebacks for a storage refusal (dozens for one full disk): the
-    Checkpointer reports it in one line. Any other error is still logged."""
+    """Drops orbax's per-thread tracebacks for a storage refusal (dozens for one full disk; the
+    Checkpointer reports it in one line) and for its threads dying at exit. Any other error is
+    still logged."""
 
     def __init__(self):
         super().__init__()
@@ -248,11 +256,6 @@ class _QuietStorageErrors(logging.Filter):
         if self.users == 1:
             logging.getLogger("absl").addFilter(self)
 
-    def remove(self) -> None:
-        self.users = max(self.users - 1, 0)
-        if self.users == 0:
-            logging.getLogger("absl").removeFilter(self)
-
 
 _quiet_storage_errors = _QuietStorageErrors()
 
@@ -260,7 +263,7 @@ _quiet_storage_errors = _QuietStorageErrors()
 class _QuietTeardown:
     """When a save fails, orbax's asyncio worker threads die one by one, each printing 'Exception
     ignored ... Event loop is closed' (hundreds of lines for one full disk). Those messages, and
-    only those, are dropped while a Checkpointer is open (or broken)."""
+    only those, are dropped once a Checkpointer has been made (its threads can outlive it)."""
 
     NOISE = ("Event loop is closed", "cannot schedule new futures after shutdown")
 
@@ -277,11 +280,6 @@ class _QuietTeardown:
         if self.users == 1:
             self.original, sys.unraisablehook = sys.unraisablehook, self.hook
             warnings.filterwarnings("ignore", message="coroutine .* was never awaited")
-
-    def remove(self) -> None:
-        self.users = max(self.users - 1, 0)
-        if self.users == 0 and sys.unraisablehook == self.hook:
-            sys.unraisablehook = self.original
 
 
 _quiet_teardown = _QuietTeardown()

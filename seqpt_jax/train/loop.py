@@ -135,16 +135,16 @@ def _train_locked(model_dir, model, data, *, steps, batch_size, optimizer, mesh_
     shapes, logical = models.param_shapes(model), models.logical_axes(model)
     param_shardings = partitioning.shardings(logical, shapes, table, mesh)
     tx, schedule = make_optimizer(optimizer, shapes, steps)
+    shard = (jax.process_index(), jax.process_count())
+    source = data("train", batch_size, seed, shard)
+    first = _peek(source)
+    validate.batch_fits(first, cfg)
+    record = _record(kind, cfg, batch_size, seed, optimizer, freeze, unfreeze_step, stages, first)
+    run_dir.on_process_0(lambda: run_dir.check_record(model_dir, record, bool(checkpoints.committed_steps(model_dir))),
+                         "checking the run's recorded settings")
     ckpt = checkpoints.Checkpointer(model_dir, keep=keep, async_save=async_checkpoints)
     run_log = None
     try:
-        shard = (jax.process_index(), jax.process_count())
-        source = data("train", batch_size, seed, shard)
-        first = _peek(source)
-        validate.batch_fits(first, cfg)
-        record = _record(kind, cfg, batch_size, seed, optimizer, freeze, unfreeze_step, stages, first)
-        run_dir.on_process_0(lambda: run_dir.check_record(model_dir, record, ckpt.has_checkpoints()),
-                             "checking the run's recorded settings")
         restored = ckpt.restore_latest(state_lib.abstract_state(tx, shapes, param_shardings, mesh))
         if restored is None:
             state = state_lib.create(init or state_lib.fresh_init(model), tx, shapes, param_shardings,
