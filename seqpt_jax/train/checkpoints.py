@@ -90,15 +90,6 @@ class Checkpointer:
     def has_checkpoints(self) -> bool:
         return bool(self.steps())
 
-
-def committed_steps(model_dir: str) -> list[int]:
-    """Steps with a committed checkpoint directory, read without starting orbax (which would
-    already clean up temporary directories: nothing is touched before the run's checks)."""
-    try:
-        return sorted(int(n) for n in _listdir(os.path.join(str(model_dir), SUBDIR)) if n.isdigit())
-    except (OSError, FileNotFoundError):
-        return []
-
     def restore_latest(self, abstract_state):
         """(state, data_state, meta) of the newest good checkpoint, or None when there is none.
 
@@ -348,3 +339,12 @@ def load_params(model_dir: str, step: int | None = None):
                                 f"choose another step.") from e
             log.warning("checkpoint %d in %s cannot be read; trying the previous one", s, ckpt_dir)
     raise AssertionError("unreachable")
+
+
+def committed_steps(model_dir: str) -> list[int]:
+    """Steps with a committed checkpoint directory, read without starting orbax (which would
+    already clean up temporary directories: nothing is touched before the run's checks)."""
+    try:
+        return sorted(int(n) for n in _listdir(os.path.join(str(model_dir), SUBDIR)) if n.isdigit())
+    except (OSError, FileNotFoundError):
+        return []
