@@ -53,7 +53,7 @@ def test_train_command_writes_everything(tmp_path):
     proc = _seqpt(*BASE, f"--gin.MODEL_DIR={run}", "--gin.TRAIN_STEPS=2", "--gin.loop.train.save_every=2",
                   "--gin.loop.train.eval_every=2", "--gin.loop.train.log_every=1")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert sorted(os.listdir(run)) == ["checkpoints", "config.gin", "model.json", "summary.json", "tb"]
+    assert sorted(os.listdir(run)) == ["checkpoints", "config.gin", "model.json", "run.json", "summary.json", "tb"]
     assert "loop.train.steps = 2" in (run / "config.gin").read_text() or "TRAIN_STEPS = 2" in (run / "config.gin").read_text()
     assert os.listdir(run / "tb") and os.listdir(run / "checkpoints") == ["2"]
     summary = json.loads((run / "summary.json").read_text())

@@ -5,13 +5,24 @@ Gin files compose in the order given (models/, runs/, hw/; later bindings win), 
 (seqpt_jax/gin), so `--gin_file=runs/pretrain_mlm.gin` works from anywhere. String values may
 be given bare: `--gin.MODEL_DIR=/tmp/run` means `MODEL_DIR = '/tmp/run'`. The run is `train.loop.train`
 called through gin; the operative config is written to MODEL_DIR/config.gin.
+
+Every --gin.X must name a macro the files define or a parameter that exists (a typo is an
+error with the closest names). One trainer per MODEL_DIR (MODEL_DIR/trainer.lock); a rerun
+resumes only with the settings recorded in MODEL_DIR/run.json (more TRAIN_STEPS, another
+learning rate or cadence are fine; see docs/reliability.md).
+
+Exit codes: 0 done; 2 a mistake, named in one line with the fix; 3 the loss became NaN/inf;
+143 stopped by SIGTERM (preemption) and 130 by Ctrl-C, each after saving a checkpoint of the
+current step: rerun the same command to continue.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import difflib
 import os
+import re
 import sys
 
 from seqpt_jax.errors import UserError
@@ -77,16 +88,84 @@ def _one_line(e: Exception) -> str:
 
 
 def parse_gin(files: list[str], bindings: list[str], search: list[str]) -> None:
-    """Parses gin files + bindings; any gin mistake becomes a one-line UserError."""
+    """Parses gin files + bindings; any gin mistake becomes a one-line UserError.
+
+    Every `--gin.X` must bind something that exists: a macro (NAME) one of the files defines, or
+    a parameter of a configurable. A typo is an error with the closest valid names, never a new
+    macro that nothing reads.
+    """
     import gin
     gin.clear_config()
     for path in search:
         gin.add_config_file_search_path(path)
     resolved = [resolve_gin_file(f, search) for f in files]
     try:
+        gin.parse_config_files_and_bindings(resolved, BINDING_IMPORTS, finalize_config=False)
+        _check_macros(bindings, _defined_macros())
+        gin.clear_config()
         gin.parse_config_files_and_bindings(resolved, [*BINDING_IMPORTS, *bindings], finalize_config=True)
+    except UserError:
+        raise
     except Exception as e:  # noqa: BLE001 - gin raises ValueError, SyntaxError, KeyError, ...
-        raise UserError(f"bad gin config: {_one_line(e)}") from None
+        raise UserError(f"bad gin config: {_one_line(e)}{_closest(e, resolved)}") from None
+
+
+_MACRO = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _defined_macros() -> set[str]:
+    """Macros the parsed files define (top-level `NAME = value` lines of the config)."""
+    import gin
+    return {line.split(" = ", 1)[0] for line in gin.config_str().splitlines()
+            if " = " in line and _MACRO.fullmatch(line.split(" = ", 1)[0])}
+
+
+def _check_macros(bindings: list[str], defined: set[str]) -> None:
+    for binding in bindings:
+        name = binding.split("=", 1)[0].strip()
+        if _MACRO.fullmatch(name) and name not in defined:
+            close = difflib.get_close_matches(name, sorted(defined), n=3, cutoff=0.6)
+            hint = (f"did you mean {' or '.join('--gin.' + c for c in close)}?" if close else
+                    f"the gin files define {', '.join(sorted(defined))}.")
+            raise UserError(f"--gin.{name} binds a macro that no gin file defines, so it would be ignored; {hint}")
+
+
+def _aliases(resolved: list[str]) -> dict[str, str]:
+    """Short module names the bindings can use -> module paths (BINDING_IMPORTS and the files')."""
+    lines = list(BINDING_IMPORTS)
+    for path in resolved:
+        with open(path) as f:
+            lines += f.read().splitlines()
+    out = {}
+    for line in lines:
+        m = re.match(r"\s*from\s+([\w.]+)\s+import\s+(\w+)(?:\s+as\s+(\w+))?\s*$", line)
+        if m and m.group(1) != "__gin__":
+            out[m.group(3) or m.group(2)] = f"{m.group(1)}.{m.group(2)}"
+    return out
+
+
+def _closest(error: Exception, resolved: list[str]) -> str:
+    """'; did you mean ...?' for gin's unknown-parameter / unknown-name errors, else ''."""
+    import importlib
+    import inspect
+    text, aliases, choices, wrong = str(error), _aliases(resolved), [], None
+    try:
+        if m := re.search(r"Configurable '([\w.]+)' doesn't have a parameter named '(\w+)'", text):
+            module, _, attr = m.group(1).rpartition(".")
+            target = getattr(importlib.import_module(aliases[module]), attr)
+            choices, wrong = list(inspect.signature(target).parameters), m.group(2)
+        elif m := re.search(r"Couldn't resolve selector ([\w.]+)", text):
+            module, _, wrong = m.group(1).rpartition(".")
+            mod = importlib.import_module(aliases[module])
+            choices = [f"{n}" for n in dir(mod) if not n.startswith("_") and callable(getattr(mod, n))]
+        elif m := re.search(r"'(\w+)' was not provided by an import statement", text):
+            choices, wrong = list(aliases), m.group(1)
+    except (KeyError, ImportError, AttributeError, TypeError, ValueError):
+        return ""
+    close = difflib.get_close_matches(wrong, choices, n=3, cutoff=0.6) if wrong else []
+    if close:
+        return f"; did you mean {' or '.join(close)}?"
+    return f"; valid names: {', '.join(choices)}" if choices and len(choices) <= 40 else ""
 
 
 def maybe_initialize_distributed() -> None:
@@ -133,9 +212,9 @@ def main(argv: list[str]) -> int:
         vocab_record.record(model_dir(), gin.query_parameter("VOCAB/macro.value") if _has_macro("VOCAB") else None,
                             write=jax.process_index() == 0,
                             source=init_source(parse_operative_config(gin.operative_config_str())))
+        from etils import epath
         if jax.process_index() == 0:
-            with open(os.path.join(model_dir(), "config.gin"), "w") as f:
-                f.write(gin.operative_config_str())
+            (epath.Path(model_dir()) / "config.gin").write_text(gin.operative_config_str())
 
     def model_dir():
         return gin.query_parameter("MODEL_DIR/macro.value") if _has_macro("MODEL_DIR") else "."
@@ -149,6 +228,12 @@ def main(argv: list[str]) -> int:
             raise UserError(f"bad gin config: {_one_line(e)}") from None
         raise
     write_config()
+    if summary.get("stopped"):
+        from seqpt_jax.train.preemption import EXIT_CODES
+        print(f"stopped by {summary['stopped']} after step {summary['stopped_at']} of {summary['steps']}; the "
+              f"checkpoint is saved: rerun the same command to continue (exit code "
+              f"{EXIT_CODES[summary['stopped']]}).", file=sys.stderr)
+        return EXIT_CODES[summary["stopped"]]
     print(f"trained {summary['steps']} steps: loss {summary['first_loss']} -> {summary['last_loss']}; "
           f"{summary['train_flops']:.3e} training FLOPs", file=sys.stderr)
     return 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -61,8 +62,13 @@ class TokenStore:
 
     @classmethod
     def load(cls, path: Path) -> "TokenStore":
-        with np.load(path) as z:
-            return cls(z["tokens"], z["starts"])
+        """A cache file, or a UserError naming it when it is damaged (a full disk, a copy cut short)."""
+        try:
+            with np.load(path) as z:
+                return cls(z["tokens"], z["starts"])
+        except (zipfile.BadZipFile, EOFError, KeyError, ValueError, OSError) as e:
+            raise UserError(f"token cache {path} is corrupt ({type(e).__name__}); delete it (rm {path}) "
+                            f"and rerun: it is rebuilt from the corpus.") from None
 
 
 def vocab_fingerprint(model_file: str) -> str:

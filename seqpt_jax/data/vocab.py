@@ -22,6 +22,7 @@ import numpy as np
 
 from seqpt_jax.data import mixing, records
 from seqpt_jax.errors import UserError
+from seqpt_jax.paths import is_remote, remote_error
 
 PAD_ID, EOS_ID, UNK_ID = 0, 1, 2
 EXTRA_IDS = 100
@@ -118,7 +119,7 @@ def load(path: str | os.PathLike, extra_ids: int = EXTRA_IDS):
     """The seqio vocabulary of a SentencePiece model file, or a one-line UserError."""
     import seqio
 
-    path = path if _remote(path) else Path(path).expanduser()
+    path = str(path) if is_remote(path) else Path(path).expanduser()
     processor(path)  # validates the file with a clear error
     return seqio.SentencePieceVocabulary(str(path), extra_ids=extra_ids)
 
@@ -132,20 +133,32 @@ def processor(path: str | os.PathLike):
     """The raw SentencePieceProcessor (fast batch encoding without TensorFlow)."""
     import sentencepiece as spm
 
-    if _remote(path):  # TPU runs keep the vocabulary beside the data, in a bucket
-        import tensorflow as tf
-        try:
-            with tf.io.gfile.GFile(str(path), "rb") as f:
-                return spm.SentencePieceProcessor(model_proto=f.read())
-        except (tf.errors.OpError, RuntimeError) as e:
-            raise UserError(f"cannot read the vocabulary {path} ({str(e).splitlines()[0]}); check the "
-                            "path and your access to it.") from None
+    if is_remote(path):  # gs://...: the bytes through epath, so an unreachable bucket is one line
+        return _remote_processor(str(path))
     path = Path(path).expanduser()
     if not path.is_file():
         raise UserError(f"vocabulary file {path} not found; train one with "
                         f"`seqpt vocab train --corpus DIR --size N --out {path}`.")
     try:
         return spm.SentencePieceProcessor(model_file=str(path))
+    except (RuntimeError, OSError) as e:
+        raise UserError(f"{path} is not a SentencePiece model ({str(e).splitlines()[0]}); "
+                        "retrain it with `seqpt vocab train`.") from None
+
+
+def _remote_processor(path: str):
+    import sentencepiece as spm
+    from etils import epath
+
+    try:
+        proto = epath.Path(path).read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"vocabulary file {path} not found; check the path, or train one with "
+                        f"`seqpt vocab train` and copy it there.") from None
+    except Exception as e:  # noqa: BLE001 - storage clients raise their own types
+        raise remote_error(path, e, "vocabulary") from None
+    try:
+        return spm.SentencePieceProcessor(model_proto=proto)
     except (RuntimeError, OSError) as e:
         raise UserError(f"{path} is not a SentencePiece model ({str(e).splitlines()[0]}); "
                         "retrain it with `seqpt vocab train`.") from None

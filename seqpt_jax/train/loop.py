@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
+from etils import epath
 
 from seqpt_jax import models
 from seqpt_jax.errors import UserError
 from seqpt_jax.train import (checkpoints, data as data_lib, freezing, metrics as metrics_lib, partitioning,
-                             perf, state as state_lib, step as step_lib)
+                             perf, preemption, run_dir, state as state_lib, step as step_lib, validate)
 from seqpt_jax.train.optimizers import OptimizerConfig, make_optimizer
 
 
@@ -122,18 +122,6 @@ def _kind(model) -> str:
     raise UserError(f"train needs an encoder_mlm or encoder_decoder model, got {type(model).__name__}.")
 
 
-def _check_writable(model_dir: str) -> None:
-    try:
-        os.makedirs(model_dir, exist_ok=True)
-        probe = os.path.join(model_dir, f".write-test-{os.getpid()}")
-        with open(probe, "w") as f:
-            f.write("ok")
-        os.remove(probe)
-    except OSError as e:
-        raise UserError(f"MODEL_DIR {model_dir} is not writable ({e.strerror}); choose another "
-                        f"--gin.MODEL_DIR.") from None
-
-
 def _batch_tokens(batch: dict, pad_id: int) -> int:
     n = int(np.sum(batch["encoder_input_tokens"] != pad_id))
     if "decoder_target_tokens" in batch:
@@ -163,8 +151,34 @@ def train(model_dir: str, model, data: Callable, *, steps: int, batch_size: int,
       its loss on `mlm_targets`/`mlm_weights`: loss = (sum decoder CE + w sum encoder MLM CE)
       / decoder target tokens (seq2seq_masked_encoder.gin). 0: plain seq2seq, no head.
     on_step(step, state): called after every step (e.g. notebooks, tests).
+
+    MODEL_DIR is locked for the run (`run_dir`); a resume must keep the recorded settings
+    (`run_dir.RECORDED`). SIGTERM / SIGINT stop after the current step with a checkpoint; the
+    summary then has `stopped` (the signal) and `stopped_at` (`preemption`).
     """
-    _check_writable(model_dir)
+    validate.train_args(steps=steps, batch_size=batch_size, grad_accum=grad_accum, seed=seed,
+                        save_every=save_every, keep=keep, eval_every=eval_every, eval_batches=eval_batches,
+                        log_every=log_every, unfreeze_step=unfreeze_step, z_loss=z_loss)
+    validate.optimizer(optimizer)
+    model_dir = run_dir.resolve(model_dir)
+    run_dir.check_writable(model_dir)
+    lock = run_dir.acquire_lock(model_dir)
+    try:
+        return _train_locked(model_dir, model, data, steps=steps, batch_size=batch_size, optimizer=optimizer,
+                             mesh_shape=mesh_shape, rules=rules, grad_accum=grad_accum, z_loss=z_loss, seed=seed,
+                             save_every=save_every, keep=keep, async_checkpoints=async_checkpoints,
+                             eval_every=eval_every, eval_batches=eval_batches, log_every=log_every, freeze=freeze,
+                             unfreeze_step=unfreeze_step, two_stage=two_stage, init=init,
+                             encoder_mlm_weight=encoder_mlm_weight, progress=progress, on_step=on_step,
+                             on_ready=on_ready)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_locked(model_dir, model, data, *, steps, batch_size, optimizer, mesh_shape, rules, grad_accum, z_loss,
+                  seed, save_every, keep, async_checkpoints, eval_every, eval_batches, log_every, freeze,
+                  unfreeze_step, two_stage, init, encoder_mlm_weight, progress, on_step, on_ready) -> dict:
     if batch_size % grad_accum:
         raise UserError(f"batch_size {batch_size} must divide by grad_accum {grad_accum}.")
     kind, cfg = _kind(model), model.cfg
@@ -181,6 +195,13 @@ def train(model_dir: str, model, data: Callable, *, steps: int, batch_size: int,
     param_shardings = partitioning.shardings(logical, shapes, table, mesh)
     tx, schedule = make_optimizer(optimizer, shapes, steps, late=late_params(shapes, freeze, unfreeze_step),
                                   late_start=unfreeze_step)
+    shard = (jax.process_index(), jax.process_count())
+    source = data("train", batch_size, seed, shard)
+    first = _peek(source)
+    validate.batch_fits(first, cfg)
+    record = _record(kind, cfg, batch_size, seed, optimizer, freeze, unfreeze_step, two_stage, first)
+    run_dir.on_process_0(lambda: run_dir.check_record(model_dir, record, bool(checkpoints.committed_steps(model_dir))),
+                         "checking the run's recorded settings")
     ckpt = checkpoints.Checkpointer(model_dir, keep=keep, async_save=async_checkpoints)
     run_log = None
     try:
@@ -193,33 +214,53 @@ def train(model_dir: str, model, data: Callable, *, steps: int, batch_size: int,
             state, data_state, meta = restored
         start = int(state.step)
         if jax.process_index() == 0:
-            with open(os.path.join(model_dir, "model.json"), "w") as f:
-                json.dump({"kind": kind, "config": cfg.to_dict()}, f, indent=2, sort_keys=True)
+            run_dir.ensure_record(model_dir, record)
+            (epath.Path(model_dir) / "model.json").write_text(
+                json.dumps({"kind": kind, "config": cfg.to_dict()}, indent=2, sort_keys=True))
         if on_ready is not None:
             on_ready()
-        shard = (jax.process_index(), jax.process_count())
-        source = data("train", batch_size, seed, shard)
         if data_state is not None:
             source.restore(data_state)
         feed = data_lib.Prefetcher(source)
         run_log = metrics_lib.RunLog(model_dir, steps, start, progress)
         if start:
             run_log.message(f"resumed from step {start} in {ckpt.directory}")
-        summary = _run(dict(
-            model=model, kind=kind, cfg=cfg, data=data, state=state, meta=meta, feed=feed, ckpt=ckpt,
-            run_log=run_log, tx=tx, schedule=schedule, mesh=mesh, table=table, shapes=shapes, steps=steps,
-            batch_size=batch_size, grad_accum=grad_accum, z_loss=z_loss, encoder_mlm_weight=encoder_mlm_weight,
-            seed=seed, save_every=save_every,
-            eval_every=eval_every, eval_batches=eval_batches, log_every=log_every, freeze=freeze,
-            unfreeze_step=unfreeze_step, two_stage=two_stage, on_step=on_step, start=start))
+        if start >= steps:
+            run_log.message(f"already at step {start}, at or past steps={steps}: nothing to train; raise "
+                            f"TRAIN_STEPS to continue")
+        with preemption.StopRequests() as stop:
+            summary = _run(dict(
+                model=model, kind=kind, cfg=cfg, data=data, state=state, meta=meta, feed=feed, ckpt=ckpt,
+                run_log=run_log, tx=tx, schedule=schedule, mesh=mesh, table=table, shapes=shapes, steps=steps,
+                batch_size=batch_size, grad_accum=grad_accum, z_loss=z_loss,
+                encoder_mlm_weight=encoder_mlm_weight, seed=seed, save_every=save_every,
+                eval_every=eval_every, eval_batches=eval_batches, log_every=log_every, freeze=freeze,
+                unfreeze_step=unfreeze_step, two_stage=two_stage, on_step=on_step, start=start, stop=stop))
     finally:
         ckpt.close()
         if run_log is not None:
             run_log.close()
     if jax.process_index() == 0:
-        with open(os.path.join(model_dir, "summary.json"), "w") as f:
-            json.dump(summary, f, indent=2)
+        (epath.Path(model_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _peek(source) -> dict:
+    """The source's first batch, leaving the source where it was."""
+    start = source.state()
+    batch = next(source)
+    source.restore(start)
+    return batch
+
+
+def _record(kind, cfg, batch_size, seed, optimizer, freeze, unfreeze_step, two_stage, first) -> dict:
+    """What run_dir records and compares on resume (see run_dir.RECORDED / MAY_CHANGE)."""
+    model = {k: v for k, v in cfg.to_dict().items() if k not in run_dir.MODEL_FIELDS_MAY_CHANGE}
+    schedule = {"freeze": list(freeze), "unfreeze_step": unfreeze_step if freeze else 0,
+                "two_stage": dataclasses.asdict(two_stage) if two_stage else None}
+    return {"kind": kind, "model": model, "batch_size": batch_size, "seed": seed, "optimizer": optimizer.name,
+            "schedule": json.loads(json.dumps(schedule, default=list)),
+            "data": run_dir.batch_signature(first, jax.process_count())}
 
 
 def _lengths(batch: dict) -> tuple[int, int]:
@@ -296,7 +337,8 @@ def _run(r: dict) -> dict:
             timer.close()
             run_log.log(done, _evaluate(r, state.params), prefix="eval")
             timer.start(phase.group)  # eval is not training time
-        if done % r["save_every"] == 0 or done == steps:
+        stop = r["stop"].at(done) if done < steps else None
+        if stop or done % r["save_every"] == 0 or done == steps:
             timer.close()
             last_loss = check(*pending)
             pending = None
@@ -305,6 +347,11 @@ def _run(r: dict) -> dict:
             timer.start(phase.group)  # nor is saving
         if r["on_step"] is not None:
             r["on_step"](done, state)
+        if stop:
+            run_log.message(f"stopped by {stop} after step {done}; checkpoint {done} saved in {ckpt.directory}")
+            break
+    else:
+        stop = None
     timer.close()
     if pending is not None:
         last_loss = check(*pending)
@@ -314,7 +361,7 @@ def _run(r: dict) -> dict:
                "tokens": meta["tokens"], "train_flops": meta["flops"],
                "flops_by_phase": dict(meta.get("flops_by_phase", {})), "checkpoints": ckpt.steps(),
                "phases": [p.name for p in all_phases], "throughput": timer.summary(),
-               "peak": peak_note}
+               "peak": peak_note, "stopped": stop, "stopped_at": int(state.step) if stop else None}
     run_log.message("done: " + json.dumps(summary))
     return summary
 

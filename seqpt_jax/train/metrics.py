@@ -15,7 +15,8 @@ class _Events:
 
     def __init__(self, logdir: str):
         from tensorboard.summary.writer.event_file_writer import EventFileWriter
-        os.makedirs(logdir, exist_ok=True)
+        if "://" not in logdir:  # a remote (gs://) logdir is created by the writer itself
+            os.makedirs(logdir, exist_ok=True)
         self._writer = EventFileWriter(logdir)
 
     def scalars(self, step: int, values: dict) -> None:

@@ -1,0 +1,28 @@
+"""Local paths and remote URIs (gs://...) side by side: which is which, and one-line errors.
+
+Remote paths go through etils epath (TensorFlow's gfile or fsspec underneath); local ones are
+made absolute. `remote_error` turns whatever a storage client raised into one line.
+"""
+
+from __future__ import annotations
+
+import os
+
+from seqpt_jax.errors import UserError
+
+
+def is_remote(path) -> bool:
+    return "://" in str(path)
+
+
+def resolve(path) -> str:
+    """An absolute local path, or a URI unchanged (os.path would turn gs://b into gs:/b)."""
+    return str(path) if is_remote(path) else os.path.abspath(os.path.expanduser(str(path)))
+
+
+def remote_error(path, error: Exception, what: str) -> UserError:
+    """One line naming an unreachable remote path and the first line of the cause."""
+    cause = next((s.strip() for s in str(error).splitlines() if s.strip()), "")
+    return UserError(f"{what} {path} cannot be reached ({type(error).__name__}{': ' + cause[:160] if cause else ''}); "
+                     f"check the bucket name, network and credentials (`gcloud auth application-default "
+                     f"login`), or use a local path.")
