@@ -12,12 +12,18 @@ from seqpt_jax.errors import UserError
 
 
 def is_remote(path) -> bool:
-    return "://" in str(path)
+    """gs://... and other URIs; a file:// URI is a local path."""
+    return "://" in str(path) and not str(path).startswith("file://")
+
+
+def local(path) -> str:
+    """A local path without its file:// scheme."""
+    return str(path)[len("file://"):] if str(path).startswith("file://") else str(path)
 
 
 def resolve(path) -> str:
     """An absolute local path, or a URI unchanged (os.path would turn gs://b into gs:/b)."""
-    return str(path) if is_remote(path) else os.path.abspath(os.path.expanduser(str(path)))
+    return str(path) if is_remote(path) else os.path.abspath(os.path.expanduser(local(path)))
 
 
 def remote_error(path, error: Exception, what: str) -> UserError:

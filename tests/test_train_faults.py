@@ -12,7 +12,11 @@ import jax
 import numpy as np
 import pytest
 
-from seqpt_jax.train import load_params
+from seqpt_jax.params_io import load
+
+
+def load_params(path, step=None):
+    return load(path, step=step)[2]
 
 STEPS, SAVE_EVERY = 40, 4
 

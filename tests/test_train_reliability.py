@@ -12,7 +12,6 @@ import socket
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 from etils import epath
 from etils.epath import testing as epath_testing

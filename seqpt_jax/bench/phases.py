@@ -28,7 +28,10 @@ def _bound(files: list[str], bindings: list[str]) -> tuple[dict, dict]:
     import gin
     from seqpt_jax.commands import train as train_cmd
     with tempfile.TemporaryDirectory(prefix="seqpt-bench-") as tmp:
-        train_cmd.parse_gin(files, [f"MODEL_DIR = {tmp!r}", *DEFAULTS, *bindings], [train_cmd.GIN_DIR])
+        train_cmd.parse_gin(files, [], [train_cmd.GIN_DIR])
+        defined = train_cmd.defined_macros()  # placeholders only for the macros these files declare
+        defaults = [d for d in DEFAULTS if "." in d.split("=")[0] or d.split("=")[0].strip() in defined]
+        train_cmd.parse_gin(files, [f"MODEL_DIR = {tmp!r}", *defaults, *bindings], [train_cmd.GIN_DIR])
     try:
         train = gin.get_bindings("seqpt_jax.train.loop.train")
         try:

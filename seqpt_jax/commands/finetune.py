@@ -57,10 +57,10 @@ def options(gin_files: list[str], bindings: list[str]):
         if not os.path.isfile(path):
             raise UserError(f"gin file {path} not found; pass an existing --gin_file.")
     global _OPTIONS
-    if _OPTIONS is None:  # register once per process (tests call main repeatedly)
-        _OPTIONS = gin.external_configurable(Options, name="Options")
-    with gin.unlock_config():
+    with gin.unlock_config():  # a `seqpt train` earlier in this process locked the config
         gin.clear_config()
+        if _OPTIONS is None:  # register once per process (tests call main repeatedly)
+            _OPTIONS = gin.external_configurable(Options, name="Options")
         try:
             gin.parse_config_files_and_bindings(gin_files, bindings)
         except (ValueError, KeyError, SyntaxError) as e:

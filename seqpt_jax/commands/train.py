@@ -101,7 +101,7 @@ def parse_gin(files: list[str], bindings: list[str], search: list[str]) -> None:
     resolved = [resolve_gin_file(f, search) for f in files]
     try:
         gin.parse_config_files_and_bindings(resolved, BINDING_IMPORTS, finalize_config=False)
-        _check_macros(bindings, _defined_macros())
+        _check_macros(bindings, defined_macros())
         gin.clear_config()
         gin.parse_config_files_and_bindings(resolved, [*BINDING_IMPORTS, *bindings], finalize_config=True)
     except UserError:
@@ -113,7 +113,7 @@ def parse_gin(files: list[str], bindings: list[str], search: list[str]) -> None:
 _MACRO = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def _defined_macros() -> set[str]:
+def defined_macros() -> set[str]:
     """Macros the parsed files define (top-level `NAME = value` lines of the config)."""
     import gin
     return {line.split(" = ", 1)[0] for line in gin.config_str().splitlines()

@@ -22,7 +22,7 @@ import numpy as np
 
 from seqpt_jax.data import mixing, records
 from seqpt_jax.errors import UserError
-from seqpt_jax.paths import is_remote, remote_error
+from seqpt_jax.paths import is_remote, local, remote_error
 
 PAD_ID, EOS_ID, UNK_ID = 0, 1, 2
 EXTRA_IDS = 100
@@ -119,14 +119,9 @@ def load(path: str | os.PathLike, extra_ids: int = EXTRA_IDS):
     """The seqio vocabulary of a SentencePiece model file, or a one-line UserError."""
     import seqio
 
-    path = str(path) if is_remote(path) else Path(path).expanduser()
+    path = str(path) if is_remote(path) else Path(local(path)).expanduser()
     processor(path)  # validates the file with a clear error
     return seqio.SentencePieceVocabulary(str(path), extra_ids=extra_ids)
-
-
-def _remote(path) -> bool:
-    """A URL such as gs://bucket/spm.model (read through tf.io.gfile), not a local path."""
-    return "://" in str(path)
 
 
 def processor(path: str | os.PathLike):
@@ -135,7 +130,7 @@ def processor(path: str | os.PathLike):
 
     if is_remote(path):  # gs://...: the bytes through epath, so an unreachable bucket is one line
         return _remote_processor(str(path))
-    path = Path(path).expanduser()
+    path = Path(local(path)).expanduser()
     if not path.is_file():
         raise UserError(f"vocabulary file {path} not found; train one with "
                         f"`seqpt vocab train --corpus DIR --size N --out {path}`.")

@@ -71,8 +71,8 @@ def plan(experiment: str, scale: str, seeds: int, hw: str = "hw/cpu.gin", throug
     rows = []
     declared = None
     for arm in spec.read_arms(experiment, scale, hw):
-        bindings = spec.placeholder_bindings() + [f"models.preset.vocab_size = {vocab_size or '%VOCAB_SIZE'}"]
-        spec.parse(experiment, arm.name, scale, hw, bindings)
+        bindings = [f"models.preset.vocab_size = {vocab_size or '%VOCAB_SIZE'}"]
+        spec.parse(experiment, arm.name, scale, hw, bindings, spec.placeholder_bindings())
         declared = spec.macro("THROUGHPUT", None) if declared is None else declared
         row = {"arm": arm.name, "role": arm.role, "op": arm.op, **describe_parsed()}
         if arm.op == "init":  # the run's init only: no training, one evaluation
@@ -81,7 +81,7 @@ def plan(experiment: str, scale: str, seeds: int, hw: str = "hw/cpu.gin", throug
             row["eval_flops"] += row["eval_pass_flops"]
         rows.append(row)
     from seqpt_jax.experiment import downstream as ds
-    spec.parse(experiment, rows[0]["arm"], scale, hw, spec.placeholder_bindings())
+    spec.parse(experiment, rows[0]["arm"], scale, hw, [], spec.placeholder_bindings())
     settings = ds.settings()
     encoders = [r["arm"] for r, a in zip(rows, spec.read_arms(experiment, scale, hw)) if a.downstream]
     down = ({"encoders": [*encoders, ds.RANDOM], "tasks": ["section", "ui_tagging"],

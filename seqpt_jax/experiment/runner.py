@@ -117,7 +117,7 @@ class Runner:
             if not Path(self.vocab).is_file():
                 raise UserError(f"--vocab {self.vocab} does not exist; train one with `seqpt vocab train`.")
             return self.vocab
-        spec.parse(self.experiment, self.order[0], self.scale, self.hw, spec.placeholder_bindings())
+        spec.parse(self.experiment, self.order[0], self.scale, self.hw, [], spec.placeholder_bindings())
         pieces = int(spec.macro("VOCAB_PIECES"))
 
         def train(work: Path) -> dict:
@@ -206,7 +206,7 @@ class Runner:
     def _downstream(self) -> None:
         """Fine-tunes the encoder arms that declare 'downstream' and a random init beside them."""
         from seqpt_jax.experiment import downstream as ds
-        spec.parse(self.experiment, self.order[0], self.scale, self.hw, spec.placeholder_bindings())
+        spec.parse(self.experiment, self.order[0], self.scale, self.hw, [], spec.placeholder_bindings())
         settings = ds.settings()
         encoders = [n for n in self.selected if self.arms[n].downstream]
         if not settings or not encoders:

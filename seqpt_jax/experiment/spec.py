@@ -73,13 +73,20 @@ def gin_files(experiment: str, arm: str, scale: str, hw: str) -> list[str]:
     return [f"experiments/{experiment}/{arm}.gin", f"experiments/{experiment}/scale_{scale}.gin", hw]
 
 
-def parse(experiment: str, arm: str, scale: str, hw: str, bindings: list[str]) -> None:
-    """Parses the arm's composition into gin's global config (as `seqpt train` does)."""
+def parse(experiment: str, arm: str, scale: str, hw: str, bindings: list[str], optional: list[str] = ()) -> None:
+    """Parses the arm's composition into gin's global config (as `seqpt train` does).
+    `optional`: macro bindings applied only where the composition defines the macro (e.g.
+    `placeholder_bindings`; `seqpt train` refuses a binding of a macro nothing defines)."""
     from seqpt_jax.commands import train as train_cmd
     root = logging.getLogger()
     root.addFilter(_quiet_include_search)
+    files = gin_files(experiment, arm, scale, hw)
     try:
-        train_cmd.parse_gin(gin_files(experiment, arm, scale, hw), bindings, [gin_dir()])
+        if optional:
+            train_cmd.parse_gin(files, [], [gin_dir()])
+            defined = train_cmd.defined_macros()
+            bindings = [b for b in optional if b.split("=", 1)[0].strip() in defined] + list(bindings)
+        train_cmd.parse_gin(files, bindings, [gin_dir()])
     finally:
         root.removeFilter(_quiet_include_search)
 
@@ -128,7 +135,7 @@ def placeholder_bindings() -> list[str]:
 
 
 def read_arm(experiment: str, name: str, scale: str, hw: str = "hw/cpu.gin") -> Arm:
-    parse(experiment, name, scale, hw, placeholder_bindings())
+    parse(experiment, name, scale, hw, [], placeholder_bindings())
     try:
         decl = macro("ARM")
     except ValueError:

@@ -61,6 +61,8 @@ def optimizer(cfg) -> None:
 def batch_fits(batch: dict, cfg) -> None:
     """Sequence lengths of the first batch against the model (learned positions have a maximum)."""
     for key, x in batch.items():
+        if not key.endswith("_tokens"):  # token sequences; mlm_positions etc. index into them
+            continue
         if x.ndim < 2 or x.shape[1] < 1:
             raise UserError(f"data feature {key!r} has no sequence positions (shape {tuple(x.shape)}); "
                             f"give it a positive length (e.g. --gin.INPUT_LENGTH=128).")
