@@ -66,8 +66,8 @@ def test_paper_scale_gins_build_their_shapes_without_allocating(experiment):
 
     from seqpt_jax import models
     for arm in spec.read_arms(experiment, "paper"):
-        spec.parse(experiment, arm.name, "paper", "hw/cpu.gin",
-                   spec.placeholder_bindings() + ["models.preset.vocab_size = %VOCAB_SIZE"])
+        spec.parse(experiment, arm.name, "paper", "hw/cpu.gin", ["models.preset.vocab_size = %VOCAB_SIZE"],
+                   spec.placeholder_bindings())
         model = spec.train_value("model")
         shapes = models.param_shapes(model)                  # jax.eval_shape: no arrays made
         assert all(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(shapes))

@@ -28,8 +28,7 @@ def _bound(files: list[str], bindings: list[str]) -> tuple[dict, dict]:
     import gin
     from seqpt_jax.commands import train as train_cmd
     with tempfile.TemporaryDirectory(prefix="seqpt-bench-") as tmp:
-        train_cmd.parse_gin(files, [], [train_cmd.GIN_DIR])
-        defined = train_cmd.defined_macros()  # placeholders only for the macros these files declare
+        defined = train_cmd.macros_defined_by(files, [train_cmd.GIN_DIR])  # placeholders only for these
         defaults = [d for d in DEFAULTS if "." in d.split("=")[0] or d.split("=")[0].strip() in defined]
         train_cmd.parse_gin(files, [f"MODEL_DIR = {tmp!r}", *defaults, *bindings], [train_cmd.GIN_DIR])
     try:

@@ -113,6 +113,22 @@ def parse_gin(files: list[str], bindings: list[str], search: list[str]) -> None:
 _MACRO = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
+def macros_defined_by(files: list[str], search: list[str]) -> set[str]:
+    """The macros `files` define (parsed, not finalized: REQUIRED macros may stay unset)."""
+    import gin
+    gin.clear_config()
+    for path in search:
+        gin.add_config_file_search_path(path)
+    try:
+        gin.parse_config_files_and_bindings([resolve_gin_file(f, search) for f in files], BINDING_IMPORTS,
+                                            finalize_config=False)
+        return defined_macros()
+    except Exception as e:  # noqa: BLE001 - gin raises ValueError, SyntaxError, KeyError, ...
+        raise UserError(f"bad gin config: {_one_line(e)}") from None
+    finally:
+        gin.clear_config()
+
+
 def defined_macros() -> set[str]:
     """Macros the parsed files define (top-level `NAME = value` lines of the config)."""
     import gin

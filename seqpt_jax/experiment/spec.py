@@ -83,8 +83,7 @@ def parse(experiment: str, arm: str, scale: str, hw: str, bindings: list[str], o
     files = gin_files(experiment, arm, scale, hw)
     try:
         if optional:
-            train_cmd.parse_gin(files, [], [gin_dir()])
-            defined = train_cmd.defined_macros()
+            defined = train_cmd.macros_defined_by(files, [gin_dir()])
             bindings = [b for b in optional if b.split("=", 1)[0].strip() in defined] + list(bindings)
         train_cmd.parse_gin(files, bindings, [gin_dir()])
     finally:
