@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from seqpt_jax.demo.stages import write_json_atomic
+from seqpt_jax.demo.stages import save_figure_atomic, write_json_atomic
 
 
 def _fmt_flops(x) -> str:
@@ -97,11 +97,7 @@ def plot(runs: list[dict], path: Path) -> Path:
     fig.suptitle("seqpt demo: loss vs compute (grown and warm-started runs start at their parent's FLOPs)",
                  fontsize=9)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure_atomic(fig, path, dpi=110)
 
 
 def write(out: Path, runs: list[dict], downstream: dict[str, dict]) -> dict:

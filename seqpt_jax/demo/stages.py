@@ -40,6 +40,16 @@ def write_json_atomic(path: Path, data) -> None:
     os.replace(tmp, path)
 
 
+def save_figure_atomic(fig, path: Path, dpi: int = 100) -> Path:
+    """Saves a matplotlib figure through a temporary sibling and a rename, then closes it."""
+    import matplotlib.pyplot as plt
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=dpi)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
 class StageRunner:
     """Runs named stages under `out`, skipping those already marked DONE."""
 

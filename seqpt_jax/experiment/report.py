@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seqpt_jax.demo.stages import write_json_atomic
+from seqpt_jax.demo.stages import save_figure_atomic, write_json_atomic
 from seqpt_jax.experiment import claims as claims_lib, runner, savings
 
 BUDGET_FRACTIONS = (0.25, 0.5, 0.75, 1.0)
@@ -196,11 +196,7 @@ def plot(rep: dict, path: Path) -> Path:
             ax.legend(fontsize=7)
     fig.suptitle(f"seqpt experiment {rep['experiment']} (--scale {rep['scale']})", fontsize=10)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure_atomic(fig, path, dpi=100)
 
 
 def write(out: str | Path) -> dict:
