@@ -172,11 +172,16 @@ def test_sequential_warm_start_extraction_and_downstream_rows(tmp_path):
     planned = {r["arm"]: r["train_flops"] for r in plan.plan("sequential", "test", 1, vocab_size=vocab_size)["arms"]}
     for name in ("mlm", "s2s_scratch", "warm_frozen25", "enc_scratch"):   # --plan = the trainer's ledger
         assert arms[name]["train_flops"][0] == pytest.approx(planned[name], rel=1e-9)
-    assert set(rep["downstream"]) == {"section", "ui_tagging"}
-    for task in rep["downstream"].values():
+    assert set(rep["downstream"]) == {"section", "ui_tagging", "synopsis"}
+    for name in ("section", "ui_tagging"):
+        task = rep["downstream"][name]
         assert set(task) == {"mlm", "enc_scratch", "random_init"}
         assert all(0.0 <= row["en"][0] <= 1.0 for row in task.values())
+    gen = rep["downstream"]["synopsis"]                                   # seq2seq arms + their random init
+    assert set(gen) == {"s2s_scratch", "warm_frozen25", "random_init_s2s"}
+    assert all(row["metric"] == "chrf" and 0.0 <= row["en"][0] <= 100.0 for row in gen.values())
     claims = {c["claim"][:3]: c for c in rep["claims"]}
     assert claims["(a)"]["holds"] in (True, False) and "labeling gap" in claims["(a)"]["evidence"]
     assert claims["(b)"]["holds"] is None                                  # no variant was run
+    assert claims["(c'"]["holds"] in (True, False) and "s2s_scratch" in claims["(c'"]["evidence"]
     assert any(c["claim"].startswith("pre-training beats a random init") for c in rep["claims"])

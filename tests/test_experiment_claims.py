@@ -71,3 +71,16 @@ def test_sequential_claims_from_downstream_rows_and_total_compute():
     assert out["(a) "]["holds"] is False                               # gap -0.15 on labeling
     none = {c["claim"][:4]: c for c in claims.sequential(arms, stats, None)}
     assert none["(a) "]["holds"] is None and "downstream not run" in none["(a) "]["evidence"]
+
+
+def test_generation_claim_compares_a_partway_warm_start_with_the_scratch_seq2seq():
+    arms = {"s2s_scratch": _arm(SCRATCH, compare=None, role="scratch")}
+    rows = {"s2s_scratch": {"metric": "chrf", "en": [30.0]}, "warm_frozen25": {"metric": "chrf", "en": [29.5]},
+            "warm_frozen50": {"metric": "chrf", "en": [20.0]}, "random_init_s2s": {"metric": "chrf", "en": [12.0]}}
+    judge = lambda: {c["claim"][:4]: c for c in claims.sequential(arms, {}, {"synopsis": rows})}["(c')"]  # noqa: E731
+    got = judge()
+    assert got["holds"] is True and "s2s_scratch 30.00" in got["evidence"] and "random init 12.00" in got["evidence"]
+    rows["warm_frozen25"]["en"] = [28.0]                               # both partway arms > 1 chrF behind
+    assert judge()["holds"] is False
+    del rows["warm_frozen25"], rows["warm_frozen50"]
+    assert judge()["holds"] is None and "missing" in judge()["evidence"]

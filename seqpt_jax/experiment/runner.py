@@ -209,7 +209,10 @@ class Runner:
         spec.parse(self.experiment, self.order[0], self.scale, self.hw, [], spec.placeholder_bindings())
         settings = ds.settings()
         encoders = [n for n in self.selected if self.arms[n].downstream]
-        if not settings or not encoders:
+        if not settings:
+            return
+        self._generation(settings)
+        if not encoders:
             return
         data = self.stages.run("downstream/data", lambda w: ds.make_slice(self.corpus_dir, w / "corpus", settings),
                                "downstream subsets: English training, capped tests per language")
@@ -221,6 +224,25 @@ class Runner:
                     res = ds.finetune(ckpt, data["corpus"], self.vocab_path, settings, work, self.progress)
                     return {"arm": name, "seed": seed, **res}
                 self.stages.run(f"downstream/{name}/seed{seed}", fn, f"fine-tune on section + ui_tagging (seed {seed})")
+
+    def _generation(self, downstream: dict) -> None:
+        """Fine-tunes the seq2seq arms that declare 'generation' and a random init beside them."""
+        from seqpt_jax.experiment import downstream as ds, generation as gen
+        s2s = [n for n in self.selected if self.arms[n].generation]
+        if not s2s:
+            return
+        settings = gen.settings(downstream)
+        data = self.stages.run("downstream/generation_data",
+                               lambda w: gen.make_subset(self.corpus_dir, w / "corpus", settings),
+                               "downstream generation subsets: English synopses")
+        for seed in range(min(self.seeds, settings["seeds"])):
+            for name in [*s2s, gen.RANDOM]:
+                def fn(work: Path, name=name, seed=seed) -> dict:
+                    ckpt = (ds.random_like(self.checkpoint(s2s[0], seed), seed, work / "params")
+                            if name == gen.RANDOM else ds.export(self.checkpoint(name, seed), work / "params"))
+                    return {"arm": name, "seed": seed,
+                            **gen.finetune(ckpt, data["corpus"], self.vocab_path, settings, self.progress)}
+                self.stages.run(f"downstream/{name}/seed{seed}", fn, f"fine-tune on English synopses (seed {seed})")
 
 
 def load_records(out: str | os.PathLike) -> dict:

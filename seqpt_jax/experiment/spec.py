@@ -9,7 +9,8 @@ models/ and a runs/ gin, and declares what the runner must know in one macro:
            'source': 'source',                         # whose compute this arm starts from
            'compare': 'scratch',                       # the scratch arm its savings are measured against
            'op': 'train',                              # train | init (the run's init, saved, no steps)
-           'downstream': False}                        # fine-tune it downstream (experiment/downstream.py)
+           'downstream': False,                        # fine-tune it downstream (experiment/downstream.py)
+           'generation': False}                        # seq2seq: fine-tune it on generation (experiment/generation.py)
 
 An arm composes as [<arm>.gin, scale_<scale>.gin, hw gin] + bindings, so the scale file (parsed
 later) sets the sizes and budgets every arm refers to through macros.
@@ -64,6 +65,7 @@ class Arm:
     compare: str | None    # the scratch arm it is measured against
     op: str = "train"
     downstream: bool = False   # fine-tuned downstream beside a random init (encoders)
+    generation: bool = False   # fine-tuned on generation beside a random init (seq2seq models)
 
 
 def gin_files(experiment: str, arm: str, scale: str, hw: str) -> list[str]:
@@ -142,7 +144,7 @@ def read_arm(experiment: str, name: str, scale: str, hw: str = "hw/cpu.gin") -> 
                         f"(see seqpt_jax/experiment/spec.py).") from None
     arm = Arm(name=name, role=decl.get("role", "recipe"), needs=dict(decl.get("needs", {})),
               source=decl.get("source"), compare=decl.get("compare"), op=decl.get("op", "train"),
-              downstream=bool(decl.get("downstream", False)))
+              downstream=bool(decl.get("downstream", False)), generation=bool(decl.get("generation", False)))
     if arm.role not in ROLES or arm.op not in OPS:
         raise UserError(f"{name}.gin: ARM role must be one of {ROLES} and op one of {OPS}.")
     return arm
