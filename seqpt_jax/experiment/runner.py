@@ -220,7 +220,7 @@ class Runner:
                             if name == ds.RANDOM else ds.export(self.checkpoint(name, seed), work / "params"))
                     res = ds.finetune(ckpt, data["corpus"], self.vocab_path, settings, work, self.progress)
                     return {"arm": name, "seed": seed, **res}
-                self.stages.run(f"downstream/{name}/seed{seed}", fn, f"fine-tune on section + ui_tagging (seed {seed})")
+                self.stages.run(f"downstream/{name}/seed{seed}", fn, f"fine-tune on {' + '.join(ds.TASKS)} (seed {seed})")
 
 
 def load_records(out: str | os.PathLike) -> dict:
