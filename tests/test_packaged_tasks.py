@@ -120,3 +120,21 @@ def test_downstream_table_has_the_task_its_baseline_and_random_init():
                           "savings_curve": {}, "downstream": table})
     assert "## Downstream: ja_ner (f1; fine-tuned on ja" in md
     assert "| majority_baseline | 0.000 | 0.848 | — |" in md and "| random_init | 0.100 | 0.860 | — |" in md
+
+
+def test_claim_a_labels_on_ja_ner_and_the_baseline_is_judged():
+    from seqpt_jax.experiment import claims
+    row = lambda m, v: {"metric": m, "en": [v]}  # noqa: E731
+    ds_rows = {"section": {"mlm": row("accuracy", 0.8), "enc_scratch": row("accuracy", 0.78),
+                           ds.RANDOM: row("accuracy", 0.5), ds.MAJORITY: row("accuracy", 0.3)},
+               "ui_tagging": {"mlm": row("f1", 0.0), "enc_scratch": row("f1", 0.05)},   # learns nothing
+               "ja_ner": {"mlm": row("f1", 0.5), "enc_scratch": row("f1", 0.2), ds.RANDOM: row("f1", 0.1),
+                          ds.MAJORITY: row("f1", 0.0)}}
+    out = {c["claim"][:4]: c for c in claims._downstream_claims(ds_rows)}
+    assert out["(a) "]["holds"] is True and "labeling gap +0.300" in out["(a) "]["evidence"]
+    assert "ja_ner f1" in out["(a) "]["evidence"]
+    assert out["pre-"]["holds"] is True and "ja_ner 0.100" in out["pre-"]["evidence"]
+    assert out["the "]["holds"] is True and "ja_ner: mlm 0.500 vs majority 0.000" in out["the "]["evidence"]
+    ds_rows["ja_ner"]["mlm"] = row("f1", 0.0)                            # no better than predicting O
+    out = {c["claim"][:4]: c for c in claims._downstream_claims(ds_rows)}
+    assert out["the "]["holds"] is False and out["(a) "]["holds"] is False
