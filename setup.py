@@ -21,6 +21,7 @@ CORE = [
     "matplotlib>=3.8",
     "tensorboard>=2.18",
     "sacrebleu>=2.4,<3",
+    "hironsancorpus==0.1.2",  # MIT; the ja_ner downstream task's labelled data (evaluate/packaged.py)
 ]
 
 EXTRAS = {

@@ -116,7 +116,8 @@ def _fake_results():
         "mlm_small": {"tasks": {"section": {"metric": "accuracy", "scores": {"en": 0.8, "de": 0.5, "ru": 0.3}},
                                 "ui_tagging": {"metric": "f1", "scores": {"en": 0.6, "de": 0.4}}}},
         "mlm_grown": {"tasks": {"section": {"metric": "accuracy", "scores": {"en": 0.9, "de": 0.6, "ru": 0.4}},
-                                "ui_tagging": {"metric": "f1", "scores": {"en": 0.7, "de": 0.2}}}},
+                                "ui_tagging": {"metric": "f1", "scores": {"en": 0.7, "de": 0.2},
+                                               "majority": {"label": "O", "scores": {"en": 0.0, "de": 0.0}}}}},
     }
     return runs, downstream
 
@@ -134,6 +135,7 @@ def test_summary_table_json_and_plot_from_fake_results(tmp_path):
     assert "| mlm_grown | mlm_small | 5.00M | 4.00e+12 | 5.500 (mlm) | 0.900 | 0.500 | 0.700 | 0.200 |" in text
     assert "| extracted | s2s_scratch | 1.50M | 2.00e+12 | — |" in text
     assert "| model | en | de | ru |" in text                      # per-language table, en first
+    assert "| majority baseline (O) | 0.000 | 0.000 |" in text      # under the ui_tagging table
     png = Path(out["plot"]).read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     assert not list(tmp_path.glob(".*tmp*"))                        # temporaries renamed away

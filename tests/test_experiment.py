@@ -172,11 +172,14 @@ def test_sequential_warm_start_extraction_and_downstream_rows(tmp_path):
     planned = {r["arm"]: r["train_flops"] for r in plan.plan("sequential", "test", 1, vocab_size=vocab_size)["arms"]}
     for name in ("mlm", "s2s_scratch", "warm_frozen25", "enc_scratch"):   # --plan = the trainer's ledger
         assert arms[name]["train_flops"][0] == pytest.approx(planned[name], rel=1e-9)
-    assert set(rep["downstream"]) == {"section", "ui_tagging", "synopsis"}
-    for name in ("section", "ui_tagging"):
+    assert set(rep["downstream"]) == {"section", "ui_tagging", "ja_ner", "synopsis"}
+    for name in ("section", "ui_tagging", "ja_ner"):
         task = rep["downstream"][name]
-        assert set(task) == {"mlm", "enc_scratch", "random_init"}
+        assert set(task) == {"mlm", "enc_scratch", "random_init", "majority_baseline"}
         assert all(0.0 <= row["en"][0] <= 1.0 for row in task.values())
+    ner = rep["downstream"]["ja_ner"]                                      # Japanese only: no zero-shot
+    assert all(row["lang"] == "ja" and row["zero_shot"] == [None] for row in ner.values())
+    assert ner["majority_baseline"]["en"] == [0.0] and 0.5 < ner["majority_baseline"]["token_accuracy"][0] < 1.0
     gen = rep["downstream"]["synopsis"]                                   # seq2seq arms + their random init
     assert set(gen) == {"s2s_scratch", "warm_frozen25", "random_init_s2s"}
     assert all(row["metric"] == "chrf" and 0.0 <= row["en"][0] <= 100.0 for row in gen.values())

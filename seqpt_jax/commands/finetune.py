@@ -4,7 +4,7 @@
   seqpt finetune --task section --init CKPT --vocab spm.model --corpus ~/.cache/seqpt_jax/corpus --out DIR
 
 Tasks are user files (classification | tagging | generation with --train/--validation/--test)
-or the corpus's cross-lingual tasks (section | ui_tagging | translation | synopsis): fine-tuned
+or the corpus's cross-lingual tasks (section | ui_tagging | translation | synopsis | ja_ner): fine-tuned
 on English and tested on every language, plus in-language runs. Settings are the fields of
 `Options` (seqpt_jax/evaluate/finetune.py), bound with --gin_file / --gin.Options.epochs=5.
 Writes DIR/results.json, DIR/results.md, DIR/scores.png and the fine-tuned model DIR/model.
@@ -25,7 +25,7 @@ _OPTIONS = None
 def add_task_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", required=True,
                         help="classification | tagging | generation (user files) or "
-                             "section | ui_tagging | translation | synopsis (corpus)")
+                             "section | ui_tagging | translation | synopsis | ja_ner (corpus)")
     parser.add_argument("--train", help="training file (user tasks)")
     parser.add_argument("--validation", help="validation file (user tasks)")
     parser.add_argument("--test", help="test file (user tasks)")

@@ -97,8 +97,12 @@ def pretrain(run, work: Path, data: dict, voc: dict, plan: Plan, progress: bool 
 
 
 def finetune(checkpoint: str, corpus: str, voc: dict, plan: Plan, work: Path,
-             progress: bool | None = None) -> dict:
-    """English fine-tuning and zero-shot tests on every other language, per task."""
+             progress: bool | None = None, tasks: tuple | None = None, epochs: dict | None = None) -> dict:
+    """Fine-tuning in each task's source language (English for the corpus tasks) and zero-shot
+    tests on every other language, per task (`tasks`, default the demo's). `epochs` overrides
+    plan.finetune_epochs per task. Each task also reports its majority-label baseline."""
+    import dataclasses
+
     from seqpt_jax import params_io
     from seqpt_jax.data import vocab as vocab_lib
     from seqpt_jax.evaluate import finetune as ft, protocol, tasks as ev_tasks
@@ -110,15 +114,25 @@ def finetune(checkpoint: str, corpus: str, voc: dict, plan: Plan, work: Path,
                          target_length=plan.finetune_length, learning_rate=5e-4, in_language=False,
                          progress=progress)
     out = {}
-    for name in TASKS:
+    for name in tasks or TASKS:
         task = ev_tasks.from_corpus(name, corpus)
-        result = protocol.run(task, kind, cfg, params, vocabulary, options)
+        opts = dataclasses.replace(options, epochs=(epochs or {}).get(name, options.epochs))
+        result = protocol.run(task, kind, cfg, params, vocabulary, opts)
         write_json_atomic(work / f"{name}.json", result)
         run = result["runs"][0]
         metric = result["primary_metric"]
-        out[name] = {"metric": metric, "scores": {lang: r[metric] for lang, r in run["test"].items()},
-                     "n": {lang: r["n"] for lang, r in run["test"].items()}, "steps": run["steps"],
-                     "final_loss": run["final_loss"]}
+        test = run["test"]
+        out[name] = {"metric": metric, "lang": run["train_lang"], "scores": {l: r[metric] for l, r in test.items()},
+                     "n": {l: r["n"] for l, r in test.items()}, "steps": run["steps"],
+                     "epochs": opts.epochs, "final_loss": run["final_loss"]}
+        if task.kind == "tagging":
+            out[name]["token_accuracy"] = {l: r["token_accuracy"] for l, r in test.items()}
+        if all(r.get("majority") for r in test.values()):
+            out[name]["majority"] = {"label": next(iter(test.values()))["majority"]["label"],
+                                     "scores": {l: r["majority"][metric] for l, r in test.items()}}
+            if task.kind == "tagging":
+                out[name]["majority"]["token_accuracy"] = {l: r["majority"]["token_accuracy"]
+                                                           for l, r in test.items()}
     return {"tasks": out}
 
 

@@ -3,7 +3,8 @@
 Inputs are the stage results (plain dicts, see recipe.py):
   pre-training run: {"model", "kind", "objective", "params", "parent", "flops", "flops_total",
                      "val_loss", "curve": [[cumulative FLOPs, validation loss], ...]}
-  downstream:       {"model": name, "tasks": {task: {"metric": m, "scores": {lang: value}}}}
+  downstream:       {"model": name, "tasks": {task: {"metric": m, "scores": {lang: value},
+                                                         "majority": {"label", "scores": {lang: value}}}}}
 """
 
 from __future__ import annotations
@@ -68,6 +69,11 @@ def markdown(table: list[dict], downstream: dict[str, dict]) -> str:
         for m in models:
             scores = downstream[m]["tasks"][task]["scores"]
             out += f"| {m} | " + " | ".join(_fmt(scores.get(l)) for l in langs) + " |\n"
+        base = next((downstream[m]["tasks"][task]["majority"] for m in models
+                     if downstream[m]["tasks"][task].get("majority")), None)
+        if base:  # protocol.majority: the most frequent training label predicted everywhere
+            out += (f"| majority baseline ({base['label']}) | "
+                    + " | ".join(_fmt(base["scores"].get(l)) for l in langs) + " |\n")
     return out
 
 

@@ -173,14 +173,29 @@ def encode_classification(vocab, examples, labels, length: int, eos_id: int = 1)
     return Encoded(arrays, cut)
 
 
-def encode_tagging(vocab, examples, labels, length: int, eos_id: int = 1) -> Encoded:
-    """First-subword labelling: a word's tag sits on its first piece; other pieces weigh 0."""
+def _unspaced(vocab, pieces: list[int]) -> list[int]:
+    """A word's pieces without SentencePiece's word-boundary mark "▁" in front: the bare "▁"
+    piece is dropped, and a "▁x" piece becomes "x" where the vocabulary has it. In a script
+    written without spaces (Japanese) the pre-trained model never saw a mark between words."""
+    sp = vocab.tokenizer
+    first = sp.id_to_piece(pieces[0]) if pieces else ""
+    if first == "\u2581" and len(pieces) > 1:
+        return pieces[1:]
+    if first.startswith("\u2581") and len(first) > 1 and sp.piece_to_id(first[1:]) != sp.unk_id():
+        return [sp.piece_to_id(first[1:])] + pieces[1:]
+    return pieces
+
+
+def encode_tagging(vocab, examples, labels, length: int, eos_id: int = 1, spaced: bool = True) -> Encoded:
+    """First-subword labelling: a word's tag sits on its first piece; other pieces weigh 0.
+    `spaced=False`: words written without spaces between them (`_unspaced`)."""
     index = {l: i for i, l in enumerate(labels)}
     tokens, targets, weights, positions, cut = [], [], [], [], 0
     for ex in examples:
         ids, tgt, w, pos = [], [], [], []
         for word, tag in zip(ex["words"], ex["tags"]):
-            pieces = _ids(vocab, word) or [vocab.unk_id if hasattr(vocab, "unk_id") else 2]
+            pieces = _ids(vocab, word) if spaced else _unspaced(vocab, _ids(vocab, word))
+            pieces = pieces or [vocab.unk_id if hasattr(vocab, "unk_id") else 2]
             if len(ids) + len(pieces) > length - 1:
                 cut += 1
                 break

@@ -45,6 +45,7 @@ class Options:
     dropout_rate: float | None = None  # None: the checkpoint's own
     seed: int = 0
     in_language: bool = True  # also fine-tune on each other language that has training data
+    spaced_words: bool = True  # tagging: False for words written without spaces (Task.spaced)
     progress: bool | None = None  # a progress bar; None: only when writing to a terminal
 
 

@@ -8,6 +8,9 @@ how many examples were cut to the model length.
 
 from __future__ import annotations
 
+import dataclasses
+from collections import Counter
+
 import jax
 import numpy as np
 
@@ -23,7 +26,7 @@ def _encode(kind, vocab, examples, labels, options):
     if kind == "classification":
         return data.encode_classification(vocab, examples, labels, options.max_length)
     if kind == "tagging":
-        return data.encode_tagging(vocab, examples, labels, options.max_length)
+        return data.encode_tagging(vocab, examples, labels, options.max_length, spaced=options.spaced_words)
     return data.encode_generation(vocab, examples, options.max_length, options.target_length)
 
 
@@ -66,6 +69,26 @@ def score(kind: str, model, params, vocab, examples, labels, options, lang: str)
     return result
 
 
+def majority(kind: str, train: list[dict], examples: list[dict], labels: list[str]) -> dict | None:
+    """The baseline that predicts the training split's most frequent label (tag) everywhere,
+    scored like a model (`score`); ties go to the first label in sorted order. None for generation."""
+    if kind == "classification":
+        counts = Counter(ex["label"] for ex in train)
+        top = min(counts, key=lambda l: (-counts[l], l))
+        gold = [ex["label"] for ex in examples]
+        return {"label": top, "accuracy": metrics.accuracy([top] * len(gold), gold),
+                "macro_f1": metrics.macro_f1([top] * len(gold), gold)}
+    if kind == "tagging":
+        counts = Counter(t for ex in train for t in ex["tags"])
+        top = min(counts, key=lambda l: (-counts[l], l))
+        gold = [ex["tags"] for ex in examples]
+        guess = [[top] * len(tags) for tags in gold]
+        out = {"label": top, "token_accuracy": metrics.token_accuracy(gold, guess)}
+        out["f1"] = metrics.span_f1(gold, guess)["f1"] if metrics.is_bio(labels) else out["token_accuracy"]
+        return out
+    return None
+
+
 def _read(task: Task, split: str, lang: str) -> list[dict]:
     return data.read(task.kind, task.files[split][lang], split)
 
@@ -84,6 +107,7 @@ def run(task: Task, init_kind: str, cfg, init_params: dict, vocab, options,
     model (the source-language one) is saved to `save_dir` for `seqpt eval`."""
     if options.dropout_rate is not None:
         cfg = cfg.replace(dropout_rate=options.dropout_rate)
+    options = dataclasses.replace(options, spaced_words=task.spaced)
     _check_lengths(cfg, options)
     if vocab.vocab_size > cfg.vocab_size:
         raise UserError(f"the vocabulary has {vocab.vocab_size} ids but the model only {cfg.vocab_size}; "
@@ -126,6 +150,9 @@ def run(task: Task, init_kind: str, cfg, init_params: dict, vocab, options,
             entry["validation"] = score(task.kind, model, params, vocab, val, labels, options, train_lang)
         for lang, examples in evals.items():
             entry["test"][lang] = score(task.kind, model, params, vocab, examples, labels, options, lang)
+            base = majority(task.kind, train_examples, examples, labels)
+            if base:
+                entry["test"][lang]["majority"] = base
         runs.append(entry)
         if save_dir and len(runs) == 1:
             finetune.save(save_dir, task.kind, cfg, labels, params)
@@ -136,6 +163,7 @@ def run(task: Task, init_kind: str, cfg, init_params: dict, vocab, options,
 def evaluate_saved(task: Task, cfg, labels: list, params: dict, vocab, options) -> dict:
     """Scores a saved fine-tuned model on every test language of `task` (no training)."""
     _check_lengths(cfg, options)
+    options = dataclasses.replace(options, spaced_words=task.spaced)
     model = finetune.build_model(task.kind, cfg, len(labels))
     entry = {"train_lang": "saved model", "mode": "eval", "labels": labels, "test": {}}
     if not task.langs("test"):

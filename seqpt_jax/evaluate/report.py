@@ -12,6 +12,13 @@ _COLUMNS = {
 }
 
 
+def _values(m: dict, cols, blank: bool = False) -> str:
+    """Percent for the 0..1 scores, plain for BLEU/chrF; `blank`: a column m lacks is "—"."""
+    pct = ("accuracy", "macro_f1", "f1", "precision", "recall", "token_accuracy", "exact_match")
+    return " | ".join(("—" if blank else None) if c not in m else f"{100 * m[c]:.1f}" if c in pct
+                      else f"{m[c]:.1f}" for c in cols if blank or c in m)
+
+
 def markdown(results: dict) -> str:
     """One row per (run, test language): the task's metrics, example and truncation counts."""
     cols = _COLUMNS[results["kind"]]
@@ -20,10 +27,11 @@ def markdown(results: dict) -> str:
              "|---|---|---|" + "---|" * len(cols) + "---|---|"]
     for run in results["runs"]:
         for lang, m in sorted(run["test"].items()):
-            vals = " | ".join(f"{100 * m[c]:.1f}" if c in ("accuracy", "macro_f1", "f1", "precision",
-                                                            "recall", "token_accuracy", "exact_match")
-                              else f"{m[c]:.1f}" for c in cols if c in m)
-            lines.append(f"| {run['train_lang']} | {run['mode']} | {lang} | {vals} | {m['n']} | {m['truncated']} |")
+            lines.append(f"| {run['train_lang']} | {run['mode']} | {lang} | {_values(m, cols)} | {m['n']} | "
+                         f"{m['truncated']} |")
+            if m.get("majority"):  # protocol.majority: the most frequent training label everywhere
+                lines.append(f"| {run['train_lang']} | majority {m['majority']['label']!r} | {lang} | "
+                             f"{_values(m['majority'], cols, blank=True)} | {m['n']} | — |")
     return "\n".join(lines) + "\n"
 
 

@@ -1,7 +1,8 @@
 """Which files make a downstream task: user files, or the project's cross-lingual corpus tasks.
 
 A `Task` maps each split to {language: file}. User files form the single language "user";
-corpus tasks are found under `CORPUS/tasks/<name>/` (see `CORPUS_TASKS`).
+corpus tasks are found under `CORPUS/tasks/<name>/` (see `CORPUS_TASKS`). A packaged task
+(`packaged.PACKAGED`: labels from an installed package) is written there when missing.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import re
 
 from seqpt_jax.errors import UserError
+from seqpt_jax.evaluate import packaged
 
 SPLITS = ("train", "validation", "test")
 
@@ -21,6 +23,7 @@ CORPUS_TASKS = {
     "ui_tagging": ("tagging", "{lang}.{split}.conll"),
     "translation": ("generation", "en-{lang}.{split}.jsonl"),
     "synopsis": ("generation", "{lang}.{split}.jsonl"),
+    "ja_ner": ("tagging", "{lang}.{split}.conll"),  # packaged.py: Japanese NER, trained in Japanese
 }
 USER_KINDS = ("classification", "tagging", "generation")
 
@@ -32,6 +35,7 @@ class Task:
     files: dict  # split -> {language: path}
     source_lang: str = "en"  # the language fine-tuned on for zero-shot transfer
     skipped: list = dataclasses.field(default_factory=list)  # "lang.split" files with no examples
+    spaced: bool = True  # tagging words are separated by spaces (False: Japanese, data._unspaced)
 
     def langs(self, split: str) -> list[str]:
         return sorted(self.files.get(split, {}))
@@ -52,6 +56,9 @@ def from_corpus(name: str, corpus: str, langs: list[str] | None = None) -> Task:
                         f"or {', '.join(USER_KINDS)} with --train/--test files.")
     kind, pattern = CORPUS_TASKS[name]
     root = os.path.join(os.path.expanduser(corpus), "tasks", name)
+    source = packaged.PACKAGED[name].lang if name in packaged.PACKAGED else "en"
+    if name in packaged.PACKAGED and not os.path.isdir(root):
+        packaged.materialise(name, root)
     if not os.path.isdir(root):
         raise UserError(f"{root} not found; build the corpus first (`seqpt corpus build`) or pass --corpus.")
     files, skipped = {}, []
@@ -68,7 +75,8 @@ def from_corpus(name: str, corpus: str, langs: list[str] | None = None) -> Task:
                 files.setdefault(split, {})[m["lang"]] = path
     if not files.get("test"):
         raise UserError(f"{root} has no *.test files for task {name!r}; rebuild the corpus.")
-    return Task(name=name, kind=kind, files=files, skipped=skipped)
+    spaced = packaged.PACKAGED[name].spaced if name in packaged.PACKAGED else True
+    return Task(name=name, kind=kind, files=files, source_lang=source, skipped=skipped, spaced=spaced)
 
 
 def _blank(path: str) -> bool:

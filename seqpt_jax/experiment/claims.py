@@ -99,10 +99,14 @@ def _mean(xs):
     return sum(xs) / len(xs) if xs else None
 
 
+LABELING = ("ja_ner", "ui_tagging")  # claim (a)'s sequence-labeling task: the first with an mlm row
+
+
 def _downstream_claims(ds: dict) -> list[dict]:
-    """(a), (b) and the random-init check from {task: {arm: {"en": [...], ...}}}."""
-    cls, tag = ds.get("section", {}), ds.get("ui_tagging", {})
+    """(a), (b), the random-init and the majority-baseline checks from {task: {arm: {"en": [...], ...}}}."""
     score = lambda rows, arm: _mean(rows.get(arm, {}).get("en", []))  # noqa: E731 - fine-tuned language
+    tag_task = next((t for t in LABELING if score(ds.get(t, {}), "mlm") is not None), "ui_tagging")
+    cls, tag = ds.get("section", {}), ds.get(tag_task, {})
     out = []
     extracted = [n for n in ENCODERS if score(tag, n) is not None and score(cls, n) is not None]
     if score(tag, "mlm") is None or score(cls, "mlm") is None or not extracted:
@@ -111,7 +115,7 @@ def _downstream_claims(ds: dict) -> list[dict]:
                 claim("(b) the variants do not close that gap", None, "downstream rows missing")]
     gaps = {n: (score(tag, "mlm") - score(tag, n), score(cls, "mlm") - score(cls, n)) for n in extracted}
     ev = "; ".join(f"{n}: labeling gap {g[0]:+.3f}, classification gap {g[1]:+.3f}" for n, g in gaps.items())
-    metrics = f"(English, after fine-tuning: ui_tagging {tag['mlm']['metric']}, section {cls['mlm']['metric']})"
+    metrics = f"(after fine-tuning: {tag_task} {tag['mlm']['metric']}, section {cls['mlm']['metric']})"
     out.append(claim("(a) the MLM encoder beats every extracted encoder on sequence labeling by more than on "
                      "classification", all(g[0] > 0 and g[0] > g[1] for g in gaps.values()), f"{ev} {metrics}"))
     variants = [n for n in ("enc_masked", "enc_small_decoder", "enc_continued") if n in gaps]
@@ -119,13 +123,20 @@ def _downstream_claims(ds: dict) -> list[dict]:
                      all(gaps[n][0] > 0 for n in variants) if variants else None,
                      "; ".join(f"{n}: MLM still ahead by {gaps[n][0]:+.3f} on labeling" for n in variants)
                      or "variant rows missing"))
-    rand = {t: score(rows, "random_init") for t, rows in (("section", cls), ("ui_tagging", tag))}
-    if all(v is not None for v in rand.values()):
-        rows = [(n, t, score(r, n)) for t, r in (("section", cls), ("ui_tagging", tag)) for n in ("mlm", *extracted)]
+    rand = {t: score(rows, "random_init") for t, rows in ds.items() if score(rows, "random_init") is not None}
+    if rand:
+        rows = [(n, t, score(ds[t], n)) for t in rand for n in ("mlm", *extracted)]
         worse = [f"{n} on {t} ({v:.3f} vs {rand[t]:.3f})" for n, t, v in rows if v is not None and v <= rand[t]]
         out.append(claim("pre-training beats a random init of the same shape fine-tuned with the same budget",
                          not worse, ("not beaten: " + ", ".join(worse)) if worse else
-                         f"random init: section {rand['section']:.3f}, ui_tagging {rand['ui_tagging']:.3f}"))
+                         "random init: " + ", ".join(f"{t} {v:.3f}" for t, v in rand.items())))
+    base = {t: score(rows, "majority_baseline") for t, rows in ds.items()
+            if score(rows, "majority_baseline") is not None and score(rows, "mlm") is not None}
+    if base:
+        out.append(claim("the MLM encoder beats the majority-label baseline", all(score(ds[t], "mlm") > v
+                                                                              for t, v in base.items()),
+                         "; ".join(f"{t}: mlm {score(ds[t], 'mlm'):.3f} vs majority {v:.3f}"
+                                   for t, v in base.items())))
     return out
 
 

@@ -84,7 +84,7 @@ def plan(experiment: str, scale: str, seeds: int, hw: str = "hw/cpu.gin", throug
     spec.parse(experiment, rows[0]["arm"], scale, hw, [], spec.placeholder_bindings())
     settings = ds.settings()
     encoders = [r["arm"] for r, a in zip(rows, spec.read_arms(experiment, scale, hw)) if a.downstream]
-    down = ({"encoders": [*encoders, ds.RANDOM], "tasks": ["section", "ui_tagging"],
+    down = ({"encoders": [*encoders, ds.RANDOM], "tasks": list(ds.TASKS),
              "seeds": min(seeds, settings["seeds"]), **settings} if settings and encoders else None)
     rate = throughput or declared
     total = sum(r["train_flops"] + r["eval_flops"] for r in rows) * seeds

@@ -138,11 +138,16 @@ def markdown(rep: dict) -> str:
         lines.append(f"| {name} | {a.get('role') or '—'} | {len(a['seeds'])} | {params} | {flops} | "
                      f"{_mean(a['final_val_loss'])} | {a.get('reached', '—')} | {sav} | {sws} |")
     for task, rows in rep.get("downstream", {}).items():
-        metric = next(iter(rows.values()))["metric"]
-        lines += ["", f"## Downstream: {task} ({metric}; fine-tuned on en, zero-shot mean over the others)", "",
-                  "| encoder | en | zero-shot |", "|---|---|---|"]
+        first = next(iter(rows.values()))
+        metric, lang = first["metric"], first.get("lang", "en")
+        acc = any("token_accuracy" in r for r in rows.values())
+        lines += ["", f"## Downstream: {task} ({metric}; fine-tuned on {lang}, zero-shot mean over the others, "
+                  "— where there are none)", "",
+                  f"| encoder | {lang} |" + (f" {lang} token accuracy |" if acc else "") + " zero-shot |",
+                  "|---|---|" + ("---|" if acc else "") + "---|"]
         for name, row in rows.items():
-            lines.append(f"| {name} | {_mean(row['en'])} | {_mean(row['zero_shot'])} |")
+            cells = [_mean(row["en"])] + ([_mean(row.get("token_accuracy", []))] if acc else [])
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {_mean(row['zero_shot'])} |")
     lines += ["", "## Claims", ""]
     for c in rep["claims"]:
         verdict = {True: "holds", False: "does not hold", None: "not shown"}[c["holds"]]

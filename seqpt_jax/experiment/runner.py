@@ -223,7 +223,7 @@ class Runner:
                             if name == ds.RANDOM else ds.export(self.checkpoint(name, seed), work / "params"))
                     res = ds.finetune(ckpt, data["corpus"], self.vocab_path, settings, work, self.progress)
                     return {"arm": name, "seed": seed, **res}
-                self.stages.run(f"downstream/{name}/seed{seed}", fn, f"fine-tune on section + ui_tagging (seed {seed})")
+                self.stages.run(f"downstream/{name}/seed{seed}", fn, f"fine-tune on {' + '.join(ds.TASKS)} (seed {seed})")
 
     def _generation(self, downstream: dict) -> None:
         """Fine-tunes the seq2seq arms that declare 'generation' and a random init beside them."""
