@@ -4,6 +4,8 @@ resumed), the report's schema and claims, and the paper-scale gins' shapes."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ from data_fixtures import make_corpus
 from seqpt_jax.commands import experiment as experiment_cmd
 from seqpt_jax.errors import UserError
 from seqpt_jax.experiment import plan, report, runner, spec
+from seqpt_jax.train.preemption import Stopped
 
 
 def test_every_arm_declares_its_role_and_dependencies_come_first():
@@ -101,11 +104,32 @@ class Killer:
         return on_step
 
 
+class Preempter(Killer):
+    """Sends this process SIGTERM once, inside `arm`'s training, after `step` steps."""
+
+    def __call__(self, arm: str, seed: int):
+        if arm != self.arm or self.fired:
+            return None
+
+        def on_step(step, state):
+            if step == self.step:
+                self.fired = True
+                os.kill(os.getpid(), signal.SIGTERM)
+        return on_step
+
+
 @pytest.mark.slow  # ~45 s CPU: three real training runs + a resume (2.5 min wall at load 9)
 def test_growth_runs_is_killed_resumes_and_reports(tmp_path, capsys):
-    """The real trainer: source -> scratch -> FPI (killed at step 3, resumed), then the report."""
+    """The real trainer: source -> scratch (SIGTERM at step 3: saved, not recorded as done) ->
+    FPI (killed at step 3), each resumed, then the report."""
     corpus = str(make_corpus(tmp_path / "corpus"))
     out = tmp_path / "out"
+    term = Preempter("scratch", 3)
+    with pytest.raises(Stopped, match="stopped by SIGTERM after step"):
+        runner.Runner("growth", "test", 1, out, corpus=corpus, progress=False, on_step=term, only=["fpi"]).run()
+    assert term.fired and (out / "source/seed0/DONE").is_file()
+    assert not (out / "scratch/seed0/DONE").exists()                      # stopped early: not finished
+    assert any((out / "scratch/seed0/train/checkpoints").iterdir())        # saved on the request
     kill = Killer("fpi", 3)
     first = runner.Runner("growth", "test", 1, out, corpus=corpus, progress=False, on_step=kill, only=["fpi"])
     assert first.selected == ["source", "scratch", "fpi"]

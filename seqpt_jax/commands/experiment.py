@@ -31,10 +31,15 @@ def _run(args) -> int:
         print(json.dumps(p, indent=1) if args.json else plan_lib.text(p), end="" if not args.json else "\n")
         return 0
     from seqpt_jax.experiment import report, runner
+    from seqpt_jax.train.preemption import EXIT_CODES, Stopped
     out = args.out or f"experiments/{args.name}-{args.scale}"
-    result = runner.Runner(args.name, args.scale, args.seeds, out, hw=args.hw, corpus=args.corpus,
-                           vocab=args.vocab, progress=False if args.no_progress else None,
-                           only=args.arms.split(",") if args.arms else None).run()
+    try:
+        result = runner.Runner(args.name, args.scale, args.seeds, out, hw=args.hw, corpus=args.corpus,
+                               vocab=args.vocab, progress=False if args.no_progress else None,
+                               only=args.arms.split(",") if args.arms else None).run()
+    except Stopped as e:
+        print(e, file=sys.stderr)
+        return EXIT_CODES[e.reason]
     written = report.write(out)
     print(f"ran {len(result['ran'])} stage(s); report: {written['markdown']}", file=sys.stderr)
     return 0

@@ -166,6 +166,9 @@ class Runner:
         hook = self.on_step(arm.name, seed) if self.on_step else None
         summary = gin.get_configurable(loop.train)(on_ready=write_config, progress=self.progress, on_step=hook)
         write_config()
+        if summary.get("stopped"):  # saved, not finished: no DONE record; a rerun resumes it
+            from seqpt_jax.train.preemption import Stopped
+            raise Stopped(summary["stopped"], summary.get("stopped_at"))
         points = [[0.0, start["loss"]], *curve(str(model_dir / "tb"))]
         model = spec.train_value("model")
         return {"arm": arm.name, "seed": seed, "op": "train", "checkpoint": str(model_dir),

@@ -20,6 +20,17 @@ import threading
 EXIT_CODES = {"SIGTERM": 143, "SIGINT": 130}
 
 
+class Stopped(Exception):
+    """A run that stopped on a request (its checkpoint saved) inside a larger job — an
+    experiment's arm, a demo stage: the job stops too, records nothing as finished, and exits
+    with EXIT_CODES[reason]; rerunning it resumes the arm."""
+
+    def __init__(self, reason: str, step: int | None):
+        super().__init__(f"stopped by {reason} after step {step}; the checkpoint is saved: rerun the same "
+                         f"command to continue (exit code {EXIT_CODES[reason]}).")
+        self.reason, self.step = reason, step
+
+
 class StopRequests:
     """A context manager that turns SIGTERM / SIGINT into a stop at the next step boundary."""
 
