@@ -84,3 +84,14 @@ def test_generation_claim_compares_a_partway_warm_start_with_the_scratch_seq2seq
     assert judge()["holds"] is False
     del rows["warm_frozen25"], rows["warm_frozen50"]
     assert judge()["holds"] is None and "missing" in judge()["evidence"]
+
+
+def test_claim_a_needs_a_gap_beyond_float_noise():
+    """Equal scores whose means differ by float noise are no gap: (a) and (b) are false."""
+    same = 0.1 + 0.2                                                   # 0.30000000000000004
+    ds = {"section": {"mlm": {"metric": "accuracy", "en": [0.5]}, "enc_scratch": {"metric": "accuracy", "en": [0.5]},
+                      "enc_masked": {"metric": "accuracy", "en": [0.5]}},
+          "ja_ner": {"mlm": {"metric": "f1", "en": [same]}, "enc_scratch": {"metric": "f1", "en": [0.3]},
+                     "enc_masked": {"metric": "f1", "en": [0.3]}}}
+    out = {c["claim"][:4]: c for c in claims.sequential({}, {}, ds)}
+    assert out["(a) "]["holds"] is False and out["(b) "]["holds"] is False
