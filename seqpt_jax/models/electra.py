@@ -42,6 +42,7 @@ class ElectraOutputs(flax.struct.PyTreeNode):
     rtd_logits: Array     # [B, L] discriminator logits of "replaced", float32
     rtd_labels: Array     # [B, L] 1.0 where the discriminator's input differs from the original
     rtd_weights: Array    # [B, L] 1.0 on every non-padding position
+    rtd_inputs: Array     # [B, L] the discriminator's input: the samples at the masked positions
     rtd_weight: float = flax.struct.field(pytree_node=False, default=RTD_WEIGHT)
 
 
@@ -184,4 +185,5 @@ class Electra(nn.Module):
         disc_batch = {**batch, "encoder_input_tokens": corrupted, "encoder_segment_ids": segments}
         rtd_logits = disc("forward", disc_batch, det)
         return ElectraOutputs(mlm_logits=mlm_logits, rtd_logits=rtd_logits, rtd_labels=labels,
-                              rtd_weights=(segments != 0).astype(jnp.float32), rtd_weight=self.rtd_weight)
+                              rtd_weights=(segments != 0).astype(jnp.float32), rtd_inputs=corrupted,
+                              rtd_weight=self.rtd_weight)
