@@ -48,6 +48,10 @@ def test_plan_counts_phases_with_the_trainers_ledger():
     warm = {r["arm"]: r for r in plan.plan("sequential", "test", 1)["arms"]}
     assert warm["warm_frozen25"]["train_flops"] < warm["warm_frozen0"]["train_flops"]  # frozen = no encoder backward
     assert warm["enc_scratch"]["train_flops"] == 0 and warm["enc_scratch"]["eval_flops"] > 0
+    electra, mlm = warm["electra"], warm["mlm"]   # sized like mlm: its encoder, steps and tokens
+    assert electra["kind"] == "electra" and electra["role"] == "encoder"
+    assert (electra["layers"], electra["d_model"], electra["steps"], electra["tokens"]) == \
+        (mlm["layers"], mlm["d_model"], mlm["steps"], mlm["tokens"])
 
 
 def test_plan_command_prints_and_refuses_unknown_names(capsys):
@@ -81,6 +85,11 @@ def test_paper_scale_gins_build_their_shapes_without_allocating(experiment):
                 models.param_shapes(models.EncoderMLM(models.preset("bert-base"))))
         if experiment == "growth" and arm.name == "source":
             assert (cfg.num_encoder_layers, cfg.d_model) == (12, 512)   # bert2BERT's S(12,512)
+        if experiment == "sequential" and arm.name == "electra":  # ELECTRA-Base's 1/3-wide generator
+            assert shapes["generator"]["encoder"]["layers"]["attention"]["query"]["kernel"].shape == (12, 256, 4, 64)
+            base = models.param_shapes(models.EncoderMLM(models.preset("mt5-base")))["encoder"]
+            assert jax.tree.map(lambda x: x.shape, shapes["discriminator"]["encoder"]) == \
+                jax.tree.map(lambda x: x.shape, base)                 # the mlm arm's encoder
         if experiment == "sequential" and arm.name == "s2s_scratch":
             base = models.preset("mt5-base")
             assert models.count_params(shapes) == models.count_params(

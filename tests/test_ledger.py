@@ -49,6 +49,10 @@ CASES = [
      _phase("stage1/sub3", two_stage=loop.TwoStage(block=2, steps=5))),
     ("two_stage_sub1_head_trains_t5", "t5", "encoder_mlm", {"num_encoder_layers": 4},
      _phase("stage1/sub1", two_stage=loop.TwoStage(block=2, steps=5, train_head=True))),
+    # generator (1/4 width, projected shared embeddings, tied head on the masked positions),
+    # sampling, discriminator + RTD head on every position
+    ("electra_bert", "bert", "electra", {}, _phase("full")),
+    ("electra_t5", "t5", "electra", {}, _phase("full")),
 ]
 
 

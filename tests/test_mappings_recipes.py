@@ -64,7 +64,10 @@ RECIPES = [("t5_tiny", "warmstart_seq2seq", "ENCODER_CHECKPOINT", "loop.train.un
            ("t5_tiny", "seq2seq_small_decoder", None, "models.preset.num_decoder_layers", 1),
            ("t5_tiny", "seq2seq_masked_encoder", None, "data.mixture_or_task.name", "seqpt_local_span_corruption_masked"),
            ("t5_tiny", "seq2seq_masked_encoder", None, "loop.train.encoder_mlm_weight", 1.0),
-           ("mt5_base", "pretrain_span_mc4", "TFDS_DATA_DIR", "data.mixture_or_task.name", "seqpt_mc4_span_corruption")]
+           ("mt5_base", "pretrain_span_mc4", "TFDS_DATA_DIR", "data.mixture_or_task.name", "seqpt_mc4_span_corruption"),
+           ("bert_tiny", "pretrain_electra", None, "models.build.kind", "electra"),
+           ("bert_tiny", "pretrain_electra", None, "models.build.rtd_weight", 50.0),        # the paper's lambda
+           ("t5_tiny", "pretrain_electra", None, "models.build.generator_fraction", 0.25)]
 
 
 @pytest.mark.parametrize("model,run,required,name,value", RECIPES)

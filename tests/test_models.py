@@ -33,6 +33,9 @@ def test_encoder_subtree_identical_across_models(family):
         sub = {k: v.shape for k, v in shapes[kind].items() if k in enc}
         assert sub == enc, kind
     assert any(k.startswith("mlm_head/") for k in shapes["encoder_mlm"])
+    # ELECTRA's discriminator is the same encoder (and tables) under discriminator/, + rtd_head/
+    disc = {k[len("discriminator/"):]: v.shape for k, v in shapes["electra"].items() if k.startswith("discriminator/")}
+    assert {k: v for k, v in disc.items() if not k.startswith("rtd_head/")} == enc
     assert any(k.startswith("decoder/layers/cross_attention/") for k in shapes["encoder_decoder"])
 
 

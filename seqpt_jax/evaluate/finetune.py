@@ -64,7 +64,9 @@ def transfer(init_kind: str, init_params: dict, fresh: dict) -> dict:
     checkpoint (the decoder then starts fresh: the warm start of Soltan et al.).
     """
     if "encoder" not in init_params:
-        raise UserError(f"checkpoint of kind {init_kind!r} has no encoder to fine-tune.")
+        hint = ("; extract its discriminator first: seqpt extract --electra MODEL_DIR --out DIR"
+                if init_kind == "electra" else "")
+        raise UserError(f"checkpoint of kind {init_kind!r} has no encoder to fine-tune{hint}.")
     shared = tuple(fresh) if init_kind == "encoder_decoder" and "decoder" in fresh else SHARED
     keys = [k for k in shared if k in fresh and k in init_params]
     return transfer_lib.take(fresh, init_params, keys, what="the pre-trained checkpoint")

@@ -47,8 +47,14 @@ def demo_plan(s: dict):
 
 
 def export(checkpoint: str, dst: Path) -> str:
-    """A params_io checkpoint of a training MODEL_DIR's latest params (or `checkpoint` itself)."""
+    """A params_io checkpoint of a training MODEL_DIR's latest params (or `checkpoint` itself);
+    of an ELECTRA run, its discriminator as an encoder_mlm (`mappings.electra_to_encoder`)."""
     from seqpt_jax import params_io
+    if params_io.read_model(checkpoint)[0] == "electra":
+        from seqpt_jax import mappings
+        _, cfg, params = params_io.load(checkpoint)
+        return params_io.save_params(str(dst), "encoder_mlm", cfg, mappings.electra_to_encoder(params, cfg),
+                                     overwrite=True)
     if (Path(checkpoint) / "checkpoints").is_dir():
         kind, cfg, params = params_io.load(checkpoint)
         return params_io.save_params(str(dst), kind, cfg, params, overwrite=True)
@@ -56,11 +62,13 @@ def export(checkpoint: str, dst: Path) -> str:
 
 
 def random_like(checkpoint: str, seed: int, dst: Path) -> str:
-    """A random init of the same kind and config as `checkpoint` (the baseline row)."""
+    """A random init of the same kind and config as `checkpoint` (the baseline row); of an
+    ELECTRA run, of its discriminator's encoder_mlm shape."""
     import jax
 
     from seqpt_jax import models, params_io
     kind, cfg = params_io.read_model(checkpoint)
+    kind = "encoder_mlm" if kind == "electra" else kind
     params = models.init(models.build(kind, cfg), jax.random.key(seed))
     return params_io.save_params(str(dst), kind, cfg, params, overwrite=True)
 

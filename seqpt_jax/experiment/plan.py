@@ -50,7 +50,7 @@ def describe_parsed() -> dict:
     unfreeze = int(spec.train_value("unfreeze_step") or 0)
     # The corpus feed gives MLM batches their masked positions: the head runs on those only.
     from seqpt_jax.data import mlm_positions
-    head = mlm_positions.max_predictions(0.15, enc) if kind == "encoder_mlm" else None
+    head = mlm_positions.max_predictions(0.15, enc) if kind in ("encoder_mlm", "electra") else None
     phases = _phase_flops(kind, cfg, shapes, steps, batch, enc, dec, freeze, unfreeze, two_stage, head)
     forward = perf.train_flops(kind, cfg, shapes, jax.tree.map(lambda _: False, freezing.all_trainable(shapes)),
                                batch, enc, dec, head)["forward"]

@@ -40,6 +40,9 @@ def model_kind(params) -> str:
         return "encoder_mlm"
     if "encoder" in keys:
         return "encoder"
+    if keys == {"discriminator", "generator"}:
+        raise UserError("this is an ELECTRA model; extract its discriminator first: seqpt extract --electra "
+                        "MODEL_DIR --out DIR (mappings.electra_to_encoder), then use DIR.")
     raise UserError(f"params with top-level keys {sorted(keys)} are not a seqpt_jax model "
                     f"(expected 'encoder', plus 'mlm_head' or 'decoder').")
 

@@ -6,6 +6,11 @@ kind="encoder_mlm" the MLM head (transform, its norm, the output projection when
 output bias) is the seq2seq model's encoder MLM head `mlm_head/` when it was trained with one
 (seq2seq denoising + encoder MLM, runs/seq2seq_masked_encoder.gin), else freshly initialised.
 Preserved exactly: the encoder's output states (and then its MLM logits, with a kept head).
+
+ELECTRA -> encoder (`electra_to_encoder`): the discriminator (`discriminator/`, EncoderMLM's
+layout with `rtd_head` in place of `mlm_head`) without its RTD head, with a fresh MLM head for
+kind="encoder_mlm"; the generator is dropped. Preserved exactly: the discriminator's encoder
+output states.
 """
 
 from __future__ import annotations
@@ -57,3 +62,31 @@ def seq2seq_to_encoder(s2s_params, s2s_cfg, enc_cfg=None, *, rng=None, kind: str
     rng = jax.random.key(0) if rng is None else rng
     fn = functools.partial(_extract, enc_cfg=enc_cfg, kind=kind)
     return jax.jit(fn, out_shardings=out_shardings)(s2s_params, rng)
+
+
+ELECTRA_PARTS = ("discriminator", "generator")
+
+
+def _electra_extract(disc_params, key, *, enc_cfg, kind: str):
+    fresh = models.init(models.build(kind, enc_cfg), key)
+    return transfer.take(fresh, disc_params, [k for k in SHARED if k in fresh],
+                         what="the ELECTRA discriminator")
+
+
+def electra_to_encoder(electra_params, cfg, *, rng=None, kind: str = "encoder_mlm", out_shardings=None) -> dict:
+    """Encoder (or EncoderMLM with a fresh MLM head) params from an ELECTRA model's
+    discriminator; `cfg` is the ELECTRA model's (the discriminator's) config."""
+    if kind not in KINDS:
+        raise UserError(f"kind={kind!r} cannot be extracted; use one of {KINDS}.")
+    if set(electra_params) != set(ELECTRA_PARTS):
+        raise UserError(f"the extraction source is not an ELECTRA model (top-level keys {sorted(electra_params)}, "
+                        f"expected {list(ELECTRA_PARTS)}); pass a `seqpt train` MODEL_DIR of runs/pretrain_electra.gin.")
+    disc = electra_params["discriminator"]
+    want = checks.flat(models.param_shapes(models.build("electra", cfg))["discriminator"])
+    got = checks.flat(disc)
+    if {p: tuple(x.shape) for p, x in got.items()} != {p: tuple(x.shape) for p, x in want.items()}:
+        raise UserError("the ELECTRA discriminator's params do not match its config; pass the config the "
+                        "params were trained with (the MODEL_DIR's model.json).")
+    rng = jax.random.key(0) if rng is None else rng
+    fn = functools.partial(_electra_extract, enc_cfg=cfg, kind=kind)
+    return jax.jit(fn, out_shardings=out_shardings)(disc, rng)

@@ -13,18 +13,26 @@ import jax
 import numpy as np
 
 from seqpt_jax.models.config import PRESETS, TransformerConfig, preset
+from seqpt_jax.models.electra import Electra, ElectraOutputs, generator_config
 from seqpt_jax.models.heads import (Encoder, EncoderDecoder, EncoderMLM, SequenceClassifier,
                                     TokenClassifier)
 
-KINDS = {"encoder": Encoder, "encoder_mlm": EncoderMLM, "encoder_decoder": EncoderDecoder}
+KINDS = {"encoder": Encoder, "encoder_mlm": EncoderMLM, "encoder_decoder": EncoderDecoder, "electra": Electra}
+# Settings a kind takes beside its config (gin: models.build.generator_fraction = 0.25).
+OPTIONS = {"electra": ("generator_fraction", "rtd_weight")}
 
 
-def build(kind: str, cfg: TransformerConfig) -> nn.Module:
-    """The model of a kind: "encoder" | "encoder_mlm" | "encoder_decoder"."""
+def build(kind: str, cfg: TransformerConfig, **options) -> nn.Module:
+    """The model of a kind: "encoder" | "encoder_mlm" | "encoder_decoder" | "electra" (with its
+    OPTIONS: generator_fraction, rtd_weight)."""
     from seqpt_jax.errors import UserError
     if kind not in KINDS:
         raise UserError(f"Unknown model kind {kind!r}; use one of {', '.join(KINDS)}.")
-    return KINDS[kind](cfg)
+    unknown = sorted(set(options) - set(OPTIONS.get(kind, ())))
+    if unknown:
+        raise UserError(f"models.build.{unknown[0]} is not a setting of kind {kind!r}; its settings: "
+                        f"{', '.join(OPTIONS.get(kind, ())) or 'none'}. Remove the binding.")
+    return KINDS[kind](cfg, **options)
 
 
 def dummy_batch(model: nn.Module, batch_size: int = 1, length: int = 8) -> dict:
@@ -65,7 +73,8 @@ def count_params(tree) -> int:
 
 
 __all__ = [
-    "PRESETS", "TransformerConfig", "preset", "Encoder", "EncoderMLM", "EncoderDecoder",
+    "PRESETS", "TransformerConfig", "preset", "Encoder", "EncoderMLM", "EncoderDecoder", "Electra",
+    "ElectraOutputs", "generator_config", "OPTIONS",
     "SequenceClassifier", "TokenClassifier", "KINDS", "build", "dummy_batch", "init",
     "logical_axes", "param_shapes", "count_params",
 ]

@@ -194,12 +194,9 @@ class Embedders:
         return x
 
 
-def encode(cfg: TransformerConfig, embedders: Embedders, batch: Batch, deterministic: bool):
-    """Embeds and encodes `encoder_input_tokens`; returns (hidden states, segment ids).
-
-    Call inside the top-level model's compact `__call__`: `embedding_norm` and `encoder` are
-    created at that level, which fixes the parameter tree of DESIGN.md §2.
-    """
+def embed(cfg: TransformerConfig, embedders: Embedders, batch: Batch, deterministic: bool):
+    """The encoder's input: (embedded `encoder_input_tokens` after `embedding_norm` and dropout,
+    segment ids, positions). `embedding_norm` is created at the caller's level (see `encode`)."""
     tokens = batch["encoder_input_tokens"]
     segments = batch.get("encoder_segment_ids")
     if segments is None:
@@ -209,6 +206,16 @@ def encode(cfg: TransformerConfig, embedders: Embedders, batch: Batch, determini
     if cfg.positions == "absolute":
         x = Norm(cfg, name="embedding_norm")(x)
     x = _constrain(_dropout(cfg, x, deterministic), ("batch", "length", "embed"))
+    return x, segments, positions
+
+
+def encode(cfg: TransformerConfig, embedders: Embedders, batch: Batch, deterministic: bool):
+    """Embeds and encodes `encoder_input_tokens`; returns (hidden states, segment ids).
+
+    Call inside the top-level model's compact `__call__`: `embedding_norm` and `encoder` are
+    created at that level, which fixes the parameter tree of DESIGN.md §2.
+    """
+    x, segments, positions = embed(cfg, embedders, batch, deterministic)
     return EncoderStack(cfg, deterministic, name="encoder")(x, segments, positions), segments
 
 

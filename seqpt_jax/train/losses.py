@@ -42,9 +42,32 @@ def cross_entropy(logits: jax.Array, targets: jax.Array, weights: jax.Array,
                     correct=jnp.sum(correct * weights))
 
 
-def mlm_loss(logits: jax.Array, batch: dict, z_loss: float = 0.0) -> LossSums:
-    """Loss on the masked positions: `mlm_targets` weighted by `mlm_weights`."""
+def mlm_loss(logits, batch: dict, z_loss: float = 0.0) -> LossSums:
+    """Loss on the masked positions: `mlm_targets` weighted by `mlm_weights`. An ELECTRA model's
+    outputs (`models.ElectraOutputs`, from the same MLM batches) score as `electra_loss`."""
+    from seqpt_jax.models.electra import ElectraOutputs
+    if isinstance(logits, ElectraOutputs):
+        return electra_loss(logits, batch, z_loss)
     return cross_entropy(logits, batch["mlm_targets"], batch["mlm_weights"], z_loss)
+
+
+def electra_loss(out, batch: dict, z_loss: float = 0.0) -> LossSums:
+    """ELECTRA (Clark et al. 2020): mean generator MLM CE + lambda * mean discriminator RTD
+    sigmoid CE, lambda = `out.rtd_weight` (50). As sums normalised by the MLM weight W_mlm: the
+    RTD sum is scaled by lambda * W_mlm / W_rtd (W_rtd: non-padding positions), so loss / W_mlm
+    is exactly the paper's per batch (with grad_accum each micro-batch's RTD mean is weighted by
+    its share of W_mlm). z-loss applies to the generator. `correct` / `weight` is the
+    discriminator's accuracy over non-padding positions."""
+    if "mlm_targets" not in batch:
+        raise UserError("ELECTRA trains on MLM batches (mlm_positions/mlm_targets/mlm_weights); use an MLM "
+                        "task such as seqpt_local_mlm (runs/pretrain_electra.gin).")
+    mlm = cross_entropy(out.mlm_logits, batch["mlm_targets"], batch["mlm_weights"], z_loss)
+    x, y, w = out.rtd_logits.astype(jnp.float32), out.rtd_labels, out.rtd_weights
+    bce = jnp.maximum(x, 0.0) - x * y + jnp.log1p(jnp.exp(-jnp.abs(x)))  # sigmoid CE, stable
+    share = mlm.weight / jnp.maximum(jnp.sum(w), 1.0)
+    hits = ((x > 0) == (y > 0.5)).astype(jnp.float32)
+    return LossSums(loss=mlm.loss + out.rtd_weight * share * jnp.sum(bce * w), z_loss=mlm.z_loss,
+                    weight=mlm.weight, correct=share * jnp.sum(hits * w))
 
 
 def seq2seq_loss(logits: jax.Array, batch: dict, z_loss: float = 0.0) -> LossSums:

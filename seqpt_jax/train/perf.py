@@ -20,6 +20,9 @@ nothing trainable below them cost forward only; everything trainable gives the u
 activations and the optimizer are left out, as in the PaLM MFU.
 An MLM batch with `mlm_positions` [B, P] runs the head (transform + vocabulary projection) on
 B * P positions only (`head_positions=P`), and that is what is counted.
+ELECTRA (kind "electra"): the generator (projection, encoder, MLM head on B * P positions, tied
+vocabulary projection), then the discriminator and its RTD head on every position; sampling
+is elementwise (0 FLOPs here).
 """
 
 from __future__ import annotations
@@ -144,6 +147,28 @@ def _vocab(led: _Ledger, cfg, head: str, tokens: int, x: bool) -> None:
         led.dense(head, tokens, x)
 
 
+def _electra(led: _Ledger, cfg, batch: int, length: int, head_positions: int | None) -> None:
+    """ELECTRA (models.electra): the generator on the shared embeddings (projected to its
+    width), its MLM head on the masked positions with the tied vocabulary projection; the
+    sampling (0 matmul FLOPs: it reads the logits the MLM loss needs); the discriminator over
+    every position and its RTD head. One backward through both: the samples are integers, so
+    the generator's gradient comes from its MLM loss only, which the liveness already gives."""
+    d, g = "discriminator", "generator"
+    q = led.size[f"{g}/encoder/layers/attention/query/kernel"]  # [layers, d_g, heads, head_dim]
+    gen_cfg = cfg.replace(d_model=q[1], num_heads=q[2], head_dim=q[3], encoder_scan_split=0)
+    tokens, heads = batch * length, batch * (head_positions or length)
+    emb = any(led.trains(f"{d}/{p}") for p in ("token_embedder/", "position_embedder/", "token_type_embedder/"))
+    x = emb or led.trains(f"{d}/embedding_norm/")
+    y = led.dense(f"{g}/embeddings_project", tokens, x) if led.has(f"{g}/embeddings_project/") else x
+    y = _stack(led, gen_cfg, f"{g}/encoder", batch, length, length, y)
+    h = led.dense(f"{g}/mlm_head/transform", heads, y) or led.trains(f"{g}/mlm_head/transform_norm/")
+    vocab, width = led.size[f"{d}/token_embedder/embedding"]
+    led.matmul(2.0 * vocab * width * heads, h, led.live[f"{d}/token_embedder/embedding"])
+    x = _stack(led, cfg, f"{d}/encoder", batch, length, length, x)
+    h = led.dense(f"{d}/rtd_head/transform", tokens, x)
+    led.dense(f"{d}/rtd_head/output", tokens, h)
+
+
 def train_flops(kind: str, cfg, shapes, trainable, batch: int, enc_len: int, dec_len: int = 0,
                 head_positions: int | None = None) -> dict:
     """{'forward', 'backward', 'total'} FLOPs of one train step (see the module docstring).
@@ -152,6 +177,9 @@ def train_flops(kind: str, cfg, shapes, trainable, batch: int, enc_len: int, dec
     stages). head_positions: positions per row the MLM head runs on (default: every one).
     """
     led = _Ledger(shapes, trainable)
+    if kind == "electra":
+        _electra(led, cfg, batch, enc_len, head_positions)
+        return {"forward": led.fwd, "backward": led.bwd, "total": led.fwd + led.bwd}
     emb = any(led.trains(p) for p in ("token_embedder/", "position_embedder/", "token_type_embedder/"))
     x = emb or led.trains("embedding_norm/")
     enc_out = _stack(led, cfg, "encoder", batch, enc_len, enc_len, x)
