@@ -119,10 +119,12 @@ class Runner:
             return self.vocab
         spec.parse(self.experiment, self.order[0], self.scale, self.hw, [], spec.placeholder_bindings())
         pieces = int(spec.macro("VOCAB_PIECES"))
+        # VOCAB_CHARS: the characters sampled to train it (default: vocab.train's own)
+        chars = {"max_chars": int(spec.macro("VOCAB_CHARS"))} if spec.macro("VOCAB_CHARS", None) else {}
 
         def train(work: Path) -> dict:
             from seqpt_jax.data import vocab as vocab_lib
-            voc = vocab_lib.train(corpus, pieces, work / "spm.model", threads=os.cpu_count() or 2)
+            voc = vocab_lib.train(corpus, pieces, work / "spm.model", threads=os.cpu_count() or 2, **chars)
             return {"path": str(work / "spm.model"), "vocab_size": int(voc.vocab_size)}
         return self.stages.run("vocab", train, f"SentencePiece vocabulary, {pieces} pieces")["path"]
 
