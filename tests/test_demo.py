@@ -14,6 +14,7 @@ from seqpt_jax.commands import demo as demo_cmd
 from seqpt_jax.demo import recipe, report
 from seqpt_jax.demo.plan import Plan
 from seqpt_jax.demo.stages import MARKER, StageRunner
+from seqpt_jax.experiment import report as experiment_report
 
 
 def _counting(calls: list, name: str, value):
@@ -105,6 +106,9 @@ def test_summary_states_every_claim_and_plots_both_experiments(tmp_path):
     growth = _fake_report("growth", "scratch", "aki", [
         {"claim": "FPI starts at the source's loss", "holds": True, "evidence": "seed 0: source 5.1, FPI 5.1"},
         {"claim": "ordering", "holds": False, "evidence": "aki: 50.0% [50.0%, 50.0%]"}])
+    growth["arms"]["source"] = {"role": "source", "seeds": [0], "params": 5e5, "train_flops": [1e12],
+                                "final_val_loss": [6.0], "source_flops": [0.0], "curves": [[[0.0, 8.0], [1e12, 6.0]]]}
+    assert experiment_report._plot_rows(growth) == [("scratch", ["scratch", "aki"]), (None, ["source"])]
     sequential = _fake_report("sequential", "s2s_scratch", "warm_frozen25", [
         {"claim": "(a) labeling gap", "holds": None, "evidence": "null: downstream not run"}])
     out = report.write(tmp_path, {"growth": {"report": growth}, "sequential": {"report": sequential}}, "demo")

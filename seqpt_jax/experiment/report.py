@@ -174,26 +174,29 @@ def markdown(rep: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _plot_rows(rep: dict) -> list[tuple[str, list[str]]]:
-    """(scratch reference, [it, then the arms measured against it]) per row of the plot."""
+def _plot_rows(rep: dict) -> list[tuple[str | None, list[str]]]:
+    """(scratch reference, [it, then the arms measured against it]) per row of the plot, then
+    (None, the arms compared with nothing: sources), so that every arm is drawn."""
     groups: dict = {}
     for name, a in rep["arms"].items():
         ref = a.get("compare") or (name if a.get("role") == "scratch" else None)
-        groups.setdefault(ref or "other", []).append(name)
-    refs = [r for r in groups if r != "other" and r in rep["arms"]] or list(groups)
-    return [(ref, [ref, *[n for n in groups.get(ref, []) if n != ref]] if ref in rep["arms"] else groups[ref])
-            for ref in refs]
+        groups.setdefault(ref, []).append(name)
+    rows = [(ref, [ref, *[n for n in names if n != ref]]) for ref, names in groups.items() if ref in rep["arms"]]
+    drawn = {n for _, names in rows for n in names}
+    rest = [n for n in rep["arms"] if n not in drawn]
+    return rows + ([(None, rest)] if rest else [])
 
 
 def plot(reps: list[dict], path: Path, title: str | None = None) -> Path:
     """Validation loss against counted FLOPs: left the arm's own (target) FLOPs, right with its
     source's FLOPs added. One row per scratch reference of each report (losses of different
-    objectives do not share a y axis); each column is one FLOPs axis for every arm."""
+    objectives do not share a y axis), then one of its arms compared with none (sources); each
+    column is one FLOPs axis for every arm."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     rows = [(rep, ref, names) for rep in reps for ref, names in _plot_rows(rep)]
-    fig, axes = plt.subplots(len(rows), 2, figsize=(12, 4.2 * len(rows)), squeeze=False, sharex="col")
+    fig, axes = plt.subplots(len(rows), 2, figsize=(12, 3.6 * len(rows)), squeeze=False, sharex="col")
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for row, (rep, ref, names) in zip(axes, rows):
         for col, with_source in enumerate((False, True)):
@@ -211,8 +214,8 @@ def plot(reps: list[dict], path: Path, title: str | None = None) -> Path:
                 ax.axhline(rep["target"][ref], color="k", ls="--", lw=0.8, label=f"target ({ref})")
             ax.set_xlabel("counted training FLOPs" + (" incl. the source's" if with_source else " (target only)"))
             ax.set_ylabel("validation loss")
-            if len(reps) > 1:
-                ax.set_title(f"{rep['experiment']}: arms against {ref}", fontsize=9)
+            what = f"arms against {ref}" if ref else "arms compared with no scratch arm (sources)"
+            ax.set_title(f"{rep['experiment']}: {what}", fontsize=9)
             ax.tick_params(labelbottom=True)  # shared x: keep the numbers on every row
             ax.grid(True, alpha=0.3)
             ax.legend(fontsize=7)
