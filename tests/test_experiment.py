@@ -4,6 +4,8 @@ resumed), the report's schema and claims, and the paper-scale gins' shapes."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -85,7 +87,8 @@ def test_paper_scale_gins_build_their_shapes_without_allocating(experiment):
 
 
 class Killer:
-    """Raises KeyboardInterrupt once, inside `arm`'s training, after `step` steps."""
+    """Sends SIGTERM to this process once, inside `arm`'s training, after `step` steps (the
+    trainer stops at the next step with a checkpoint, as when a machine is preempted)."""
 
     def __init__(self, arm: str, step: int):
         self.arm, self.step, self.fired = arm, step, False
@@ -97,24 +100,24 @@ class Killer:
         def on_step(step, state):
             if step == self.step:
                 self.fired = True
-                raise KeyboardInterrupt
+                os.kill(os.getpid(), signal.SIGTERM)
         return on_step
 
 
 @pytest.mark.slow  # ~45 s CPU: three real training runs + a resume (2.5 min wall at load 9)
 def test_growth_runs_is_killed_resumes_and_reports(tmp_path, capsys):
-    """The real trainer: source -> scratch -> FPI (killed at step 3, resumed), then the report."""
+    """The real trainer: source -> scratch -> FPI (SIGTERM at step 3, resumed), then the report."""
     corpus = str(make_corpus(tmp_path / "corpus"))
     out = tmp_path / "out"
     kill = Killer("fpi", 3)
     first = runner.Runner("growth", "test", 1, out, corpus=corpus, progress=False, on_step=kill, only=["fpi"])
     assert first.selected == ["source", "scratch", "fpi"]
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(SystemExit) as stopped:
         first.run()
-    assert kill.fired
+    assert kill.fired and stopped.value.code == 143                       # as `seqpt train` exits
     assert (out / "source/seed0/DONE").is_file() and (out / "scratch/seed0/DONE").is_file()
-    assert not (out / "fpi/seed0/DONE").exists()
-    assert (out / "fpi/seed0/train/checkpoints/2").is_dir()              # saved before the kill
+    assert not (out / "fpi/seed0/DONE").exists()                          # stopped early: not done
+    assert (out / "fpi/seed0/train/checkpoints/4").is_dir()              # saved at the stop
     capsys.readouterr()
 
     lines: list = []
@@ -122,7 +125,7 @@ def test_growth_runs_is_killed_resumes_and_reports(tmp_path, capsys):
     result = again.run()
     assert result["ran"] == ["fpi/seed0"]                                 # finished arms skipped
     assert any("source/seed0: done already" in l for l in lines) and any("(resuming)" in l for l in lines)
-    assert "resumed from step 2" in capsys.readouterr().out
+    assert "resumed from step 4" in capsys.readouterr().out
 
     written = report.write(out)
     rep = json.loads(Path(written["json"]).read_text())

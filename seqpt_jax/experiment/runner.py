@@ -168,6 +168,11 @@ class Runner:
         hook = self.on_step(arm.name, seed) if self.on_step else None
         summary = gin.get_configurable(loop.train)(on_ready=write_config, progress=self.progress, on_step=hook)
         write_config()
+        if summary.get("stopped"):  # SIGTERM / Ctrl-C: the checkpoint is saved, the arm is not done
+            from seqpt_jax.train.preemption import EXIT_CODES
+            self.log(f"{arm.name} (seed {seed}): stopped by {summary['stopped']} after step {summary['stopped_at']} "
+                     f"of {summary['steps']}; rerun the same command to continue")
+            raise SystemExit(EXIT_CODES[summary["stopped"]])
         points = [[0.0, start["loss"]], *curve(str(model_dir / "tb"))]
         model = spec.train_value("model")
         return {"arm": arm.name, "seed": seed, "op": "train", "checkpoint": str(model_dir),
