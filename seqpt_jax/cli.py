@@ -30,7 +30,7 @@ COMMANDS = {
     "train": "train a model from gin files (models/ + runs/ + hw/), resuming from MODEL_DIR",
     "bench": "measure tokens/s, TFLOP/s per device and MFU (train | freeze | phases | data)",
     "experiment": "reproduce the papers' claims: arms x seeds, scratch baselines, savings report (or --plan)",
-    "demo": "the whole sequential recipe end to end on the embedded corpus (resumable; ~15 min on 2 CPUs)",
+    "demo": "both experiments (growth, sequential) at demo scale: every claim checked (resumable; ~15 min on 2 CPUs)",
 }
 
 

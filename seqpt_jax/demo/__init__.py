@@ -1,24 +1,17 @@
-"""`seqpt demo`: the whole sequential recipe end to end, on the embedded corpus, resumable.
+"""`seqpt demo`: the demo scale of both reproduction experiments (`growth`: bert2BERT;
+`sequential`: Soltan et al.), one seed, resumable, with one summary and one plot.
 
     from seqpt_jax.demo import run
-    result = run("demo-out", minutes=15)   # result["text"]: the summary table
+    result = run("demo-out")   # result["text"]: per claim, what this run shows
 
-Layout: plan.py (sizes and step budgets), stages.py (DONE markers, skip on rerun),
-recipe.py (the stages), backend.py (trainer / fine-tuning calls), report.py (table and plot).
+Layout: suite.py (the corpus, then both experiments through `experiment.runner`), report.py
+(summary.md/json and the plot of every arm), recipe.py (the corpus; the downstream slice),
+stages.py (DONE markers: skip on rerun), backend.py (loss curves, fine-tuning), plan.py (sizes).
 """
 
 from __future__ import annotations
 
-from seqpt_jax.demo.plan import DEFAULT_MINUTES, DEMO_LANGS, Plan
+from seqpt_jax.demo.plan import DEMO_LANGS
+from seqpt_jax.demo.suite import EXPERIMENTS, SCALE, run
 
-
-def run(out, minutes: float = DEFAULT_MINUTES, corpus=None, log=print, progress=None,
-        plan: Plan | None = None, backend=None) -> dict:
-    """Runs every stage not done yet under `out`; returns the summary (paths, text, stages)."""
-    from seqpt_jax.demo.backend import Backend
-    from seqpt_jax.demo.recipe import Demo
-    plan = plan or Plan().scaled(minutes)
-    return Demo(out, plan, backend or Backend(plan, progress), corpus=corpus, log=log).run()
-
-
-__all__ = ["DEFAULT_MINUTES", "DEMO_LANGS", "Plan", "run"]
+__all__ = ["DEMO_LANGS", "EXPERIMENTS", "SCALE", "run"]

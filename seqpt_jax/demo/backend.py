@@ -1,27 +1,16 @@
-"""The demo's backend: the vocabulary trainer, the trainer (`train.loop.train`) and the
-cross-lingual fine-tuning protocol (`evaluate.protocol.run`), called through their Python APIs.
-
-Each method returns plain JSON-able dicts for the stage markers. The loss curve of a run is
-read back from its TensorBoard events (eval/loss against train/cumulative_flops), so a run that
-was killed and resumed still has its whole curve.
+"""What the experiments' runs share with the demo: a training run's loss curve, read back from
+its TensorBoard events (eval/loss against train/cumulative_flops, so a run that was killed and
+resumed still has its whole curve), and the cross-lingual fine-tuning protocol
+(`evaluate.protocol.run`) that `experiment.downstream` runs on every encoder.
 """
 
 from __future__ import annotations
 
-import functools
 import glob
 import os
 from pathlib import Path
 
 from seqpt_jax.demo.plan import Plan
-
-
-def vocab(corpus: str, langs: list[str], plan: Plan, work: Path) -> dict:
-    from seqpt_jax.data import vocab as vocab_lib
-    path = work / "spm.model"
-    voc = vocab_lib.train(corpus, plan.vocab_size, path, langs=langs, max_chars=plan.vocab_chars,
-                          threads=os.cpu_count() or 2)
-    return {"path": str(path), "vocab_size": int(voc.vocab_size)}
 
 
 def _scalars(logdir: str) -> dict[str, dict[int, float]]:
@@ -59,41 +48,6 @@ def curve(logdir: str) -> list[list[float]]:
             f = flops[below] + (flops[above] - flops[below]) * (step - below) / (above - below)
         points.append([f, losses[step]])
     return points
-
-
-def _data_factory(run, data: dict, voc: dict, plan: Plan):
-    from seqpt_jax.data import preprocessors
-    from seqpt_jax.train import data as data_lib
-    lengths = {"inputs": plan.length}
-    if run.kind == "encoder_decoder":
-        lengths["targets"] = preprocessors.span_corruption_lengths(plan.length)[1]
-    # The slice holds only the demo's languages, so its seqpt_local_* mixture is theirs.
-    return functools.partial(data_lib.mixture_or_task, name=f"seqpt_local_{run.objective}",
-                             task_feature_lengths=lengths, corpus_dir=data["corpus"], vocab_path=voc["path"])
-
-
-def pretrain(run, work: Path, data: dict, voc: dict, plan: Plan, progress: bool | None = None) -> dict:
-    """Trains `run` in work/train (resuming there), exports work/params; returns the figures."""
-    from seqpt_jax import models, params_io
-    from seqpt_jax.train import loop, state as state_lib
-    from seqpt_jax.train.optimizers import OptimizerConfig
-    model_dir = str(work / "train")
-    model = models.build(run.kind, run.cfg)
-    summary = loop.train(
-        model_dir, model, _data_factory(run, data, voc, plan), steps=run.steps, batch_size=plan.batch_size,
-        optimizer=OptimizerConfig(learning_rate=plan.learning_rate, warmup_steps=max(1, run.steps // 10)),
-        save_every=max(10, plan.eval_every), keep=1, eval_every=plan.eval_every,
-        eval_batches=plan.eval_batches, log_every=max(1, plan.eval_every // 2),
-        freeze=run.freeze, unfreeze_step=run.unfreeze_step,
-        two_stage=loop.TwoStage(*run.two_stage) if run.two_stage else None,
-        init=state_lib.from_param_checkpoint(run.init) if run.init else None, progress=progress)
-    _, _, params = params_io.load(model_dir)
-    path = params_io.save_params(str(work / "params"), run.kind, run.cfg, params, overwrite=True)
-    points = curve(os.path.join(model_dir, "tb"))
-    return {"params": models.count_params(params), "checkpoint": path, "flops": float(summary["train_flops"]),
-            "val_loss": points[-1][1] if points else None, "curve": points,
-            "extra": {"train_loss_first": summary.get("first_loss"), "train_loss_last": summary.get("last_loss"),
-                      "phases": summary.get("phases")}}
 
 
 def finetune(checkpoint: str, corpus: str, voc: dict, plan: Plan, work: Path,
@@ -134,19 +88,3 @@ def finetune(checkpoint: str, corpus: str, voc: dict, plan: Plan, work: Path,
                 out[name]["majority"]["token_accuracy"] = {l: r["majority"]["token_accuracy"]
                                                            for l, r in test.items()}
     return {"tasks": out}
-
-
-class Backend:
-    """The real backend, as the recipe calls it."""
-
-    def __init__(self, plan: Plan, progress: bool | None = None):
-        self.plan, self.progress = plan, progress
-
-    def vocab(self, corpus, langs, plan, work):
-        return vocab(corpus, langs, plan, work)
-
-    def pretrain(self, run, work, data, voc):
-        return pretrain(run, work, data, voc, self.plan, self.progress)
-
-    def finetune(self, checkpoint, corpus, voc, plan, work):
-        return finetune(checkpoint, corpus, voc, plan, work, self.progress)

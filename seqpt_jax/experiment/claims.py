@@ -11,6 +11,7 @@ from __future__ import annotations
 FPI_TOLERANCE = 0.1   # nats: "starts at the source's loss" (LayerNorm with a random unit map perturbs)
 PAPER_GROWTH = {"aki_two_stage": 0.452, "aki": 0.384, "fpi": 0.304, "direct_copy": 0.122}
 PAPER_SEQUENTIAL_SAVING = 0.27
+VERDICTS = {True: "holds", False: "does not hold", None: "cannot tell"}   # how reports read `holds`
 
 
 def _pct(x) -> str:

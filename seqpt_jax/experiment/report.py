@@ -120,16 +120,14 @@ def _cell(a: dict, key: str) -> str:
     return f"{_pct(a[key])} [{_pct(lo) if lo is not None else 'n.r.'}, {_pct(hi) if hi is not None else 'n.r.'}]"
 
 
-def markdown(rep: dict) -> str:
-    lines = [f"# {rep['experiment']} at --scale {rep['scale']}", "",
-             "Target = the scratch arm's final validation loss (mean over seeds); FLOPs-to-target = first "
-             "counted training FLOPs at which an arm's validation loss reaches it (linear between evaluations); "
-             "saving = 1 - arm / scratch, without and with the source model's FLOPs; 95% bootstrap intervals "
-             "over seeds. Definitions: seqpt_jax/experiment/savings.py.", ""]
-    for ref, target in rep["target"].items():
-        lines.append(f"- target ({ref}): {target:.4f}")
-    lines += ["", "| arm | role | seeds | params | train FLOPs | final val loss | reached | saving | "
-              "saving with source |", "|---|---|---|---|---|---|---|---|---|"]
+def target_lines(rep: dict) -> list[str]:
+    return [f"- target ({ref}): {target:.4f}" for ref, target in rep["target"].items()]
+
+
+def arm_lines(rep: dict) -> list[str]:
+    """The arms table: compute, final loss, and savings against the scratch arm."""
+    lines = ["| arm | role | seeds | params | train FLOPs | final val loss | reached | saving | "
+             "saving with source |", "|---|---|---|---|---|---|---|---|---|"]
     for name, a in rep["arms"].items():
         params = f"{a['params'] / 1e6:.2f}M" if a.get("params") else "—"
         flops = _mean(a["train_flops"]).split(" ")[0] if a["train_flops"] else "—"
@@ -137,21 +135,37 @@ def markdown(rep: dict) -> str:
         sav, sws = _cell(a, "saving"), _cell(a, "saving_with_source")
         lines.append(f"| {name} | {a.get('role') or '—'} | {len(a['seeds'])} | {params} | {flops} | "
                      f"{_mean(a['final_val_loss'])} | {a.get('reached', '—')} | {sav} | {sws} |")
+    return lines
+
+
+def downstream_lines(rep: dict, heading: str = "##") -> list[str]:
+    lines = []
     for task, rows in rep.get("downstream", {}).items():
         first = next(iter(rows.values()))
         metric, lang = first["metric"], first.get("lang", "en")
         acc = any("token_accuracy" in r for r in rows.values())
-        lines += ["", f"## Downstream: {task} ({metric}; fine-tuned on {lang}, zero-shot mean over the others, "
-                  "— where there are none)", "",
-                  f"| encoder | {lang} |" + (f" {lang} token accuracy |" if acc else "") + " zero-shot |",
+        lines += ["", f"{heading} Downstream: {task} ({metric}; fine-tuned on {lang}, zero-shot mean over the "
+                  "others, — where there are none)", "",
+                  f"| model | {lang} |" + (f" {lang} token accuracy |" if acc else "") + " zero-shot |",
                   "|---|---|" + ("---|" if acc else "") + "---|"]
         for name, row in rows.items():
             cells = [_mean(row["en"])] + ([_mean(row.get("token_accuracy", []))] if acc else [])
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {_mean(row['zero_shot'])} |")
-    lines += ["", "## Claims", ""]
-    for c in rep["claims"]:
-        verdict = {True: "holds", False: "does not hold", None: "not shown"}[c["holds"]]
-        lines.append(f"- **{c['claim']}**: {verdict}. {c['evidence']}")
+    return lines
+
+
+def claim_lines(rep: dict) -> list[str]:
+    """One line per claim: what it says, the verdict, the evidence (claims.py)."""
+    return [f"- **{c['claim']}**: {claims_lib.VERDICTS[c['holds']]}. {c['evidence']}" for c in rep["claims"]]
+
+
+def markdown(rep: dict) -> str:
+    lines = [f"# {rep['experiment']} at --scale {rep['scale']}", "",
+             "Target = the scratch arm's final validation loss (mean over seeds); FLOPs-to-target = first "
+             "counted training FLOPs at which an arm's validation loss reaches it (linear between evaluations); "
+             "saving = 1 - arm / scratch, without and with the source model's FLOPs; 95% bootstrap intervals "
+             "over seeds. Definitions: seqpt_jax/experiment/savings.py.", ""]
+    lines += [*target_lines(rep), "", *arm_lines(rep), *downstream_lines(rep), "", "## Claims", "", *claim_lines(rep)]
     if rep["savings_curve"]:
         lines += ["", "## Saving against the scratch budget", "",
                   "The target at budget B is the scratch curve's loss at B (read off runs trained to the full "
@@ -165,23 +179,31 @@ def markdown(rep: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(rep: dict, path: Path) -> Path:
-    """Validation loss against counted FLOPs, every arm on one axis: left the arm's own
-    (target) FLOPs, right with its source's FLOPs added. One row per scratch reference."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def _plot_rows(rep: dict) -> list[tuple[str | None, list[str]]]:
+    """(scratch reference, [it, then the arms measured against it]) per row of the plot, then
+    (None, the arms compared with nothing: sources), so that every arm is drawn."""
     groups: dict = {}
     for name, a in rep["arms"].items():
         ref = a.get("compare") or (name if a.get("role") == "scratch" else None)
-        groups.setdefault(ref or "other", []).append(name)
-    refs = [r for r in groups if r != "other" and r in rep["arms"]]
-    if not refs:
-        refs = list(groups)
-    fig, axes = plt.subplots(len(refs), 2, figsize=(12, 4.2 * len(refs)), squeeze=False)
+        groups.setdefault(ref, []).append(name)
+    rows = [(ref, [ref, *[n for n in names if n != ref]]) for ref, names in groups.items() if ref in rep["arms"]]
+    drawn = {n for _, names in rows for n in names}
+    rest = [n for n in rep["arms"] if n not in drawn]
+    return rows + ([(None, rest)] if rest else [])
+
+
+def plot(reps: list[dict], path: Path, title: str | None = None) -> Path:
+    """Validation loss against counted FLOPs: left the arm's own (target) FLOPs, right with its
+    source's FLOPs added. One row per scratch reference of each report (losses of different
+    objectives do not share a y axis), then one of its arms compared with none (sources); each
+    column is one FLOPs axis for every arm."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = [(rep, ref, names) for rep in reps for ref, names in _plot_rows(rep)]
+    fig, axes = plt.subplots(len(rows), 2, figsize=(12, 3.6 * len(rows)), squeeze=False, sharex="col")
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for row, ref in zip(axes, refs):
-        names = [ref, *[n for n in groups.get(ref, []) if n != ref]] if ref in rep["arms"] else groups[ref]
+    for row, (rep, ref, names) in zip(axes, rows):
         for col, with_source in enumerate((False, True)):
             ax = row[col]
             for i, name in enumerate(names):
@@ -197,9 +219,12 @@ def plot(rep: dict, path: Path) -> Path:
                 ax.axhline(rep["target"][ref], color="k", ls="--", lw=0.8, label=f"target ({ref})")
             ax.set_xlabel("counted training FLOPs" + (" incl. the source's" if with_source else " (target only)"))
             ax.set_ylabel("validation loss")
+            what = f"arms against {ref}" if ref else "arms compared with no scratch arm (sources)"
+            ax.set_title(f"{rep['experiment']}: {what}", fontsize=9)
+            ax.tick_params(labelbottom=True)  # shared x: keep the numbers on every row
             ax.grid(True, alpha=0.3)
             ax.legend(fontsize=7)
-    fig.suptitle(f"seqpt experiment {rep['experiment']} (--scale {rep['scale']})", fontsize=10)
+    fig.suptitle(title or f"seqpt experiment {reps[0]['experiment']} (--scale {reps[0]['scale']})", fontsize=10)
     fig.tight_layout()
     return save_figure_atomic(fig, path, dpi=100)
 
@@ -212,5 +237,5 @@ def write(out: str | Path) -> dict:
     tmp = out / ".report.md.tmp"
     tmp.write_text(text, "utf-8")
     tmp.replace(out / "report.md")
-    png = plot(rep, out / "loss_vs_flops.png")
-    return {"json": str(out / "report.json"), "markdown": str(out / "report.md"), "plot": str(png)}
+    png = plot([rep], out / "loss_vs_flops.png")
+    return {"json": str(out / "report.json"), "markdown": str(out / "report.md"), "plot": str(png), "report": rep}

@@ -119,10 +119,12 @@ class Runner:
             return self.vocab
         spec.parse(self.experiment, self.order[0], self.scale, self.hw, [], spec.placeholder_bindings())
         pieces = int(spec.macro("VOCAB_PIECES"))
+        # VOCAB_CHARS: the characters sampled to train it (default: vocab.train's own)
+        chars = {"max_chars": int(spec.macro("VOCAB_CHARS"))} if spec.macro("VOCAB_CHARS", None) else {}
 
         def train(work: Path) -> dict:
             from seqpt_jax.data import vocab as vocab_lib
-            voc = vocab_lib.train(corpus, pieces, work / "spm.model", threads=os.cpu_count() or 2)
+            voc = vocab_lib.train(corpus, pieces, work / "spm.model", threads=os.cpu_count() or 2, **chars)
             return {"path": str(work / "spm.model"), "vocab_size": int(voc.vocab_size)}
         return self.stages.run("vocab", train, f"SentencePiece vocabulary, {pieces} pieces")["path"]
 
@@ -168,6 +170,8 @@ class Runner:
         write_config()
         if summary.get("stopped"):  # saved, not finished: no DONE record; a rerun resumes it
             from seqpt_jax.train.preemption import Stopped
+            self.log(f"{arm.name} (seed {seed}): stopped by {summary['stopped']} after step {summary['stopped_at']} "
+                     f"of {summary['steps']}; rerun the same command to continue")
             raise Stopped(summary["stopped"], summary.get("stopped_at"))
         points = [[0.0, start["loss"]], *curve(str(model_dir / "tb"))]
         model = spec.train_value("model")
