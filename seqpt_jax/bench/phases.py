@@ -1,11 +1,11 @@
 """`seqpt bench phases`: does each phase of a run cost what the ledger counts?
 
 It builds a run's phases from the same gin files `seqpt train` reads (bert2BERT sub-models,
-frozen warm start, distillation from a teacher, full model), compiles each phase's real train step, and prints per phase:
-the ledger's GFLOP per step (`perf.train_flops`, what the run books), the dot_general GFLOP of
-the step's own jaxpr (`train.jaxpr_flops`), the measured ms per step, and
-(time ratio to the full phase) / (FLOPs ratio to the full phase): near 1 when every phase's
-time follows its counted FLOPs. Phases are timed alternately, round after round, after
+frozen warm start, distillation from a teacher, full model), compiles each phase's real train
+step, and prints per phase: the ledger's GFLOP per step (`perf.train_flops`, what the run
+books), the dot_general GFLOP of the step's own jaxpr (`train.jaxpr_flops`), the measured ms per
+step, and (time ratio to the full phase) / (FLOPs ratio to the full phase): near 1 when every
+phase's time follows its counted FLOPs. Phases are timed alternately, round after round, after
 compiling, on synthetic batches; the state starts from a fresh init (no checkpoint is read
 but a distillation teacher's, e.g. --gin.TEACHER_CHECKPOINT=DIR: its forward pass is timed).
 """
@@ -74,7 +74,8 @@ def build(files: list[str], bindings: list[str]) -> dict:
     example = data_lib.to_global(next(source), mesh)
     head = example["mlm_positions"].shape[1] if "mlm_positions" in example else None
     rows = []
-    for phase in loop.phases(shapes, steps, freeze, unfreeze, b.get("two_stage"), distill.steps if distill else 0):
+    distill_steps = distill.steps if distill else 0
+    for phase in loop.phases(shapes, steps, freeze, unfreeze, b.get("two_stage"), distill_steps):
         step_model, _, sub = loop.phase_model(kind, cfg, model, phase)
         teacher = loop.load_teacher(loop.build_teacher(kind, cfg, distill), mesh, table) if phase.distill else None
         fn = step_lib.make_train_step(step_model, tx, schedule, phase.trainable, mesh, table,

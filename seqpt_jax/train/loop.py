@@ -2,9 +2,9 @@
 
 It resumes from MODEL_DIR when a checkpoint is there, builds one compiled step per *phase*
 (bert2BERT sub-models sampled per step, then frozen, then unfrozen; or distillation from a
-teacher, then plain training), and logs loss, learning rate,
-tokens/s, MFU and cumulative FLOPs. Loss is checked one step behind (so the device is never
-stalled) and always right before a save, so a NaN never reaches a checkpoint.
+teacher, then plain training), and logs loss, learning rate, tokens/s, MFU and cumulative FLOPs.
+Loss is checked one step behind (so the device is never stalled) and always right before a save,
+so a NaN never reaches a checkpoint.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from etils import epath
 
 from seqpt_jax import models, params_io
 from seqpt_jax.errors import UserError
-from seqpt_jax.train import (checkpoints, data as data_lib, distill as distill_lib, freezing, metrics as metrics_lib, partitioning,
-                             perf, preemption, run_dir, state as state_lib, step as step_lib, validate)
+from seqpt_jax.train import (checkpoints, data as data_lib, distill as distill_lib, freezing,
+                             metrics as metrics_lib, partitioning, perf, preemption, run_dir, state as state_lib,
+                             step as step_lib, validate)
 from seqpt_jax.train.optimizers import OptimizerConfig, make_optimizer
 
 
