@@ -42,6 +42,11 @@ def test_plan_counts_phases_with_the_trainers_ledger():
     assert two["train_flops"] < rows["scratch"]["train_flops"]          # sub-model stages cost less
     assert two["phases"][-1]["flops_per_step"] == pytest.approx(full)
     assert rows["source"]["params"] < rows["scratch"]["params"]
+    dist = rows["distill"]  # AKI + distillation from the source for DISTILL_STEPS = 2 of 6 steps
+    assert [(ph["phase"], ph["steps"]) for ph in dist["phases"]] == [("distill", 2), ("full", 4)]
+    teacher_forward = dist["phases"][0]["flops_per_step"] - full  # the source's forward pass per step
+    assert teacher_forward == pytest.approx(rows["source"]["eval_pass_flops"])  # EVAL_BATCHES = 1
+    assert dist["train_flops"] == pytest.approx(rows["aki"]["train_flops"] + 2 * teacher_forward)
     per_seed = sum(r["train_flops"] + r["eval_flops"] for r in p["arms"])
     assert p["total_flops"] == pytest.approx(3 * per_seed)
     assert p["total_seconds"] == pytest.approx(p["total_flops"] / 30e9)  # THROUGHPUT of scale_test.gin

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from seqpt_jax import models
-from seqpt_jax.train import data, freezing, loop, jaxpr_flops
+from seqpt_jax.train import data, distill, freezing, loop, jaxpr_flops, perf
 from seqpt_jax.train import partitioning as P
 from seqpt_jax.train import state as state_lib
 from seqpt_jax.train import step as step_lib
@@ -56,10 +56,12 @@ CASES = [
 ]
 
 
-def measure(kind, cfg, phase, batch=BATCH, enc=ENC, dec=DEC, grad_accum=1, encoder_mlm_weight=0.0):
+def measure(kind, cfg, phase, batch=BATCH, enc=ENC, dec=DEC, grad_accum=1, encoder_mlm_weight=0.0,
+            teacher_cfg=None):
     """(ledger FLOPs, jaxpr FLOPs) of one train step of `phase`. MLM batches carry the masked
     positions (the head runs on those only); `encoder_mlm_weight` > 0 adds the seq2seq model's
-    encoder MLM head and loss (the masked-encoder variant)."""
+    encoder MLM head and loss (the masked-encoder variant); a distill phase runs the teacher
+    built from `teacher_cfg` (abstract params: tracing needs no values)."""
     model = models.build(kind, cfg)
     if encoder_mlm_weight:
         model = model.clone(encoder_mlm_head=True)
@@ -68,8 +70,14 @@ def measure(kind, cfg, phase, batch=BATCH, enc=ENC, dec=DEC, grad_accum=1, encod
     shardings = P.shardings(models.logical_axes(model), shapes, table, mesh)
     tx, schedule = make_optimizer(OptimizerConfig(), shapes, 100)
     step_model, _, sub = loop.phase_model(kind, cfg, model, phase)
+    teacher = None
+    if phase.distill:
+        t_model = models.build(kind, teacher_cfg)
+        t_shapes = models.param_shapes(t_model)
+        spec = distill.Distill("unused", steps=phase.end, weight=0.5, temperature=2.0)
+        teacher = (t_model, t_shapes, spec)
     fn = step_lib.make_train_step(step_model, tx, schedule, phase.trainable, mesh, table, sub_model=sub,
-                                  grad_accum=grad_accum, encoder_mlm_weight=encoder_mlm_weight)
+                                  grad_accum=grad_accum, encoder_mlm_weight=encoder_mlm_weight, teacher=teacher)
     state = state_lib.abstract_state(tx, shapes, shardings, mesh)
     objective = "seq2seq" if kind == "encoder_decoder" else "mlm"
     example = next(data.synthetic("train", batch, 0, (0, 1), objective=objective, vocab_size=cfg.vocab_size,
@@ -80,7 +88,7 @@ def measure(kind, cfg, phase, batch=BATCH, enc=ENC, dec=DEC, grad_accum=1, encod
     measured = jaxpr_flops.jaxpr_flops(fn.trace(state, example))
     head = example["mlm_positions"].shape[1] if "mlm_positions" in example else None
     counted = loop.phase_flops(kind, cfg, shapes, phase, batch, enc, dec if kind == "encoder_decoder" else 0,
-                               head)
+                               head, loop.teacher_shapes(teacher[0]) if teacher else None)
     return counted, measured
 
 
@@ -109,6 +117,36 @@ def test_ledger_equals_the_jaxpr_of_the_masked_encoder_variant(family):
     shapes = models.param_shapes(models.EncoderDecoder(cfg, encoder_mlm_head=True))
     counted, measured = measure("encoder_decoder", cfg, _phase("full")(shapes), encoder_mlm_weight=1.0)
     np.testing.assert_allclose(counted, measured, rtol=0.01)
+
+
+# Small-model assistance: the teacher (a narrower/shallower model, same vocabulary) runs forward
+# only on each micro-batch; (family, kind, teacher overrides, grad_accum)
+DISTILL_CASES = [
+    ("bert", "encoder_mlm", {"d_model": 16, "num_heads": 1, "d_ff": 32}, 1),
+    ("t5", "encoder_mlm", {"num_encoder_layers": 1}, 1),
+    ("t5", "encoder_decoder", {"d_model": 16, "num_heads": 1, "num_decoder_layers": 1}, 1),
+    ("bert", "encoder_mlm", {"d_model": 16, "num_heads": 1, "d_ff": 32}, 2),
+]
+
+
+@pytest.mark.parametrize("family,kind,teacher,grad_accum", DISTILL_CASES,
+                         ids=[f"{c[0]}_{c[1]}_accum{c[3]}" for c in DISTILL_CASES])
+def test_ledger_equals_the_jaxpr_of_a_distill_phase(family, kind, teacher, grad_accum):
+    cfg, t_cfg = _cfg(family), _cfg(family, **teacher)
+    shapes = models.param_shapes(models.build(kind, cfg))
+    phase = _phase("distill", distill_steps=10)(shapes)
+    counted, measured = measure(kind, cfg, phase, batch=BATCH * grad_accum, grad_accum=grad_accum,
+                                teacher_cfg=t_cfg)
+    np.testing.assert_allclose(counted, measured, rtol=0.01)
+    # The teacher adds exactly its forward pass (no backward: it gets no gradient).
+    _, plain = measure(kind, cfg, _phase("full")(shapes), batch=BATCH * grad_accum, grad_accum=grad_accum)
+    dec = DEC if kind == "encoder_decoder" else 0
+    head = data.synthetic("train", 1, 0, (0, 1), objective="mlm", vocab_size=cfg.vocab_size, length=ENC)
+    head = next(head)["mlm_positions"].shape[1] if kind == "encoder_mlm" else None
+    t_shapes = models.param_shapes(models.build(kind, t_cfg))
+    teacher_forward = perf.forward_flops(kind, t_cfg, t_shapes, BATCH * grad_accum, ENC, dec, head)
+    assert teacher_forward > 0
+    np.testing.assert_allclose(measured - plain, teacher_forward, rtol=1e-6)
 
 
 def test_walker_multiplies_scan_bodies_and_counts_dot_general():

@@ -1,12 +1,13 @@
 """`seqpt bench phases`: does each phase of a run cost what the ledger counts?
 
 It builds a run's phases from the same gin files `seqpt train` reads (bert2BERT sub-models,
-frozen warm start, full model), compiles each phase's real train step, and prints per phase:
-the ledger's GFLOP per step (`perf.train_flops`, what the run books), the dot_general GFLOP of
-the step's own jaxpr (`train.jaxpr_flops`), the measured ms per step, and
-(time ratio to the full phase) / (FLOPs ratio to the full phase): near 1 when every phase's
-time follows its counted FLOPs. Phases are timed alternately, round after round, after
-compiling, on synthetic batches; the state starts from a fresh init (no checkpoint is read).
+frozen warm start, distillation from a teacher, full model), compiles each phase's real train
+step, and prints per phase: the ledger's GFLOP per step (`perf.train_flops`, what the run
+books), the dot_general GFLOP of the step's own jaxpr (`train.jaxpr_flops`), the measured ms per
+step, and (time ratio to the full phase) / (FLOPs ratio to the full phase): near 1 when every
+phase's time follows its counted FLOPs. Phases are timed alternately, round after round, after
+compiling, on synthetic batches; the state starts from a fresh init (no checkpoint is read
+but a distillation teacher's, e.g. --gin.TEACHER_CHECKPOINT=DIR: its forward pass is timed).
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ def build(files: list[str], bindings: list[str]) -> dict:
     b, lengths = _bound(files, bindings)
     model, steps, batch = b["model"], b.get("steps", 100), b["batch_size"]
     kind, cfg = loop._kind(model), model.cfg  # noqa: SLF001 - the trainer's own kind check
+    distill = b.get("distill")
+    distill = distill if distill is not None and distill.active else None
     freeze, unfreeze = b.get("freeze", ()), b.get("unfreeze_step", 0)
     mesh = partitioning.make_mesh(b.get("mesh_shape", (-1, 1, 1)))
     table = partitioning.rules(b.get("rules", "dp"))
@@ -71,13 +74,16 @@ def build(files: list[str], bindings: list[str]) -> dict:
     example = data_lib.to_global(next(source), mesh)
     head = example["mlm_positions"].shape[1] if "mlm_positions" in example else None
     rows = []
-    for phase in loop.phases(shapes, steps, freeze, unfreeze, b.get("two_stage")):
+    distill_steps = distill.steps if distill else 0
+    for phase in loop.phases(shapes, steps, freeze, unfreeze, b.get("two_stage"), distill_steps):
         step_model, _, sub = loop.phase_model(kind, cfg, model, phase)
+        teacher = loop.load_teacher(loop.build_teacher(kind, cfg, distill), mesh, table) if phase.distill else None
         fn = step_lib.make_train_step(step_model, tx, schedule, phase.trainable, mesh, table,
                                       grad_accum=b.get("grad_accum", 1), z_loss=b.get("z_loss", 0.0),
-                                      sub_model=sub)
+                                      sub_model=sub, teacher=teacher)
         rows.append({"phase": phase.name, "fn": fn,
-                     "counted": loop.phase_flops(kind, cfg, shapes, phase, batch, enc, dec, head),
+                     "counted": loop.phase_flops(kind, cfg, shapes, phase, batch, enc, dec, head,
+                                                 loop.teacher_shapes(teacher[0]) if teacher else None),
                      "jaxpr": jaxpr_flops.jaxpr_flops(fn.trace(state, example))})
     return {"rows": rows, "state": state, "batch": example, "kind": kind, "cfg": cfg,
             "sizes": (batch, enc, dec), "devices": jax.device_count()}

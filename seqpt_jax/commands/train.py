@@ -35,6 +35,7 @@ GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 BINDING_IMPORTS = [
     "from __gin__ import dynamic_registration",
     "from seqpt_jax import models",
+    "from seqpt_jax.mappings import init_hooks",
     "from seqpt_jax.train import data",
     "from seqpt_jax.train import loop",
     "from seqpt_jax.train import optimizers",

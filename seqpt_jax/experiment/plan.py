@@ -1,7 +1,8 @@
 """`--plan`: each arm's model size, tokens, counted FLOPs and expected time, running nothing.
 
 FLOPs are the trainer's own ledger (`train.perf.train_flops`) per phase, as `train.loop` books
-them: sub-model stages, frozen steps, then the full model. Evaluation adds `eval_batches`
+them: sub-model stages, frozen steps or distillation steps (+ the teacher's forward passes, its
+model read from the teacher arm's composition), then the full model. Evaluation adds `eval_batches`
 forward passes every `eval_every` steps (and at the end). Time = FLOPs / THROUGHPUT, the
 sustained FLOP/s the scale's gin declares (measure yours with `seqpt bench train`).
 Tokens assume full packing (the corpus pipeline packs; padding makes them an upper bound).
@@ -11,30 +12,33 @@ from __future__ import annotations
 
 import jax
 
+from seqpt_jax.errors import UserError
 from seqpt_jax.experiment import spec
 
 
 def _phase_flops(kind, cfg, shapes, steps, batch, enc, dec, freeze, unfreeze_step, two_stage,
-                 head=None) -> list[dict]:
+                 head=None, distill_steps=0, teacher=None) -> list[dict]:
     """Per phase: steps and the ledger's FLOPs, as `train.loop` books them (sampled sub-models
     share their stage's steps: the expected cost is their mean)."""
     import numpy as np
 
     from seqpt_jax.train import loop
-    phases = loop.phases(shapes, steps, freeze, unfreeze_step, two_stage)
+    phases = loop.phases(shapes, steps, freeze, unfreeze_step, two_stage, distill_steps)
     out, start = [], 0
     for end in sorted({p.end for p in phases}):
         group = [p for p in phases if p.end == end]
         n = max(0, min(end, steps) - start)
-        per_step = float(np.mean([loop.phase_flops(kind, cfg, shapes, p, batch, enc, dec, head) for p in group]))
+        per_step = float(np.mean([loop.phase_flops(kind, cfg, shapes, p, batch, enc, dec, head, teacher)
+                                  for p in group]))
         name = group[0].group if len(group) > 1 else group[0].name
         out.append({"phase": name, "steps": n, "flops_per_step": per_step, "flops": n * per_step})
         start = max(start, min(end, steps))
     return out
 
 
-def describe_parsed() -> dict:
-    """Figures of the arm whose composition gin holds now (see `spec.parse`)."""
+def describe_parsed(teacher: tuple | None = None) -> dict:
+    """Figures of the arm whose composition gin holds now (see `spec.parse`). `teacher`: the
+    (config, param shapes) of the model it distils from, when it does."""
     from seqpt_jax import models
     from seqpt_jax.train import freezing, perf
     model = spec.train_value("model")
@@ -51,7 +55,13 @@ def describe_parsed() -> dict:
     # The corpus feed gives MLM batches their masked positions: the head runs on those only.
     from seqpt_jax.data import mlm_positions
     head = mlm_positions.max_predictions(0.15, enc) if kind in ("encoder_mlm", "electra") else None
-    phases = _phase_flops(kind, cfg, shapes, steps, batch, enc, dec, freeze, unfreeze, two_stage, head)
+    distill = spec.train_value("distill")
+    distill_steps = distill.steps if distill is not None and distill.active else 0
+    if distill_steps and teacher is None:
+        raise UserError("this arm distils (loop.train.distill) but declares no teacher arm; add "
+                        "'teacher': '<arm>' to its ARM macro.")
+    phases = _phase_flops(kind, cfg, shapes, steps, batch, enc, dec, freeze, unfreeze, two_stage, head,
+                          distill_steps, teacher)
     forward = perf.train_flops(kind, cfg, shapes, jax.tree.map(lambda _: False, freezing.all_trainable(shapes)),
                                batch, enc, dec, head)["forward"]
     eval_every, eval_batches = int(spec.train_value("eval_every") or 0), int(spec.train_value("eval_batches"))
@@ -68,13 +78,17 @@ def plan(experiment: str, scale: str, seeds: int, hw: str = "hw/cpu.gin", throug
          vocab_size: int | None = None) -> dict:
     """Every arm's figures and the totals for `seeds` seeds. The model's vocabulary is the
     scale's VOCAB_SIZE, or `vocab_size` (a trained vocabulary's, which can come out smaller)."""
-    rows = []
+    from seqpt_jax import models
+    rows, shapes_of = [], {}  # arm -> (config, param shapes): a teacher's, for the arms distilling from it
     declared = None
     for arm in spec.read_arms(experiment, scale, hw):
         bindings = [f"models.preset.vocab_size = {vocab_size or '%VOCAB_SIZE'}"]
         spec.parse(experiment, arm.name, scale, hw, bindings, spec.placeholder_bindings())
         declared = spec.macro("THROUGHPUT", None) if declared is None else declared
-        row = {"arm": arm.name, "role": arm.role, "op": arm.op, **describe_parsed()}
+        model = spec.train_value("model")
+        shapes_of[arm.name] = (model.cfg, models.param_shapes(model))
+        row = {"arm": arm.name, "role": arm.role, "op": arm.op,
+               **describe_parsed(shapes_of[arm.teacher] if arm.teacher else None)}
         if arm.op == "init":  # the run's init only: no training, one evaluation
             row.update(steps=0, tokens=0, train_flops=0.0, phases=[], eval_flops=row["eval_pass_flops"])
         else:  # + the step-0 evaluation of the init

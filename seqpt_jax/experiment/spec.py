@@ -8,6 +8,7 @@ models/ and a runs/ gin, and declares what the runner must know in one macro:
            'needs': {'SMALL_CHECKPOINT': 'source'},    # checkpoint macro -> the arm that provides it
            'source': 'source',                         # whose compute this arm starts from
            'compare': 'scratch',                       # the scratch arm its savings are measured against
+           'teacher': 'source',                        # the arm distilled from (loop.train.distill)
            'op': 'train',                              # train | init (the run's init, saved, no steps)
            'downstream': False,                        # fine-tune it downstream (experiment/downstream.py)
            'generation': False}                        # seq2seq: fine-tune it on generation (experiment/generation.py)
@@ -66,6 +67,7 @@ class Arm:
     op: str = "train"
     downstream: bool = False   # fine-tuned downstream beside a random init (encoders)
     generation: bool = False   # fine-tuned on generation beside a random init (seq2seq models)
+    teacher: str | None = None  # the arm it distils from; one of `needs` (its forward passes are counted)
 
 
 def gin_files(experiment: str, arm: str, scale: str, hw: str) -> list[str]:
@@ -144,9 +146,13 @@ def read_arm(experiment: str, name: str, scale: str, hw: str = "hw/cpu.gin") -> 
                         f"(see seqpt_jax/experiment/spec.py).") from None
     arm = Arm(name=name, role=decl.get("role", "recipe"), needs=dict(decl.get("needs", {})),
               source=decl.get("source"), compare=decl.get("compare"), op=decl.get("op", "train"),
-              downstream=bool(decl.get("downstream", False)), generation=bool(decl.get("generation", False)))
+              downstream=bool(decl.get("downstream", False)), generation=bool(decl.get("generation", False)),
+              teacher=decl.get("teacher"))
     if arm.role not in ROLES or arm.op not in OPS:
         raise UserError(f"{name}.gin: ARM role must be one of {ROLES} and op one of {OPS}.")
+    if arm.teacher is not None and arm.teacher not in arm.needs.values():
+        raise UserError(f"{name}.gin: ARM teacher {arm.teacher!r} must also be in 'needs' (its checkpoint "
+                        f"is the teacher's).")
     return arm
 
 

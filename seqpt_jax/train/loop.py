@@ -1,9 +1,10 @@
 """The training loop: `train(model_dir, model, data, ...)`, the function `seqpt train` calls.
 
 It resumes from MODEL_DIR when a checkpoint is there, builds one compiled step per *phase*
-(bert2BERT sub-models sampled per step, then frozen, then unfrozen), and logs loss, learning rate,
-tokens/s, MFU and cumulative FLOPs. Loss is checked one step behind (so the device is never
-stalled) and always right before a save, so a NaN never reaches a checkpoint.
+(bert2BERT sub-models sampled per step, then frozen, then unfrozen; or distillation from a
+teacher, then plain training), and logs loss, learning rate, tokens/s, MFU and cumulative FLOPs.
+Loss is checked one step behind (so the device is never stalled) and always right before a save,
+so a NaN never reaches a checkpoint.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ import jax
 import numpy as np
 from etils import epath
 
-from seqpt_jax import models
+from seqpt_jax import models, params_io
 from seqpt_jax.errors import UserError
-from seqpt_jax.train import (checkpoints, data as data_lib, freezing, metrics as metrics_lib, partitioning,
-                             perf, preemption, run_dir, state as state_lib, step as step_lib, validate)
+from seqpt_jax.train import (checkpoints, data as data_lib, distill as distill_lib, freezing,
+                             metrics as metrics_lib, partitioning, perf, preemption, run_dir, state as state_lib,
+                             step as step_lib, validate)
 from seqpt_jax.train.optimizers import OptimizerConfig, make_optimizer
 
 
@@ -47,6 +49,7 @@ class Phase:
     end: int                                  # first step after this phase
     trainable: Any
     sub: freezing.SubModel | None = None
+    distill: bool = False                     # the step also runs the teacher (train.distill)
 
     @property
     def group(self) -> str:
@@ -55,10 +58,16 @@ class Phase:
 
 
 def phases(params, total_steps: int, freeze: Sequence[str] = (), unfreeze_step: int = 0,
-           two_stage: TwoStage | None = None) -> list[Phase]:
+           two_stage: TwoStage | None = None, distill_steps: int = 0) -> list[Phase]:
     """The run cut into phases, in order: the sampled sub-models of the two-stage stage (one
-    phase each, sharing `end`), frozen steps, then the full model."""
+    phase each, sharing `end`), frozen steps, then the full model; with `distill_steps` (the
+    full model only), the distillation phase, then the full model."""
     out, start = [], 0
+    if distill_steps > 0:
+        if (freeze and unfreeze_step > 0) or (two_stage is not None and two_stage.steps > 0):
+            raise UserError("distillation does not combine with freezing or a two-stage stage yet; drop "
+                            "loop.train.distill or the freeze / two_stage settings.")
+        out.append(Phase("distill", distill_steps, freezing.all_trainable(params), distill=True))
     if two_stage is not None and two_stage.steps > 0:
         layers = params["encoder"]["layers"]
         depth = jax.tree.leaves(layers)[0].shape[0]
@@ -103,16 +112,23 @@ def phase_model(kind: str, cfg, model, phase: Phase):
 
 
 def phase_flops(kind: str, cfg, shapes, phase: Phase, batch_size: int, enc: int, dec: int,
-                head_positions: int | None = None) -> float:
+                head_positions: int | None = None, teacher: tuple | None = None) -> float:
     """The ledger's FLOPs of one step of `phase` (perf.train_flops on what the step runs;
-    head_positions: rows' positions the MLM head runs on, default all)."""
+    head_positions: rows' positions the MLM head runs on, default all). A distill phase adds
+    the forward pass of `teacher` = (its config, its param shapes) on the same batch."""
+    extra = 0.0
+    if phase.distill:
+        if teacher is None:
+            raise ValueError("a distill phase's FLOPs need the teacher's (config, shapes)")
+        t_cfg, t_shapes = teacher
+        extra = perf.forward_flops(kind, t_cfg, t_shapes, batch_size, enc, dec, head_positions)
     if phase.sub is not None:
         cfg = freezing.sub_model_config(cfg, phase.sub)
         shapes = freezing.sub_model_view(shapes, phase.sub)
         trainable = freezing.uniform(freezing.sub_model_view(phase.trainable, phase.sub))
     else:
         trainable = phase.trainable
-    return perf.train_flops(kind, cfg, shapes, trainable, batch_size, enc, dec, head_positions)["total"]
+    return perf.train_flops(kind, cfg, shapes, trainable, batch_size, enc, dec, head_positions)["total"] + extra
 
 
 def _kind(model) -> str:
@@ -136,7 +152,7 @@ def train(model_dir: str, model, data: Callable, *, steps: int, batch_size: int,
           eval_every: int = 0, eval_batches: int = 2, log_every: int = 10,
           freeze: Sequence[str] = (), unfreeze_step: int = 0, two_stage: TwoStage | None = None,
           init: state_lib.InitFn | None = None, encoder_mlm_weight: float = 0.0,
-          progress: bool | None = None,
+          distill: distill_lib.Distill | None = None, progress: bool | None = None,
           on_step: Callable[[int, Any], None] | None = None,
           on_ready: Callable[[], None] | None = None) -> dict:
     """Trains `model` for `steps` optimizer steps; returns the run summary (also summary.json).
@@ -150,6 +166,9 @@ def train(model_dir: str, model, data: Callable, *, steps: int, batch_size: int,
     encoder_mlm_weight: > 0 (seq2seq only) adds an MLM head on the encoder (`mlm_head/`) and
       its loss on `mlm_targets`/`mlm_weights`: loss = (sum decoder CE + w sum encoder MLM CE)
       / decoder target tokens (seq2seq_masked_encoder.gin). 0: plain seq2seq, no head.
+    distill: small-model assistance (`train.distill`): for the first `distill.steps` steps (the
+      `distill` phase) the loss adds a KD term towards the teacher model's predictions; the
+      teacher is loaded only while that phase runs. Weight 0 or 0 steps: plain training.
     on_step(step, state): called after every step (e.g. notebooks, tests).
 
     MODEL_DIR is locked for the run (`run_dir`); a resume must keep the recorded settings
@@ -169,8 +188,8 @@ def train(model_dir: str, model, data: Callable, *, steps: int, batch_size: int,
                              save_every=save_every, keep=keep, async_checkpoints=async_checkpoints,
                              eval_every=eval_every, eval_batches=eval_batches, log_every=log_every, freeze=freeze,
                              unfreeze_step=unfreeze_step, two_stage=two_stage, init=init,
-                             encoder_mlm_weight=encoder_mlm_weight, progress=progress, on_step=on_step,
-                             on_ready=on_ready)
+                             encoder_mlm_weight=encoder_mlm_weight, distill=distill, progress=progress,
+                             on_step=on_step, on_ready=on_ready)
     finally:
         if lock is not None:
             lock.release()
@@ -178,7 +197,7 @@ def train(model_dir: str, model, data: Callable, *, steps: int, batch_size: int,
 
 def _train_locked(model_dir, model, data, *, steps, batch_size, optimizer, mesh_shape, rules, grad_accum, z_loss,
                   seed, save_every, keep, async_checkpoints, eval_every, eval_batches, log_every, freeze,
-                  unfreeze_step, two_stage, init, encoder_mlm_weight, progress, on_step, on_ready) -> dict:
+                  unfreeze_step, two_stage, init, encoder_mlm_weight, distill, progress, on_step, on_ready) -> dict:
     if batch_size % grad_accum:
         raise UserError(f"batch_size {batch_size} must divide by grad_accum {grad_accum}.")
     kind, cfg = _kind(model), model.cfg
@@ -187,6 +206,15 @@ def _train_locked(model_dir, model, data, *, steps, batch_size, optimizer, mesh_
                         f"weight >= 0; set loop.train.encoder_mlm_weight = 0 for {kind}.")
     if kind == "encoder_decoder":  # the encoder MLM head exists exactly when its loss is on
         model = model.clone(encoder_mlm_head=encoder_mlm_weight > 0)
+    if distill is not None:
+        distill.validate()
+        distill = distill if distill.active else None  # weight 0 / 0 steps: plain training, bit for bit
+    teacher = None
+    if distill is not None:
+        if encoder_mlm_weight:
+            raise UserError("distillation does not combine with the encoder MLM loss yet; set "
+                            "loop.train.encoder_mlm_weight = 0 or drop loop.train.distill.")
+        teacher = build_teacher(kind, cfg, distill)
     mesh, table = partitioning.make_mesh(mesh_shape), partitioning.rules(rules)
     split_rows = mesh.shape["data"] * mesh.shape["fsdp"] * grad_accum
     if batch_size % split_rows:
@@ -199,7 +227,7 @@ def _train_locked(model_dir, model, data, *, steps, batch_size, optimizer, mesh_
     source = data("train", batch_size, seed, shard)
     first = _peek(source)
     validate.batch_fits(first, cfg)
-    record = _record(kind, cfg, batch_size, seed, optimizer, freeze, unfreeze_step, two_stage, first)
+    record = _record(kind, cfg, batch_size, seed, optimizer, freeze, unfreeze_step, two_stage, first, distill)
     run_dir.on_process_0(lambda: run_dir.check_record(model_dir, record, bool(checkpoints.committed_steps(model_dir))),
                          "checking the run's recorded settings")
     ckpt = checkpoints.Checkpointer(model_dir, keep=keep, async_save=async_checkpoints)
@@ -235,7 +263,8 @@ def _train_locked(model_dir, model, data, *, steps, batch_size, optimizer, mesh_
                 batch_size=batch_size, grad_accum=grad_accum, z_loss=z_loss,
                 encoder_mlm_weight=encoder_mlm_weight, seed=seed, save_every=save_every,
                 eval_every=eval_every, eval_batches=eval_batches, log_every=log_every, freeze=freeze,
-                unfreeze_step=unfreeze_step, two_stage=two_stage, on_step=on_step, start=start, stop=stop))
+                unfreeze_step=unfreeze_step, two_stage=two_stage, teacher=teacher, on_step=on_step,
+                start=start, stop=stop))
     finally:
         ckpt.close()
         if run_log is not None:
@@ -253,11 +282,13 @@ def _peek(source) -> dict:
     return batch
 
 
-def _record(kind, cfg, batch_size, seed, optimizer, freeze, unfreeze_step, two_stage, first) -> dict:
+def _record(kind, cfg, batch_size, seed, optimizer, freeze, unfreeze_step, two_stage, first, distill=None) -> dict:
     """What run_dir records and compares on resume (see run_dir.RECORDED / MAY_CHANGE)."""
     model = {k: v for k, v in cfg.to_dict().items() if k not in run_dir.MODEL_FIELDS_MAY_CHANGE}
     schedule = {"freeze": list(freeze), "unfreeze_step": unfreeze_step if freeze else 0,
                 "two_stage": dataclasses.asdict(two_stage) if two_stage else None}
+    if distill is not None:  # only then, so runs recorded before distillation existed still resume
+        schedule["distill"] = distill.record()
     return {"kind": kind, "model": model, "batch_size": batch_size, "seed": seed, "optimizer": optimizer.name,
             "schedule": json.loads(json.dumps(schedule, default=list)),
             "data": run_dir.batch_signature(first, jax.process_count())}
@@ -272,7 +303,9 @@ def _lengths(batch: dict) -> tuple[int, int]:
 def _run(r: dict) -> dict:
     state, meta, feed, ckpt, run_log = r["state"], r["meta"], r["feed"], r["ckpt"], r["run_log"]
     steps, kind, cfg = r["steps"], r["kind"], r["cfg"]
-    all_phases = phases(r["shapes"], steps, r["freeze"], r["unfreeze_step"], r["two_stage"])
+    teacher = r["teacher"]  # (Distill, teacher model) or None
+    all_phases = phases(r["shapes"], steps, r["freeze"], r["unfreeze_step"], r["two_stage"],
+                        teacher[0].steps if teacher else 0)
     compiled: dict = {}
     peak, peak_note = perf.peak_flops_per_device()
     n_dev = len(jax.devices())
@@ -298,12 +331,15 @@ def _run(r: dict) -> dict:
         fresh = phase.name not in compiled
         if fresh:
             step_model, step_cfg, sub = phase_model(kind, cfg, r["model"], phase)
+            with_teacher = load_teacher(teacher, r["mesh"], r["table"]) if phase.distill else None
             fn = step_lib.make_train_step(step_model, r["tx"], r["schedule"], phase.trainable, r["mesh"],
                                           r["table"], grad_accum=r["grad_accum"], z_loss=r["z_loss"],
-                                          encoder_mlm_weight=r["encoder_mlm_weight"], sub_model=sub)
+                                          encoder_mlm_weight=r["encoder_mlm_weight"], sub_model=sub,
+                                          teacher=with_teacher)
             enc, dec = _lengths(local)
             head = local["mlm_positions"].shape[1] if "mlm_positions" in local else None
-            flops = phase_flops(kind, cfg, r["shapes"], phase, r["batch_size"], enc, dec, head)
+            flops = phase_flops(kind, cfg, r["shapes"], phase, r["batch_size"], enc, dec, head,
+                                teacher_shapes(teacher[1]) if phase.distill else None)
             compiled[phase.name] = (fn, flops)
             run_log.message(f"phase {phase.name} until step {phase.end}: {flops / 1e9:.3f} GFLOP/step; "
                             f"peak {peak_note}")
@@ -364,6 +400,29 @@ def _run(r: dict) -> dict:
                "peak": peak_note, "stopped": stop, "stopped_at": int(state.step) if stop else None}
     run_log.message("done: " + json.dumps(summary))
     return summary
+
+
+def build_teacher(kind: str, cfg, distill: distill_lib.Distill) -> tuple:
+    """(distill, the teacher's model) from its model.json, checked against the run's model; the
+    teacher runs on this run's hardware settings (dtype, remat, scan unroll)."""
+    t_kind, t_cfg = params_io.read_model(distill.teacher)
+    distill_lib.check_teacher(kind, cfg, t_kind, t_cfg, distill.teacher)
+    t_cfg = t_cfg.replace(**{f: getattr(cfg, f) for f in run_dir.MODEL_FIELDS_MAY_CHANGE})
+    return distill, models.build(kind, t_cfg)
+
+
+def teacher_shapes(teacher_model) -> tuple:
+    """(config, param shapes) of a teacher model, what `phase_flops` counts its forward pass on."""
+    return teacher_model.cfg, models.param_shapes(teacher_model)
+
+
+def load_teacher(teacher: tuple, mesh, table) -> tuple:
+    """(teacher model, its params sharded like a model of its own, Distill) for the distill step."""
+    spec, t_model = teacher
+    shapes = models.param_shapes(t_model)
+    shardings = partitioning.shardings(models.logical_axes(t_model), shapes, table, mesh)
+    _, _, params = params_io.load(spec.teacher, shardings=shardings)
+    return t_model, params, spec
 
 
 def _evaluate(r: dict, params) -> dict:

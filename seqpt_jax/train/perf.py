@@ -194,6 +194,13 @@ def train_flops(kind: str, cfg, shapes, trainable, batch: int, enc_len: int, dec
     return {"forward": led.fwd, "backward": led.bwd, "total": led.fwd + led.bwd}
 
 
+def forward_flops(kind: str, cfg, shapes, batch: int, enc_len: int, dec_len: int = 0,
+                  head_positions: int | None = None) -> float:
+    """FLOPs of a forward pass alone (nothing trains): an evaluation, or a distillation teacher."""
+    frozen = jax.tree.map(lambda _: False, shapes)
+    return train_flops(kind, cfg, shapes, frozen, batch, enc_len, dec_len, head_positions)["forward"]
+
+
 MATMUL_N, MATMUL_REPEATS = 1024, 10
 
 
