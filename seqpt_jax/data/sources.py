@@ -47,7 +47,7 @@ class TokenStore:
                 docs += sp.encode(batch)
                 batch = []
         docs += sp.encode(batch) if batch else []
-        return cls.from_token_lists(docs)
+        return cls.from_token_lists(docs, sp.eos_id() if sp.eos_id() >= 0 else vocab.EOS_ID)
 
     def __len__(self) -> int:
         return len(self.starts)
