@@ -23,7 +23,6 @@ only; nothing is downloaded.
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def main(argv: list[str]) -> int:
