@@ -168,8 +168,13 @@ def test_sharded_bf16_and_torch_bin(tmp_path):
 def test_cli_round_trip(tmp_path, capsys):
     hf = _random_hf("bert_h6_v99")
     hf.save_pretrained(tmp_path / "hf")
-    assert cli.main(["convert", "--from-hf", str(tmp_path / "hf"), "--out", str(tmp_path / "ckpt")]) == 0
-    assert "no tokenizer files" in capsys.readouterr().err
+    # No SentencePiece model in the directory: refused in one line, unless the weights alone are wanted.
+    capsys.readouterr()
+    assert cli.main(["convert", "--from-hf", str(tmp_path / "hf"), "--out", str(tmp_path / "ckpt")]) == 2
+    assert "has no SentencePiece model" in _one_error_line(capsys) and not (tmp_path / "ckpt").exists()
+    assert cli.main(["convert", "--from-hf", str(tmp_path / "hf"), "--out", str(tmp_path / "ckpt"),
+                     "--weights-only"]) == 0
+    assert "weights only" in capsys.readouterr().out
     # No vocabulary recorded for the import: a tokenizer cannot be written, and it says so.
     assert cli.main(["convert", "--to-hf", str(tmp_path / "ckpt"), "--out", str(tmp_path / "back")]) == 2
     assert "records no vocabulary" in _one_error_line(capsys) and not (tmp_path / "back").exists()

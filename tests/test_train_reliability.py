@@ -265,3 +265,23 @@ def test_lock_record_and_vocabulary_through_a_gs_stand_in(tmp_path):
         with pytest.raises(UserError, match=r"batch_size 8 -> 16"):
             run_dir.check_record("gs://bkt/run", dict(record, batch_size=16), has_checkpoints=True)
     assert sorted(os.listdir(tmp_path / "bkt" / "run")) == ["run.json"]
+
+
+def test_token_cache_and_tensorboard_events_through_a_gs_stand_in(tmp_path):
+    """The embedded corpus's token cache is keyed by the vocabulary's content, read through epath
+    when VOCAB is gs://; TensorBoard events under a gs:// MODEL_DIR go through epath too (found
+    with the Cloud Storage emulator run of tests/test_train_remote.py: both went to local paths)."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from seqpt_jax.train import metrics
+    (tmp_path / "bkt").mkdir()
+    (tmp_path / "bkt" / "spm.model").write_bytes(b"not parsed here")
+    with _fake_gcs(tmp_path):
+        assert sources.vocab_fingerprint("gs://bkt/spm.model") == sources.vocab_fingerprint(
+            str(tmp_path / "bkt" / "spm.model"))
+        events = metrics._Events("gs://bkt/run/tb")
+        events.scalars(3, {"train/loss": 1.5})
+        events.close()
+    files = os.listdir(tmp_path / "bkt" / "run" / "tb")
+    assert len(files) == 1 and files[0].startswith("events.out.tfevents.")
+    steps = [e.step for e in EventFileLoader(str(tmp_path / "bkt" / "run" / "tb" / files[0])).Load()]
+    assert steps == [0, 3]  # the file_version record, then the scalars

@@ -12,15 +12,17 @@ writes a directory that loads as it is:
 The vocabulary is the one the run recorded (MODEL_DIR/vocab.json), so no --vocab is needed;
 a --vocab whose content differs from the record is refused. README.md states the recipe
 lineage, corpus, languages, tokens, training FLOPs and validation loss from the run's records.
---from-hf copies the HF directory's SentencePiece model (T5, mT5) in as CKPT_DIR/vocab.model:
-continued pre-training takes it as --gin.VOCAB, fine-tuning finds it. One line says when the
-HF tokenizer cannot be used. Local directories only; nothing is downloaded.
+--from-hf writes the HF directory's SentencePiece model in as CKPT_DIR/vocab.model and records
+it: T5/mT5's as it is, XLM-R's renumbered as the model's embedding rows (<s> 0, <pad> 1, </s> 2,
+<unk> 3, ..., <mask> last). Continued pre-training (runs/continue_pretraining.gin) and
+fine-tuning find it. A tokenizer that is not SentencePiece (WordPiece, byte-level BPE) is
+refused in one line, exit 2; --weights-only converts the weights alone. Local directories
+only; nothing is downloaded.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def main(argv: list[str]) -> int:
@@ -36,13 +38,15 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--vocab", metavar="SPM_MODEL",
                         help="--to-hf: the SentencePiece model (default: the one the run recorded)")
     parser.add_argument("--weights-only", action="store_true",
-                        help="--to-hf: config.json + model.safetensors only (no tokenizer, no model card)")
+                        help="--to-hf: config.json + model.safetensors only (no tokenizer, no model card); "
+                             "--from-hf: the weights alone, no vocabulary")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     args = parser.parse_args(argv)
     if args.from_hf:
-        path, info = export.import_hf(args.from_hf, args.out, overwrite=args.overwrite)
+        path, info = export.import_hf(args.from_hf, args.out, overwrite=args.overwrite,
+                                      weights_only=args.weights_only)
         print(f"wrote {path}: {info['cfg'].family} {info['kind']}, {info['params']:,} parameters")
-        print(info["note"], file=sys.stdout if info["vocab"] else sys.stderr)
+        print(info["note"])
     else:
         path, arch, info = export.export(args.to_hf, args.out, vocab=args.vocab, overwrite=args.overwrite,
                                          weights_only=args.weights_only)

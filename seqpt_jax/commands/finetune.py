@@ -87,6 +87,9 @@ def load_vocab(path: str | None, ckpt: str | None):
         path = vocab_record.resolve(ckpt, path)
     if path is None:
         raise UserError("--vocab SPM_MODEL is required (the vocabulary the checkpoint was trained with).")
+    if vocab_lib.own_mask(vocab_lib.processor(path)) is not None:  # evaluate/ encodes with pad 0, eos 1
+        raise UserError(f"vocabulary {path} numbers its ids as XLM-R (<pad> 1, </s> 2); `seqpt finetune` supports "
+                        f"T5-numbered vocabularies only so far: fine-tune the `--to-hf` export in transformers.")
     return vocab_lib.load(path)
 
 

@@ -226,7 +226,7 @@ def main(argv: list[str]) -> int:
         from seqpt_jax.convert.run_records import init_source, parse_operative_config
         from seqpt_jax.data import vocab_record
         # Records VOCAB; refuses one that differs from a resumed run's or its init source's.
-        vocab_record.record(model_dir(), gin.query_parameter("VOCAB/macro.value") if _has_macro("VOCAB") else None,
+        vocab_record.record(model_dir(), _macro_value("VOCAB") if _has_macro("VOCAB") else None,
                             write=jax.process_index() == 0,
                             source=init_source(parse_operative_config(gin.operative_config_str())))
         from etils import epath
@@ -254,6 +254,15 @@ def main(argv: list[str]) -> int:
     print(f"trained {summary['steps']} steps: loss {summary['first_loss']} -> {summary['last_loss']}; "
           f"{summary['train_flops']:.3e} training FLOPs", file=sys.stderr)
     return 0
+
+
+def _macro_value(name: str):
+    """A macro's value; one bound to `@fn()` (runs/continue_pretraining.gin's VOCAB) is evaluated."""
+    import gin
+    value = gin.query_parameter(f"{name}/macro.value")
+    if isinstance(value, gin.config.ConfigurableReference) and value.evaluate:
+        return value.scoped_configurable_fn()
+    return value
 
 
 def _has_macro(name: str) -> bool:

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 
 from seqpt_jax.errors import UserError
 
@@ -40,21 +39,23 @@ def export(source: str, out: str, *, vocab: str | None = None, overwrite: bool =
     return path, arch, {"kind": kind, "cfg": cfg, "params": models.count_params(params), "vocab": vocab_path}
 
 
-def import_hf(hf_dir: str, out: str, *, overwrite: bool = False) -> tuple[str, dict]:
-    """Converts the HF model in `hf_dir` to a params checkpoint at `out`; its SentencePiece model,
-    when usable as the vocabulary, is copied in as `vocab.model` and recorded. Returns (path, info)
-    with info["note"] the one line that says which vocabulary came along, or why none did."""
+def import_hf(hf_dir: str, out: str, *, overwrite: bool = False, weights_only: bool = False) -> tuple[str, dict]:
+    """Converts the HF model in `hf_dir` to a params checkpoint at `out`; its SentencePiece model
+    (XLM-R's renumbered as the model's rows: `tokenizer.fairseq_model`) is written in as
+    `vocab.model` and recorded. A tokenizer that cannot be the vocabulary is a UserError unless
+    `weights_only`. Returns (path, info) with info["note"] the line saying which vocabulary came."""
     from seqpt_jax import convert, params_io
     from seqpt_jax.convert import tokenizer
     from seqpt_jax.data import vocab_record
     from seqpt_jax.models import count_params
 
     kind, cfg, params = convert.from_hf(hf_dir)
-    spm_file, note = tokenizer.from_hf_dir(hf_dir, cfg.vocab_size)
+    spm_model, note = tokenizer.from_hf_dir(hf_dir, cfg, weights_only)
     path = params_io.save_params(out, kind, cfg, params, overwrite=overwrite)
-    if spm_file is not None:
+    if spm_model is not None:
         copy = os.path.join(path, vocab_record.COPY)
-        shutil.copyfile(spm_file, copy)
+        with open(copy, "wb") as f:
+            f.write(spm_model)
         vocab_record.write_record(path, copy)
     return path, {"kind": kind, "cfg": cfg, "params": count_params(params), "note": note,
-                  "vocab": spm_file is not None}
+                  "vocab": spm_model is not None}

@@ -74,6 +74,13 @@ def raw_length(objective: str | None, options: dict, lengths: dict[str, int]) ->
     return lengths["targets"] - 1  # causal_lm
 
 
+def check_sentinels(objective: str | None, info: TokenInfo, task: str) -> None:
+    """Span corruption needs the sentinel ids, which a vocabulary with its own <mask> lacks."""
+    if objective and objective.startswith("span_corruption") and not info.extra_ids:
+        raise UserError(f"task {task}: its vocabulary has no sentinel ids (it brings its own <mask>, as "
+                        f"XLM-R's), so it cannot feed {objective}; use an encoder objective (mlm, wwm).")
+
+
 def _positions(seg: np.ndarray) -> np.ndarray:
     idx = np.arange(len(seg))
     starts = np.concatenate([[True], seg[1:] != seg[:-1]])
@@ -106,6 +113,9 @@ class Pipeline:
         if len(kinds) != 1:
             raise UserError(f"cannot mix task kinds {sorted(kinds)} in one batch; mix tasks of one kind.")
         self.kind = kinds.pop()
+        for spec, _ in tasks:
+            check_sentinels(spec.objective, spec.info, spec.name)
+        self.pad_id = tasks[0][0].info.pad_id
         if self.kind == ENCDEC and "targets" not in lengths:
             obj = [s.objective for s, _ in tasks]
             if not all(o and o.startswith("span_corruption") for o in obj):
@@ -181,8 +191,10 @@ class Pipeline:
             names.update(encoder_segment_ids=li, encoder_positions=li)
             if self.kind == ENCDEC:
                 names.update(decoder_segment_ids=lt, decoder_positions=lt)
-        return {k: np.zeros((rows, n), np.float32 if k.endswith("weights") else np.int32)
-                for k, n in names.items()}
+        batch = {k: np.zeros((rows, n), np.float32 if k.endswith("weights") else np.int32)
+                 for k, n in names.items()}
+        batch["encoder_input_tokens"][:] = self.pad_id  # the model masks pad_id (not 0 for XLM-R)
+        return batch
 
     def _fill(self, batch: dict, out_row: int, t: int, item, row: int) -> None:
         ids, seg = item

@@ -47,7 +47,7 @@ class TokenStore:
                 docs += sp.encode(batch)
                 batch = []
         docs += sp.encode(batch) if batch else []
-        return cls.from_token_lists(docs)
+        return cls.from_token_lists(docs, sp.eos_id() if sp.eos_id() >= 0 else vocab.EOS_ID)
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -72,7 +72,11 @@ class TokenStore:
 
 
 def vocab_fingerprint(model_file: str) -> str:
-    return hashlib.sha1(Path(model_file).read_bytes()).hexdigest()[:12]
+    from seqpt_jax.paths import is_remote, local
+    if is_remote(model_file):  # gs://... (VOCAB on a TPU VM)
+        from etils import epath
+        return hashlib.sha1(epath.Path(model_file).read_bytes()).hexdigest()[:12]
+    return hashlib.sha1(Path(local(model_file)).read_bytes()).hexdigest()[:12]
 
 
 def corpus_tokens(corpus, lang: str, split: str, model_file: str,

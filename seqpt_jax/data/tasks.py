@@ -45,7 +45,7 @@ LOCAL, MC4_PREFIX = "seqpt_local_", "seqpt_mc4_"
 
 # ----- what a task is made of --------------------------------------------------------------------
 
-def output_features(vocab_path, extra_ids: int = vocab.EXTRA_IDS) -> dict:
+def output_features(vocab_path, extra_ids: int | None = None) -> dict:
     """"inputs"/"targets" over the SentencePiece vocabulary at `vocab_path` (no EOS added: the
     objectives add their own)."""
     voc = vocab_path if isinstance(vocab_path, seqio.Vocabulary) else vocab.load(vocab_path, extra_ids)
@@ -83,6 +83,7 @@ class Objective:
     def __call__(self, dataset, sequence_length, output_features):
         voc = output_features["targets"].vocabulary
         info = _token_info(vocab.model_path(voc), getattr(voc, "extra_ids", vocab.EXTRA_IDS))
+        feeding.check_sentinels(self.name, info, "seqio")
         fn = preprocessors.objective(self.name, **self.options)
         if sequence_length:
             n = feeding.raw_length(self.name, self.options, dict(sequence_length))

@@ -5,6 +5,11 @@ Conventions (mT5): pad=0, eos=1, unk=2, no bos; byte fallback so no text is ever
 `extra_ids` (100) sentinels appended at the TOP of the vocabulary, <extra_id_0> being the
 highest id. Span corruption counts sentinels down from the top; MLM's [MASK] is the lowest
 extra id (<extra_id_99>), which span corruption never reaches (it is capped at 99 spans).
+
+An imported XLM-R vocabulary (`convert.tokenizer.fairseq_model`) numbers its pieces as the
+model's embedding rows: <s> 0, <pad> 1, </s> 2, <unk> 3, then the pieces, then a CONTROL piece
+`<mask>` as its last id. Such a vocabulary carries its own mask, so it has no extra ids; the
+special ids are read from the model file itself (`token_info`, `extra_ids_of`).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from seqpt_jax.paths import is_remote, local, remote_error
 
 PAD_ID, EOS_ID, UNK_ID = 0, 1, 2
 EXTRA_IDS = 100
+MASK_PIECE = "<mask>"  # a vocabulary with this CONTROL piece brings its own mask and no extra ids
 WORD_START = "\u2581"  # SentencePiece's "▁": the piece begins a new word
 
 
@@ -115,13 +121,27 @@ def train(corpus: str | os.PathLike, size: int, out: str | os.PathLike, *,
     return load(out)
 
 
-def load(path: str | os.PathLike, extra_ids: int = EXTRA_IDS):
-    """The seqio vocabulary of a SentencePiece model file, or a one-line UserError."""
+def load(path: str | os.PathLike, extra_ids: int | None = None):
+    """The seqio vocabulary of a SentencePiece model file, or a one-line UserError.
+    `extra_ids`: default `extra_ids_of` the file (100, or 0 for a vocabulary with its own mask)."""
     import seqio
 
     path = str(path) if is_remote(path) else Path(local(path)).expanduser()
-    processor(path)  # validates the file with a clear error
+    sp = processor(path)  # validates the file with a clear error
+    extra_ids = extra_ids_of(sp) if extra_ids is None else extra_ids
     return seqio.SentencePieceVocabulary(str(path), extra_ids=extra_ids)
+
+
+def own_mask(sp) -> int | None:
+    """The id of the vocabulary's own mask (a CONTROL piece `<mask>`), or None."""
+    i = sp.piece_to_id(MASK_PIECE)
+    return i if i != sp.unk_id() and sp.is_control(i) else None
+
+
+def extra_ids_of(vocab) -> int:
+    """Sentinels seqio appends to this vocabulary: none when it has its own mask, else 100."""
+    sp = vocab if hasattr(vocab, "id_to_piece") else processor(model_path(vocab))
+    return 0 if own_mask(sp) is not None else EXTRA_IDS
 
 
 def processor(path: str | os.PathLike):
@@ -174,11 +194,13 @@ class TokenInfo:
     special: np.ndarray      # [vocab_size] bool: pad/eos/unk/extra ids, never selected for masking
     pad_id: int = PAD_ID
     eos_id: int = EOS_ID
+    first_piece: int = UNK_ID + 1  # the lowest id of an ordinary piece
+    own_mask: int | None = None    # the vocabulary's own <mask> piece (XLM-R), else the lowest extra id
 
     @property
     def mask_id(self) -> int:
         """[MASK] for MLM: the lowest extra id, never used as a span sentinel."""
-        return self.vocab_size - self.extra_ids
+        return self.vocab_size - self.extra_ids if self.own_mask is None else self.own_mask
 
     def sentinel(self, k: int) -> int:
         """Span k's sentinel, counted down from the top id (<extra_id_k>)."""
@@ -190,21 +212,28 @@ class TokenInfo:
 
     @property
     def random_range(self) -> tuple[int, int]:
-        """Ids for MLM's random replacement: ordinary pieces, no specials, no extra ids."""
-        return UNK_ID + 1, self.vocab_size - self.extra_ids
+        """Ids for MLM's random replacement: ordinary pieces, no specials, no extra ids (the
+        pieces lie between the low special ids and the extra ids or the own mask)."""
+        return self.first_piece, self.mask_id
 
 
-def token_info(vocab, extra_ids: int = EXTRA_IDS) -> TokenInfo:
-    """TokenInfo of a vocabulary (seqio vocabulary, model path or SentencePieceProcessor)."""
+def token_info(vocab, extra_ids: int | None = None) -> TokenInfo:
+    """TokenInfo of a vocabulary (seqio vocabulary, model path or SentencePieceProcessor), its
+    special ids read from the model file (`extra_ids`: default `extra_ids_of`)."""
     sp = vocab if hasattr(vocab, "id_to_piece") else processor(model_path(vocab))
+    extra_ids = extra_ids_of(sp) if extra_ids is None else extra_ids
     n = sp.get_piece_size()
     pieces = [sp.id_to_piece(i) for i in range(n)]
     word_start = np.zeros(n + extra_ids, bool)
     word_start[:n] = [p.startswith(WORD_START) for p in pieces]
     special = np.zeros(n + extra_ids, bool)
-    special[[PAD_ID, EOS_ID, UNK_ID]] = True
+    special[:n] = [sp.is_control(i) or sp.is_unknown(i) for i in range(n)]
     special[n:] = True
-    return TokenInfo(n + extra_ids, extra_ids, word_start, special)
+    pad = sp.pad_id() if sp.pad_id() >= 0 else PAD_ID
+    eos = sp.eos_id() if sp.eos_id() >= 0 else EOS_ID
+    low = [i for i in (pad, eos, sp.unk_id(), sp.bos_id()) if i >= 0]
+    return TokenInfo(n + extra_ids, extra_ids, word_start, special, pad_id=pad, eos_id=eos,
+                     first_piece=max(low) + 1, own_mask=own_mask(sp) if not extra_ids else None)
 
 
 def synthetic_token_info(vocab_size: int, extra_ids: int = EXTRA_IDS, every: int = 3) -> TokenInfo:

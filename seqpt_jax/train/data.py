@@ -146,4 +146,17 @@ def to_global(local: dict, mesh) -> dict:
 def vocab_size(path: str) -> int:
     """Ids in a SentencePiece vocabulary with its sentinels (the model's vocab_size)."""
     from seqpt_jax.data import vocab
-    return int(vocab.processor(path).get_piece_size()) + vocab.EXTRA_IDS
+    sp = vocab.processor(path)
+    return int(sp.get_piece_size()) + vocab.extra_ids_of(sp)
+
+
+def recorded_vocab(checkpoint: str) -> str:
+    """The vocabulary the checkpoint at `checkpoint` records (`data.vocab_record`: `seqpt train`
+    runs, and `seqpt convert --from-hf` imports), for continuing its pre-training."""
+    from seqpt_jax.data import vocab_record
+    from seqpt_jax.errors import UserError
+    found = vocab_record.resolve(checkpoint)
+    if found is None:
+        raise UserError(f"{checkpoint} records no vocabulary; pass --gin.VOCAB=SPM_MODEL, the one it was "
+                        f"trained with.")
+    return found

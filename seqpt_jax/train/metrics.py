@@ -10,13 +10,44 @@ import time
 import jax
 
 
+class _RemoteEventFile:
+    """TensorBoard's event file format written through etils epath, as MODEL_DIR's other files,
+    so a gs:// logdir uses the same storage client (TensorFlow's gfile, or fsspec). Flushed at
+    most every `flush_secs`, as tensorboard's writer does, and on close."""
+
+    def __init__(self, logdir: str, flush_secs: float = 120.0):
+        import socket
+        from etils import epath
+        from tensorboard.compat.proto.event_pb2 import Event
+        from tensorboard.summary.writer.record_writer import RecordWriter
+        path = epath.Path(logdir) / f"events.out.tfevents.{time.time():.6f}.{socket.gethostname()}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = path.open("wb")
+        self._records, self._flush_secs, self._flushed = RecordWriter(self._file), flush_secs, time.time()
+        self.add_event(Event(wall_time=time.time(), file_version="brain.Event:2"))
+
+    def add_event(self, event) -> None:
+        self._records.write(event.SerializeToString())
+        if time.time() - self._flushed > self._flush_secs:
+            self.flush()
+
+    def flush(self) -> None:
+        self._file.flush()
+        self._flushed = time.time()
+
+    def close(self) -> None:
+        self._file.close()
+
+
 class _Events:
     """A minimal TensorBoard scalar writer (the tensorboard package, no TensorFlow import)."""
 
     def __init__(self, logdir: str):
         from tensorboard.summary.writer.event_file_writer import EventFileWriter
-        if "://" not in logdir:  # a remote (gs://) logdir is created by the writer itself
-            os.makedirs(logdir, exist_ok=True)
+        if "://" in logdir:
+            self._writer = _RemoteEventFile(logdir)
+            return
+        os.makedirs(logdir, exist_ok=True)
         self._writer = EventFileWriter(logdir)
 
     def scalars(self, step: int, values: dict) -> None:

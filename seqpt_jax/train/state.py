@@ -84,6 +84,13 @@ def fresh_init(model) -> InitFn:
     return init
 
 
+def checkpoint_model(path: str):
+    """The model of the checkpoint at `path` (its kind and config as saved), to train it further."""
+    from seqpt_jax import models, params_io
+    kind, cfg = params_io.read_model(path)
+    return models.build(kind, cfg)
+
+
 def from_param_checkpoint(path: str) -> InitFn:
     """Init hook: the params of the model at `path` (`params_io.load`: a params checkpoint or a
     `seqpt train` MODEL_DIR); they must be the trained model's tree. `create` shards them."""
