@@ -143,7 +143,8 @@ def test_demo_runs_both_experiments_into_one_folder_and_resumes(tmp_path):
     subset = {"growth": ["fpi"], "sequential": ["s2s_scratch"]}
     result = demo.run(out, corpus=str(corpus), log=lambda s: None, progress=False, scale="test", arms=subset)
     assert result["ran"] == ["corpus", "growth/vocab", "growth/source/seed0", "growth/scratch/seed0",
-                             "growth/fpi/seed0", "sequential/s2s_scratch/seed0"]
+                             "growth/fpi/seed0", "sequential/s2s_scratch/seed0", "sequential/downstream/generation_data",
+                             "sequential/downstream/s2s_scratch/seed0", "sequential/downstream/random_init_s2s/seed0"]
     assert not (out / "sequential" / "vocab").exists()                # one vocabulary for both
     for name in ("growth", "sequential"):
         assert (out / name / "report.md").is_file() and (out / name / "loss_vs_flops.png").is_file()
