@@ -168,21 +168,3 @@ def test_seqpt_train_on_the_corpus_then_the_discriminator_loads_as_encoder_mlm(t
     assert np.array_equal(tuned["encoder"]["layers"]["attention"]["query"]["kernel"],
                           disc["encoder"]["layers"]["attention"]["query"]["kernel"])
 
-
-@pytest.mark.slow  # three short in-process trainings (three compiles): ~30 s CPU
-def test_resumed_run_draws_the_same_samples_and_ends_bitwise_equal(tmp_path):
-    """The samples' key is a function of (seed, step) (the step's dropout rng): a run resumed
-    from its step-2 checkpoint equals an uninterrupted one bitwise (dropout on, bert family)."""
-    import functools
-
-    from seqpt_jax.train import OptimizerConfig, loop
-    model = models.build("electra", _cfg("bert", dropout_rate=0.1))
-    feed = functools.partial(data.synthetic, objective="mlm", length=16)
-    run = functools.partial(loop.train, model=model, data=feed, batch_size=8, save_every=2, keep=2,
-                            async_checkpoints=False, progress=False, log_every=100,
-                            optimizer=OptimizerConfig(learning_rate=3e-3, warmup_steps=1))
-    run(str(tmp_path / "full"), steps=4)
-    run(str(tmp_path / "resumed"), steps=2)
-    assert run(str(tmp_path / "resumed"), steps=4)["checkpoints"] == [2, 4]
-    a, b = params_io.load(str(tmp_path / "full"))[2], params_io.load(str(tmp_path / "resumed"))[2]
-    assert all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
