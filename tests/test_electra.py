@@ -12,7 +12,7 @@ import pytest
 from seqpt_jax import mappings, models, params_io
 from seqpt_jax.errors import UserError
 from seqpt_jax.models.electra import replace_masked
-from seqpt_jax.train import data, losses
+from seqpt_jax.train import checkpoints, data, losses
 
 
 def _cfg(family="bert", **kw):
@@ -138,14 +138,19 @@ def test_seqpt_train_on_the_corpus_then_the_discriminator_loads_as_encoder_mlm(t
     root = make_corpus(tmp_path / "corpus", langs=["en", "de"])
     vocab.train(root, 400, root / "sp.model")
     run = tmp_path / "electra"
-    assert train_cmd.main([
+    argv = [
         "--gin_file=models/bert_tiny.gin", "--gin_file=runs/pretrain_electra.gin", "--gin_file=hw/cpu.gin",
         f"--gin.MODEL_DIR={run}", f"--gin.VOCAB={root / 'sp.model'}", f"--gin.CORPUS_DIR={root}",
         "--gin.INPUT_LENGTH=32", "--gin.TRAIN_STEPS=2", "--gin.BATCH_SIZE=8", "--gin.WARMUP_STEPS=1",
         "--gin.models.preset.d_model=32", "--gin.models.preset.num_heads=2", "--gin.models.preset.head_dim=16",
         "--gin.models.preset.d_ff=64", "--gin.models.preset.num_encoder_layers=1",
         "--gin.loop.train.save_every=2", "--gin.loop.train.eval_every=2", "--gin.loop.train.eval_batches=1",
-        "--gin.loop.train.log_every=1", "--gin.loop.train.progress=False"]) == 0
+        "--gin.loop.train.log_every=1", "--gin.loop.train.progress=False"]
+    assert train_cmd.main(argv) == 0
+    # Resuming with another generator width is another run: stopped naming the setting, before any restore.
+    with pytest.raises(UserError, match=r"model\.generator_fraction 0\.25 -> 0\.5; recorded in"):
+        train_cmd.main(argv + ["--gin.TRAIN_STEPS=4", "--gin.GENERATOR_FRACTION=0.5"])
+    assert checkpoints.committed_steps(str(run)) == [2] and not (run / "checkpoints.corrupt").exists()
     kind, cfg, params = params_io.load(str(run))
     assert kind == "electra" and set(params) == {"discriminator", "generator"}
     assert params["generator"]["encoder"]["layers"]["mlp"]["wi"]["kernel"].shape[1:] == (8, 16)  # 1/4 wide

@@ -19,21 +19,22 @@ TASKS = ("section", "ui_tagging")
 
 # ----- corpus and data slice ------------------------------------------------------------------
 
-def find_corpus(corpus: str | None, plan: Plan, log: Callable) -> Path:
+def find_corpus(corpus: str | None, plan: Plan, log: Callable, progress: bool | None = None) -> Path:
     """--corpus DIR if given (built there with the demo languages if empty), else the default
-    corpus if it is built, else a demo-sized build of the demo languages beside it."""
+    corpus if it is built, else a demo-sized build of the demo languages beside it.
+    progress=False (--no-progress): no progress bar while building."""
     from seqpt_jax.data.corpus import default_dir, ensure_corpus
     if corpus:
         path = Path(corpus).expanduser()
         if (path / "text").is_dir() and any((path / "text").glob("*.train.jsonl")):
             return path
-        return ensure_corpus(path, langs=list(plan.langs), max_mb=_build_mb(plan))
+        return ensure_corpus(path, langs=list(plan.langs), max_mb=_build_mb(plan), progress=progress is not False)
     if (default_dir() / "COMPLETE").is_file():
         return default_dir()
     path = default_dir().parent / "corpus-demo"
     log(f"  no corpus at {default_dir()}; building the demo languages ({','.join(plan.langs)}) "
         f"into {path} (the full corpus: `seqpt corpus build`)")
-    return ensure_corpus(path, langs=list(plan.langs), max_mb=_build_mb(plan))
+    return ensure_corpus(path, langs=list(plan.langs), max_mb=_build_mb(plan), progress=progress is not False)
 
 
 def _build_mb(plan: Plan) -> float:

@@ -31,7 +31,7 @@ def run(out: str | os.PathLike, corpus: str | None = None, log: Callable[[str], 
     from seqpt_jax.experiment import report as experiment_report, runner
     out = Path(out).expanduser()
     stages = StageRunner(out, log=log)
-    src = stages.run("corpus", lambda w: {"corpus": str(find_corpus(corpus, Plan(), log))},
+    src = stages.run("corpus", lambda w: {"corpus": str(find_corpus(corpus, Plan(), log, progress))},
                      "find or build the embedded corpus")["corpus"]
     ran, vocab, reports = list(stages.ran), None, {}
     for name in EXPERIMENTS:

@@ -213,6 +213,23 @@ def sequential(arms: dict, stats: dict, downstream: dict | None = None) -> list[
     return out
 
 
+def downstream_curve_claims(section: dict | None) -> list[dict]:
+    """ELECTRA (Clark et al. 2020): the discriminator reaches the MLM encoder's downstream score
+    with fewer pre-training FLOPs (their ELECTRA-Small matches BERT-Small's GLUE with about a
+    quarter of its compute). Judged like every saving: the interval decides."""
+    if not section or "electra" not in section["stats"]:
+        return []
+    st = section["stats"]["electra"]
+    lo, hi = st["saving_ci"]
+    gaps = [g for g in st["closest_gap"] if g is not None and g > 0]
+    evidence = (f"{section['task']} {section['metric']} target {st['target']:.3f} ({st['reference']}'s final, "
+                f"mean of {len(section['arms'][st['reference']]['seeds'])} seeds); electra reached it on "
+                f"{st['reached']} seeds, saving {_pct(st['saving']) if st['saving'] is not None else 'not reached'} "
+                f"{_ci(st['saving_ci'])}" + (f", closest {min(gaps):.3f} short" if st["saving"] is None and gaps else ""))
+    return [claim("ELECTRA reaches the MLM encoder's downstream score with fewer pre-training FLOPs",
+                  _verdict([st]), evidence)]
+
+
 def growth_claims(arms: dict, stats: dict, downstream: dict | None = None) -> list[dict]:
     return growth(arms, stats)
 

@@ -46,17 +46,18 @@ def demo_plan(s: dict):
                                finetune_length=s["length"])
 
 
-def export(checkpoint: str, dst: Path) -> str:
-    """A params_io checkpoint of a training MODEL_DIR's latest params (or `checkpoint` itself);
-    of an ELECTRA run, its discriminator as an encoder_mlm (`mappings.electra_to_encoder`)."""
+def export(checkpoint: str, dst: Path, step: int | None = None) -> str:
+    """A params_io checkpoint of a training MODEL_DIR's params at `step` (default: the latest),
+    or `checkpoint` itself; of an ELECTRA run, its discriminator as an encoder_mlm
+    (`mappings.electra_to_encoder`)."""
     from seqpt_jax import params_io
     if params_io.read_model(checkpoint)[0] == "electra":
         from seqpt_jax import mappings
-        _, cfg, params = params_io.load(checkpoint)
+        _, cfg, params = params_io.load(checkpoint, step=step)
         return params_io.save_params(str(dst), "encoder_mlm", cfg, mappings.electra_to_encoder(params, cfg),
                                      overwrite=True)
     if (Path(checkpoint) / "checkpoints").is_dir():
-        kind, cfg, params = params_io.load(checkpoint)
+        kind, cfg, params = params_io.load(checkpoint, step=step)
         return params_io.save_params(str(dst), kind, cfg, params, overwrite=True)
     return checkpoint
 
@@ -73,10 +74,11 @@ def random_like(checkpoint: str, seed: int, dst: Path) -> str:
     return params_io.save_params(str(dst), kind, cfg, params, overwrite=True)
 
 
-def finetune(checkpoint: str, corpus: str, vocab_path: str, s: dict, work: Path, progress=None) -> dict:
+def finetune(checkpoint: str, corpus: str, vocab_path: str, s: dict, work: Path, progress=None,
+             tasks: tuple = TASKS) -> dict:
     from seqpt_jax.demo import backend
     return backend.finetune(checkpoint, corpus, {"path": vocab_path}, demo_plan(s), work, progress,
-                            tasks=TASKS, epochs={"ja_ner": s["ner_epochs"]})
+                            tasks=tasks, epochs={"ja_ner": s["ner_epochs"]})
 
 
 def make_slice(corpus: str, dst: Path, s: dict) -> dict:

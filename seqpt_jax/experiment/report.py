@@ -7,6 +7,7 @@ report.json:
                    "flops_to_target_with_source": [...], "saving", "saving_ci", "saving_with_source",
                    "saving_with_source_ci", "reached", "closest_gap", "curves": [...]}},
    "target": {SCRATCH ARM: loss}, "savings_curve": {NAME: [{"budget", "saving", ...}]},
+   "downstream": {TASK: {ARM: row}}, "downstream_curve": null | {"task", "metric", "arms", "stats"},
    "claims": [{"claim", "holds": true|false|null, "evidence"}]}
 Definitions: seqpt_jax/experiment/savings.py. Everything is recomputed from the DONE records,
 so a report is never stale and can be rerun while arms are still training.
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from seqpt_jax.demo.stages import save_figure_atomic, write_json_atomic
-from seqpt_jax.experiment import claims as claims_lib, runner, savings
+from seqpt_jax.experiment import claims as claims_lib, downstream_curve, runner, savings
 
 BUDGET_FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 
@@ -82,7 +83,8 @@ def build(out: str | Path) -> dict:
     for name in asked["arms"]:
         try:
             a = spec.read_arm(asked["experiment"], name, asked["scale"], asked.get("hw", "hw/cpu.gin"))
-            decl[name] = {"role": a.role, "op": a.op, "source": a.source, "compare": a.compare}
+            decl[name] = {"role": a.role, "op": a.op, "source": a.source, "compare": a.compare,
+                          "downstream_curve": a.downstream_curve}
         except Exception:  # noqa: BLE001 - an arm whose gin changed since: report what was recorded
             decl[name] = {}
     table = arm_table(records, decl)
@@ -93,11 +95,13 @@ def build(out: str | Path) -> dict:
     down = ds.table(loaded["downstream"])
     judge = claims_lib.CLAIMS.get(asked["experiment"])
     claims = judge(table, stats, down) if judge else []
+    curve = downstream_curve.build(out, {n: d["downstream_curve"] for n, d in decl.items() if d.get("downstream_curve")})
+    claims += claims_lib.downstream_curve_claims(curve)
     targets = {st["compare"]: st["target"] for st in stats.values()}
     return {"experiment": asked["experiment"], "scale": asked["scale"], "seeds": asked.get("seeds"),
             "arms": table, "target": targets,
             "savings_curve": {n: st["savings_curve"] for n, st in stats.items()}, "downstream": down,
-            "claims": claims}
+            "downstream_curve": curve, "claims": claims}
 
 
 def _pct(x) -> str:
@@ -165,7 +169,8 @@ def markdown(rep: dict) -> str:
              "counted training FLOPs at which an arm's validation loss reaches it (linear between evaluations); "
              "saving = 1 - arm / scratch, without and with the source model's FLOPs; 95% bootstrap intervals "
              "over seeds. Definitions: seqpt_jax/experiment/savings.py.", ""]
-    lines += [*target_lines(rep), "", *arm_lines(rep), *downstream_lines(rep), "", "## Claims", "", *claim_lines(rep)]
+    lines += [*target_lines(rep), "", *arm_lines(rep), *downstream_lines(rep),
+              *downstream_curve.lines(rep.get("downstream_curve")), "", "## Claims", "", *claim_lines(rep)]
     if rep["savings_curve"]:
         lines += ["", "## Saving against the scratch budget", "",
                   "The target at budget B is the scratch curve's loss at B (read off runs trained to the full "
@@ -238,4 +243,7 @@ def write(out: str | Path) -> dict:
     tmp.write_text(text, "utf-8")
     tmp.replace(out / "report.md")
     png = plot([rep], out / "loss_vs_flops.png")
-    return {"json": str(out / "report.json"), "markdown": str(out / "report.md"), "plot": str(png), "report": rep}
+    written = {"json": str(out / "report.json"), "markdown": str(out / "report.md"), "plot": str(png), "report": rep}
+    if rep.get("downstream_curve"):
+        written["downstream_plot"] = str(downstream_curve.plot(rep["downstream_curve"], out / "downstream_vs_flops.png"))
+    return written

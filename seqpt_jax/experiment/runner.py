@@ -78,7 +78,7 @@ class Runner:
             arm = self.arms[todo.pop()]
             if arm.name not in want:
                 want.add(arm.name)
-                todo += [*arm.needs.values(), *filter(None, (arm.source, arm.compare))]
+                todo += [*arm.needs.values(), *filter(None, (arm.source, arm.compare, arm.downstream_curve))]
         return [n for n in self.order if n in want]
 
     # ----- set-up ---------------------------------------------------------------------------
@@ -221,8 +221,7 @@ class Runner:
         self._generation(settings)
         if not encoders:
             return
-        data = self.stages.run("downstream/data", lambda w: ds.make_slice(self.corpus_dir, w / "corpus", settings),
-                               "downstream subsets: English training, capped tests per language")
+        data = self._downstream_data(settings)
         for seed in range(min(self.seeds, settings["seeds"])):
             for name in [*encoders, ds.RANDOM]:
                 def fn(work: Path, name=name, seed=seed) -> dict:
@@ -231,6 +230,36 @@ class Runner:
                     res = ds.finetune(ckpt, data["corpus"], self.vocab_path, settings, work, self.progress)
                     return {"arm": name, "seed": seed, **res}
                 self.stages.run(f"downstream/{name}/seed{seed}", fn, f"fine-tune on {' + '.join(ds.TASKS)} (seed {seed})")
+        self._downstream_curve(settings, data)
+
+    def _downstream_data(self, settings: dict) -> dict:
+        from seqpt_jax.experiment import downstream as ds
+        return self.stages.run("downstream/data", lambda w: ds.make_slice(self.corpus_dir, w / "corpus", settings),
+                               "downstream subsets: English training, capped tests per language")
+
+    def _downstream_curve(self, settings: dict, data: dict) -> None:
+        """Each kept checkpoint of the arms that declare 'downstream_curve', every seed, fine-tuned
+        on downstream_curve.TASK, and a random init of their shape as FLOPs 0 (downstream_curve.py)."""
+        from seqpt_jax.experiment import downstream as ds, downstream_curve as dc
+        from seqpt_jax.train import checkpoints
+        arms = [n for n in self.selected if self.arms[n].downstream_curve]
+        if not arms or not dc.every():
+            return
+        for seed in range(self.seeds):
+            points = [(dc.RANDOM, 0)] + [(n, step) for n in arms
+                                          for step in checkpoints.committed_steps(self.checkpoint(n, seed))]
+            for name, step in points:
+                def fn(work: Path, name=name, step=step, seed=seed) -> dict:
+                    model_dir = self.checkpoint(arms[0] if name == dc.RANDOM else name, seed)
+                    ckpt = (ds.random_like(model_dir, seed, work / "params") if name == dc.RANDOM
+                            else ds.export(model_dir, work / "params", step=step))
+                    res = ds.finetune(ckpt, data["corpus"], self.vocab_path, settings, work, self.progress,
+                                      tasks=(dc.TASK,))["tasks"][dc.TASK]
+                    return {"arm": name, "seed": seed, "step": step, "task": dc.TASK, "metric": res["metric"],
+                            "flops": 0.0 if name == dc.RANDOM else dc.flops_at(model_dir, step),
+                            "score": res["scores"][res["lang"]], "result": res}
+                self.stages.run(f"downstream_curve/{name}/seed{seed}/step{step}", fn,
+                                f"fine-tune checkpoint {step} on {dc.TASK} (seed {seed})")
 
     def _generation(self, downstream: dict) -> None:
         """Fine-tunes the seq2seq arms that declare 'generation' and a random init beside them."""

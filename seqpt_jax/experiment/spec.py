@@ -11,6 +11,8 @@ models/ and a runs/ gin, and declares what the runner must know in one macro:
            'teacher': 'source',                        # the arm distilled from (loop.train.distill)
            'op': 'train',                              # train | init (the run's init, saved, no steps)
            'downstream': False,                        # fine-tune it downstream (experiment/downstream.py)
+           'downstream_curve': 'mlm',                  # encoders: score against pre-training FLOPs, measured
+                                                       # against this arm's final score (experiment/downstream_curve.py)
            'generation': False}                        # seq2seq: fine-tune it on generation (experiment/generation.py)
 
 An arm composes as [<arm>.gin, scale_<scale>.gin, hw gin] + bindings, so the scale file (parsed
@@ -67,6 +69,7 @@ class Arm:
     op: str = "train"
     downstream: bool = False   # fine-tuned downstream beside a random init (encoders)
     generation: bool = False   # fine-tuned on generation beside a random init (seq2seq models)
+    downstream_curve: str | None = None  # the arm whose final downstream score is this one's target
     teacher: str | None = None  # the arm it distils from; one of `needs` (its forward passes are counted)
 
 
@@ -147,7 +150,7 @@ def read_arm(experiment: str, name: str, scale: str, hw: str = "hw/cpu.gin") -> 
     arm = Arm(name=name, role=decl.get("role", "recipe"), needs=dict(decl.get("needs", {})),
               source=decl.get("source"), compare=decl.get("compare"), op=decl.get("op", "train"),
               downstream=bool(decl.get("downstream", False)), generation=bool(decl.get("generation", False)),
-              teacher=decl.get("teacher"))
+              teacher=decl.get("teacher"), downstream_curve=decl.get("downstream_curve"))
     if arm.role not in ROLES or arm.op not in OPS:
         raise UserError(f"{name}.gin: ARM role must be one of {ROLES} and op one of {OPS}.")
     if arm.teacher is not None and arm.teacher not in arm.needs.values():
@@ -160,7 +163,7 @@ def read_arms(experiment: str, scale: str, hw: str = "hw/cpu.gin") -> list[Arm]:
     """Every arm, dependencies first."""
     arms = {n: read_arm(experiment, n, scale, hw) for n in arm_names(experiment)}
     for arm in arms.values():
-        for dep in [*arm.needs.values(), *([arm.source] if arm.source else []), *([arm.compare] if arm.compare else [])]:
+        for dep in [*arm.needs.values(), *filter(None, (arm.source, arm.compare, arm.downstream_curve))]:
             if dep not in arms:
                 raise UserError(f"{experiment}/{arm.name}.gin refers to arm {dep!r}, which has no gin file.")
     ordered: list[Arm] = []

@@ -52,15 +52,17 @@ def _close(a, b) -> bool:  # restored on another mesh the sums may round differe
 class Checkpointer:
     """Saves and restores train checkpoints under `model_dir` (a local path or a gs:// URI)."""
 
-    def __init__(self, model_dir: str, keep: int = 3, async_save: bool = True):
+    def __init__(self, model_dir: str, keep: int = 3, async_save: bool = True, keep_period: int = 0):
+        """keep: the newest checkpoints kept; keep_period > 0 also keeps every step that is a
+        multiple of it (checkpoints to evaluate later, e.g. downstream score against FLOPs)."""
         self.directory = run_dir.resolve(os.path.join(str(model_dir), SUBDIR))
         self.keep = keep
         self._issued: list[int] = []  # saves not yet known to be committed
         self.broken = False
         _quiet_storage_errors.install()
         _quiet_teardown.install()
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True,
-                                               enable_async_checkpointing=async_save)
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, keep_period=keep_period or None, create=True,
+                                               cleanup_tmp_directories=True, enable_async_checkpointing=async_save)
         try:
             self.manager = ocp.CheckpointManager(
                 self.directory, options=options, item_names=("state", "data", "meta"),

@@ -148,7 +148,7 @@ def _batch_tokens(batch: dict, pad_id: int) -> int:
 def train(model_dir: str, model, data: Callable, *, steps: int, batch_size: int,
           optimizer: OptimizerConfig = OptimizerConfig(), mesh_shape: Sequence[int] = (-1, 1, 1),
           rules: str = "dp", grad_accum: int = 1, z_loss: float = 0.0, seed: int = 0,
-          save_every: int = 100, keep: int = 3, async_checkpoints: bool = True,
+          save_every: int = 100, keep: int = 3, keep_every: int = 0, async_checkpoints: bool = True,
           eval_every: int = 0, eval_batches: int = 2, log_every: int = 10,
           freeze: Sequence[str] = (), unfreeze_step: int = 0, two_stage: TwoStage | None = None,
           init: state_lib.InitFn | None = None, encoder_mlm_weight: float = 0.0,
@@ -169,6 +169,8 @@ def train(model_dir: str, model, data: Callable, *, steps: int, batch_size: int,
     distill: small-model assistance (`train.distill`): for the first `distill.steps` steps (the
       `distill` phase) the loss adds a KD term towards the teacher model's predictions; the
       teacher is loaded only while that phase runs. Weight 0 or 0 steps: plain training.
+    keep / keep_every: the newest `keep` checkpoints are kept; keep_every > 0 also saves and
+      keeps every multiple of it (a run to evaluate along the way, e.g. downstream against FLOPs).
     on_step(step, state): called after every step (e.g. notebooks, tests).
 
     MODEL_DIR is locked for the run (`run_dir`); a resume must keep the recorded settings
@@ -176,8 +178,8 @@ def train(model_dir: str, model, data: Callable, *, steps: int, batch_size: int,
     summary then has `stopped` (the signal) and `stopped_at` (`preemption`).
     """
     validate.train_args(steps=steps, batch_size=batch_size, grad_accum=grad_accum, seed=seed,
-                        save_every=save_every, keep=keep, eval_every=eval_every, eval_batches=eval_batches,
-                        log_every=log_every, unfreeze_step=unfreeze_step, z_loss=z_loss)
+                        save_every=save_every, keep=keep, keep_every=keep_every, eval_every=eval_every,
+                        eval_batches=eval_batches, log_every=log_every, unfreeze_step=unfreeze_step, z_loss=z_loss)
     validate.optimizer(optimizer)
     model_dir = run_dir.resolve(model_dir)
     run_dir.check_writable(model_dir)
@@ -185,7 +187,8 @@ def train(model_dir: str, model, data: Callable, *, steps: int, batch_size: int,
     try:
         return _train_locked(model_dir, model, data, steps=steps, batch_size=batch_size, optimizer=optimizer,
                              mesh_shape=mesh_shape, rules=rules, grad_accum=grad_accum, z_loss=z_loss, seed=seed,
-                             save_every=save_every, keep=keep, async_checkpoints=async_checkpoints,
+                             save_every=save_every, keep=keep, keep_every=keep_every,
+                             async_checkpoints=async_checkpoints,
                              eval_every=eval_every, eval_batches=eval_batches, log_every=log_every, freeze=freeze,
                              unfreeze_step=unfreeze_step, two_stage=two_stage, init=init,
                              encoder_mlm_weight=encoder_mlm_weight, distill=distill, progress=progress,
@@ -196,7 +199,7 @@ def train(model_dir: str, model, data: Callable, *, steps: int, batch_size: int,
 
 
 def _train_locked(model_dir, model, data, *, steps, batch_size, optimizer, mesh_shape, rules, grad_accum, z_loss,
-                  seed, save_every, keep, async_checkpoints, eval_every, eval_batches, log_every, freeze,
+                  seed, save_every, keep, keep_every, async_checkpoints, eval_every, eval_batches, log_every, freeze,
                   unfreeze_step, two_stage, init, encoder_mlm_weight, distill, progress, on_step, on_ready) -> dict:
     if batch_size % grad_accum:
         raise UserError(f"batch_size {batch_size} must divide by grad_accum {grad_accum}.")
@@ -227,10 +230,11 @@ def _train_locked(model_dir, model, data, *, steps, batch_size, optimizer, mesh_
     source = data("train", batch_size, seed, shard)
     first = _peek(source)
     validate.batch_fits(first, cfg)
-    record = _record(kind, cfg, batch_size, seed, optimizer, freeze, unfreeze_step, two_stage, first, distill)
+    record = _record(kind, cfg, batch_size, seed, optimizer, freeze, unfreeze_step, two_stage, first, distill,
+                     options={k: getattr(model, k) for k in models.OPTIONS.get(kind, ())})
     run_dir.on_process_0(lambda: run_dir.check_record(model_dir, record, bool(checkpoints.committed_steps(model_dir))),
                          "checking the run's recorded settings")
-    ckpt = checkpoints.Checkpointer(model_dir, keep=keep, async_save=async_checkpoints)
+    ckpt = checkpoints.Checkpointer(model_dir, keep=keep, keep_period=keep_every, async_save=async_checkpoints)
     run_log = None
     try:
         restored = ckpt.restore_latest(state_lib.abstract_state(tx, shapes, param_shardings, mesh))
@@ -261,7 +265,7 @@ def _train_locked(model_dir, model, data, *, steps, batch_size, optimizer, mesh_
                 model=model, kind=kind, cfg=cfg, data=data, state=state, meta=meta, feed=feed, ckpt=ckpt,
                 run_log=run_log, tx=tx, schedule=schedule, mesh=mesh, table=table, shapes=shapes, steps=steps,
                 batch_size=batch_size, grad_accum=grad_accum, z_loss=z_loss,
-                encoder_mlm_weight=encoder_mlm_weight, seed=seed, save_every=save_every,
+                encoder_mlm_weight=encoder_mlm_weight, seed=seed, save_every=save_every, keep_every=keep_every,
                 eval_every=eval_every, eval_batches=eval_batches, log_every=log_every, freeze=freeze,
                 unfreeze_step=unfreeze_step, two_stage=two_stage, teacher=teacher, on_step=on_step,
                 start=start, stop=stop))
@@ -282,9 +286,11 @@ def _peek(source) -> dict:
     return batch
 
 
-def _record(kind, cfg, batch_size, seed, optimizer, freeze, unfreeze_step, two_stage, first, distill=None) -> dict:
+def _record(kind, cfg, batch_size, seed, optimizer, freeze, unfreeze_step, two_stage, first, distill=None,
+            options=None) -> dict:
     """What run_dir records and compares on resume (see run_dir.RECORDED / MAY_CHANGE)."""
     model = {k: v for k, v in cfg.to_dict().items() if k not in run_dir.MODEL_FIELDS_MAY_CHANGE}
+    model.update(options or {})  # the kind's settings beside its config (electra: generator width, RTD weight)
     schedule = {"freeze": list(freeze), "unfreeze_step": unfreeze_step if freeze else 0,
                 "two_stage": dataclasses.asdict(two_stage) if two_stage else None}
     if distill is not None:  # only then, so runs recorded before distillation existed still resume
@@ -374,7 +380,8 @@ def _run(r: dict) -> dict:
             run_log.log(done, _evaluate(r, state.params), prefix="eval")
             timer.start(phase.group)  # eval is not training time
         stop = r["stop"].at(done) if done < steps else None
-        if stop or done % r["save_every"] == 0 or done == steps:
+        kept = r["keep_every"] and done % r["keep_every"] == 0
+        if stop or kept or done % r["save_every"] == 0 or done == steps:
             timer.close()
             last_loss = check(*pending)
             pending = None

@@ -33,7 +33,8 @@ RECORD_FILE = "run.json"
 # What run.json holds: a change to any of these makes the checkpoints or the data stream another run's.
 RECORDED = {
     "kind": "model kind (encoder_mlm / encoder_decoder)",
-    "model": "the model config (shapes, vocabulary size, dropout, ...)",
+    "model": "the model config (shapes, vocabulary size, dropout, ...) and the kind's settings (electra: "
+             "generator_fraction, rtd_weight)",
     "batch_size": "global batch size (the data position counts batches)",
     "seed": "init, dropout and data-order seed",
     "optimizer": "optimizer name (the optimizer state's structure)",
@@ -45,7 +46,7 @@ MAY_CHANGE = {
     "steps": "train longer (the learning-rate schedule is computed for the new total)",
     "learning rate, warmup, decay, weight decay, clipping": "e.g. lower the rate after a divergence",
     "grad_accum, mesh_shape, rules, dtype, remat": "layout and numerics of the same global batch",
-    "save_every, keep, async_checkpoints, eval_every, eval_batches, log_every, progress": "cadence",
+    "save_every, keep, keep_every, async_checkpoints, eval_every, eval_batches, log_every, progress": "cadence",
     "init": "only used when there is no checkpoint yet",
 }
 MODEL_FIELDS_MAY_CHANGE = ("dtype", "remat", "scan_unroll")  # hardware settings (hw/*.gin)
