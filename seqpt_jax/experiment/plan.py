@@ -97,9 +97,16 @@ def plan(experiment: str, scale: str, seeds: int, hw: str = "hw/cpu.gin", throug
     from seqpt_jax.experiment import downstream as ds
     spec.parse(experiment, rows[0]["arm"], scale, hw, [], spec.placeholder_bindings())
     settings = ds.settings()
-    encoders = [r["arm"] for r, a in zip(rows, spec.read_arms(experiment, scale, hw)) if a.downstream]
+    arms = spec.read_arms(experiment, scale, hw)
+    encoders = [r["arm"] for r, a in zip(rows, arms) if a.downstream]
     down = ({"encoders": [*encoders, ds.RANDOM], "tasks": list(ds.TASKS),
              "seeds": min(seeds, settings["seeds"]), **settings} if settings and encoders else None)
+    from seqpt_jax.experiment import downstream_curve as dc
+    every, curved = dc.every(), [(r, a) for r, a in zip(rows, arms) if a.downstream_curve]
+    if down and every and curved:  # one fine-tune per kept checkpoint, per seed, plus a random init
+        down["curve"] = {"task": dc.TASK, "every": every, "seeds": seeds,
+                         "checkpoints": {r["arm"]: len({*range(every, r["steps"] + 1, every), r["steps"]})
+                                         for r, _ in curved}}
     rate = throughput or declared
     total = sum(r["train_flops"] + r["eval_flops"] for r in rows) * seeds
     for r in rows:
@@ -148,4 +155,10 @@ def text(p: dict) -> str:
         lines.append(f"downstream (not in the total): {len(d['encoders'])} encoders ({', '.join(d['encoders'])}) x "
                      f"{len(d['tasks'])} tasks x {d['seeds']} seed(s), {d['train']} English training examples, "
                      f"{d['epochs']:g} epoch(s), length {d['length']}")
+        c = d.get("curve")
+        if c:
+            kept = ", ".join(f"{arm} {n}" for arm, n in c["checkpoints"].items())
+            lines.append(f"downstream curve (not in the total): {c['task']} fine-tunes of every kept checkpoint "
+                         f"(every {c['every']} steps: {kept}) and a random init, x {c['seeds']} seed(s) = "
+                         f"{(sum(c['checkpoints'].values()) + 1) * c['seeds']} fine-tunes")
     return "\n".join(lines) + "\n"
