@@ -31,7 +31,8 @@ EXTRAS = {
     "hf": ["torch==2.13.0", "transformers>=5,<6", "safetensors>=0.4"],
     "test": ["pytest>=8", "pytest-xdist>=3", "hypothesis>=6", "nbformat>=5", "nbclient>=0.10",
              "ipykernel>=6",
-             "seqeval==1.2.2"],
+             "seqeval==1.2.2",
+             "gcsfs==2026.10.1"],  # epath's gs:// client in tests/test_train_remote.py
 }
 
 setup(

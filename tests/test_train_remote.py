@@ -1,97 +1,126 @@
-"""A gs:// MODEL_DIR and VOCAB against a local Cloud Storage emulator: `seqpt train` writes its
-checkpoints (orbax's array files through TensorStore's `gcs` driver), lock, records and config
-to the bucket, stops, resumes from it bitwise, and reads its vocabulary from it (issue 14, 7).
+"""A gs:// MODEL_DIR and VOCAB against an in-process Cloud Storage stand-in (tests/gcs_fake.py):
+`seqpt train` writes its checkpoints (orbax's array files through TensorStore's `gcs` kvstore
+driver), lock, records and config to the bucket, stops, resumes from it bitwise, and reads its
+vocabulary from it (issue 14, point 7).
 
-The code path is the TPU one: every gs:// path goes where a real bucket's would — orbax picks
-TensorStore's `gcs` kvstore driver for it, and our files go through etils epath. Only the
-endpoints move, by the clients' own testing settings: TENSORSTORE_GCS_HTTP_URL (+ a fixed
-GOOGLE_AUTH_TOKEN_FOR_TESTING) for TensorStore, and STORAGE_EMULATOR_HOST for gcsfs, the
-fsspec backend epath uses for gs:// when EPATH_USE_TF=false (with
-GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false: no zonal-bucket probe) (TensorFlow's gfile, epath's
-default when TF is installed, has no endpoint setting). The server is gcp-storage-emulator,
-in memory, in a thread of this process; each trainer is a subprocess, as on a TPU VM.
-
-Opt-in (SEQPT_GCS_EMULATOR=1, with `pip install gcp-storage-emulator gcsfs`): three trainer
-processes take minutes on a loaded 2-core machine, and one attempt of the first run failed
-writing an OCDBT entry to the emulator (see docs/reliability.md), so it is not yet part of CI.
+The code path is the TPU one up to the wire: orbax picks TensorStore's `gcs` driver for a gs://
+path, and our files (and orbax's own small files) go through etils epath. Only the endpoints
+move, by the clients' own testing settings: TENSORSTORE_GCS_HTTP_URL (+ a fixed
+GOOGLE_AUTH_TOKEN_FOR_TESTING) for TensorStore, STORAGE_EMULATOR_HOST for gcsfs, the fsspec
+backend epath uses for gs:// without TensorFlow (TensorFlow's gfile, epath's default when TF is
+installed, has no endpoint setting). The trainers run in this process, so JAX is imported once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
-import socket
-import subprocess
-import sys
+import urllib.parse
 
+import fsspec
+import gcsfs
 import jax
 import numpy as np
 import pytest
+from etils import epath
 
-if os.environ.get("SEQPT_GCS_EMULATOR") != "1":
-    pytest.skip("opt-in: SEQPT_GCS_EMULATOR=1 (see the module docstring)", allow_module_level=True)
-emulator = pytest.importorskip("gcp_storage_emulator.server")
-pytest.importorskip("gcsfs")
-from gcsfs.core import GCSFileSystem  # noqa: E402 - the plain client (no zonal-bucket probe over gRPC)
-
-from data_fixtures import make_corpus  # noqa: E402
-from seqpt_jax.data import vocab  # noqa: E402
-from seqpt_jax.params_io import load  # noqa: E402
+from data_fixtures import make_corpus
+from gcs_fake import FakeGCS
+from seqpt_jax import cli
+from seqpt_jax.data import vocab
+from seqpt_jax.params_io import load
 
 BUCKET = "seqpt-test"
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(scope="module")
-def gcs():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = emulator.create_server("127.0.0.1", port, in_memory=True, default_bucket=BUCKET)
-    server.start()
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "EPATH_USE_TF": "false", "STORAGE_EMULATOR_HOST": url, "TENSORSTORE_GCS_HTTP_URL": url,
-           "GOOGLE_AUTH_TOKEN_FOR_TESTING": "emulator", "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
-           "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu"}
-    try:
-        yield {"env": env, "fs": GCSFileSystem(endpoint_url=url, token="anon")}
-    finally:
-        server.stop()
+def _fresh_clients():
+    """epath and fsspec cache their gs:// file system: build it with this test's settings, and
+    leave none that points at the stand-in behind."""
+    epath.backend.fsspec_backend._get_filesystem.cache_clear()
+    gcsfs.core.GCSFileSystem.clear_instance_cache()
 
 
-def _train(env, model_dir, vocab_path, corpus, steps):
-    cmd = [sys.executable, "-m", "seqpt_jax", "train", "--gin_file=models/bert_tiny.gin",
-           "--gin_file=runs/pretrain_mlm.gin", "--gin_file=hw/cpu.gin", f"--gin.MODEL_DIR={model_dir}",
-           f"--gin.VOCAB={vocab_path}", f"--gin.CORPUS_DIR='{corpus}'", "--gin.BATCH_SIZE=8",
-           "--gin.INPUT_LENGTH=16", f"--gin.TRAIN_STEPS={steps}", "--gin.WARMUP_STEPS=1",
-           "--gin.loop.train.save_every=2", "--gin.loop.train.eval_every=0", "--gin.loop.train.progress=False",
-           "--gin.models.preset.num_encoder_layers=1", "--gin.models.preset.d_ff=64"]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+@pytest.fixture
+def gcs(monkeypatch):
+    with FakeGCS(BUCKET) as server:
+        monkeypatch.setenv("TENSORSTORE_GCS_HTTP_URL", server.url)
+        monkeypatch.setenv("GOOGLE_AUTH_TOKEN_FOR_TESTING", "fake")
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", server.url)
+        # EPATH_USE_TF=false, after the fact: epath caches its "is TF installed" answer.
+        monkeypatch.setattr(epath.gpath, "_is_tf_installed", lambda: False)
+        # gcsfs's plain client: its default (experimental) one first asks the bucket's layout over
+        # gRPC, which the stand-in does not serve. No credentials: "anon", as for any emulator.
+        monkeypatch.setattr(gcsfs, "GCSFileSystem", gcsfs.core.GCSFileSystem)
+        monkeypatch.setitem(fsspec.config.conf, "gs", {"token": "anon"})
+        _fresh_clients()
+        try:
+            yield server
+        finally:
+            _fresh_clients()
 
 
-def test_train_stop_and_resume_bitwise_on_a_gs_bucket(gcs, tmp_path):
-    fs, env = gcs["fs"], gcs["env"]
+def _train(model_dir, vocab_path, corpus, steps) -> str:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc = cli.main(["train", "--gin_file=models/bert_tiny.gin", "--gin_file=runs/pretrain_mlm.gin",
+                       "--gin_file=hw/cpu.gin", f"--gin.MODEL_DIR={model_dir}", f"--gin.VOCAB={vocab_path}",
+                       f"--gin.CORPUS_DIR='{corpus}'", "--gin.BATCH_SIZE=8", "--gin.INPUT_LENGTH=16",
+                       f"--gin.TRAIN_STEPS={steps}", "--gin.WARMUP_STEPS=1", "--gin.loop.train.save_every=2",
+                       "--gin.loop.train.eval_every=0", "--gin.loop.train.progress=False",
+                       "--gin.models.preset.num_encoder_layers=1", "--gin.models.preset.d_ff=64"])
+    assert rc == 0, out.getvalue()[-3000:]
+    return out.getvalue()
+
+
+def _uploads(gcs):
+    """(object name, client) of each upload the stand-in saw."""
+    for method, path, agent in gcs.requests:
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query)
+        if method == "POST" and "/upload/" in path and "name" in query:
+            yield query["name"][0], agent
+
+
+def _copy_out(objects: dict, prefix: str, dest) -> str:
+    """The bucket's objects under `prefix` as a local folder (read from the stand-in's memory)."""
+    for name, data in objects.items():
+        if name.startswith(prefix):
+            (dest / name[len(prefix):]).parent.mkdir(parents=True, exist_ok=True)
+            (dest / name[len(prefix):]).write_bytes(data)
+    return str(dest)
+
+
+def test_train_stop_and_resume_bitwise_on_a_gs_bucket(gcs, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where a gs:// path mistaken for a local one would land
     corpus = make_corpus(tmp_path / "corpus", langs=["en", "de"])
     vocab.train(corpus, 300, tmp_path / "spm.model")
-    fs.put_file(str(tmp_path / "spm.model"), f"{BUCKET}/vocab/spm.model")
-    remote_vocab, remote_run = f"gs://{BUCKET}/vocab/spm.model", f"gs://{BUCKET}/runs/mlm"
+    remote_vocab, remote_run, run = f"gs://{BUCKET}/vocab/spm.model", f"gs://{BUCKET}/runs/mlm", "runs/mlm/"
+    epath.Path(remote_vocab).write_bytes((tmp_path / "spm.model").read_bytes())
 
-    first = _train(env, remote_run, remote_vocab, corpus, 2)  # stops after step 2 (its checkpoint saved)
-    assert first.returncode == 0, first.stderr[-3000:]
-    resumed = _train(env, remote_run, remote_vocab, corpus, 4)  # the same command with more steps resumes
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resum" in resumed.stderr.lower() or "from step 2" in resumed.stderr, resumed.stderr[-2000:]
-    reference = _train(env, tmp_path / "ref", tmp_path / "spm.model", corpus, 4)  # local and uninterrupted
-    assert reference.returncode == 0, reference.stderr[-3000:]
+    _train(remote_run, remote_vocab, corpus, 4)  # uninterrupted, a checkpoint every 2 steps
+    objects = gcs.objects(BUCKET)
+    # Everything is in the bucket, written by the client meant for it: orbax's arrays by
+    # TensorStore, the rest by gcsfs; nothing went to a local "gs:" folder.
+    names = {n[len(run):] for n in objects if n.startswith(run)}
+    assert {"model.json", "run.json", "config.gin", "summary.json"} <= names, sorted(names)
+    for step in (2, 4):
+        assert {f"checkpoints/{step}/commit_success.txt", f"checkpoints/{step}/state/manifest.ocdbt"} <= names
+    assert "trainer.lock" not in names and not os.path.exists(tmp_path / "gs:")
+    assert f"VOCAB = '{remote_vocab}'" in objects[run + "config.gin"].decode()
+    writer = {name: agent.split("/")[0] for name, agent in _uploads(gcs)}
+    arrays = [n for n in names if "/state/" in n and (n.endswith(".ocdbt") or "/d/" in n)]
+    assert arrays and {writer[run + n] for n in arrays} == {"tensorstore"}, arrays
+    assert {writer[run + n] for n in ("run.json", "model.json", "config.gin")} == {"python-gcsfs"}
+    assert any(m == "GET" and "alt=media" in p and "vocab/spm.model" in urllib.parse.unquote(p)
+               for m, p, _ in gcs.requests)  # VOCAB's bytes came from the bucket
 
-    # Everything is in the bucket: orbax's array files, the records, the config; no local "gs:" folder.
-    files = [f[len(f"{BUCKET}/runs/mlm/"):] for f in fs.find(f"{BUCKET}/runs/mlm")]
-    assert {"model.json", "run.json", "config.gin", "summary.json"} <= set(files), files
-    assert any(f.startswith("checkpoints/4/") for f in files) and any(f.startswith("checkpoints/2/") for f in files)
-    assert "trainer.lock" not in files and not os.path.exists(os.path.join(ROOT, "gs:"))
-    assert f"VOCAB = '{remote_vocab}'" in fs.cat_file(f"{BUCKET}/runs/mlm/config.gin").decode()
+    # Stopped after step 2: what a run killed between its saves of steps 2 and 4 leaves.
+    gcs.delete_prefix(BUCKET, run + "checkpoints/4/")
+    gcs.delete_prefix(BUCKET, run + "summary.json")
+    assert "resumed from step 2" in _train(remote_run, remote_vocab, corpus, 4)  # the same command resumes
+    assert gcs.unhandled == []
 
-    # The remote run's final params equal the uninterrupted local run's bit for bit.
-    fs.get(f"{BUCKET}/runs/mlm", str(tmp_path / "copy"), recursive=True)
-    _, _, remote = load(str(tmp_path / "copy"))
-    _, _, local = load(str(tmp_path / "ref"))
-    jax.tree.map(np.testing.assert_array_equal, remote, local)
+    # The resumed run's step 4 equals the uninterrupted run's bit for bit.
+    _, _, first = load(_copy_out(objects, run, tmp_path / "first"))
+    _, _, resumed = load(_copy_out(gcs.objects(BUCKET), run, tmp_path / "resumed"))
+    jax.tree.map(np.testing.assert_array_equal, resumed, first)
