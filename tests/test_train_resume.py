@@ -11,7 +11,10 @@ import numpy as np
 
 from seqpt_jax import params_io
 
+TESTS = os.path.dirname(os.path.abspath(__file__))  # for lean_worker
+
 WORKER = r'''
+import lean_worker  # first: see tests/lean_worker.py
 import functools, json, os, signal, sys, time
 from seqpt_jax import models
 from seqpt_jax.train import data, loop, OptimizerConfig
@@ -41,7 +44,8 @@ def _worker(tmp_path, model_dir, kill_at, wait_for="-"):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"),
-               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PLATFORMS="cpu")
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PLATFORMS="cpu",
+               PYTHONPATH=os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")]))
     return subprocess.run([sys.executable, str(script), str(model_dir), str(kill_at), wait_for], env=env,
                           capture_output=True, text=True, timeout=300)
 
