@@ -16,9 +16,12 @@ from seqpt_jax import params_io
 from seqpt_jax.data import vocab
 from test_tasks import write_user_module
 
+TESTS = os.path.dirname(os.path.abspath(__file__))  # for lean_worker
+
 # Runs `seqpt train` (cli.main) optionally inside TFDS mock data, and SIGKILLs itself when the
 # trainer asks to save step KILL_AT_SAVE (after the previous save is on disk, before this one).
 RUNNER = r'''
+import lean_worker  # first: see tests/lean_worker.py
 import os, signal, sys
 from seqpt_jax.train import checkpoints
 kill_at = int(os.environ.get("KILL_AT_SAVE", "0"))
@@ -48,8 +51,10 @@ def corpus(tmp_path_factory):
 def _train(tmp_path, model_dir, args, kill_at=0, mock=False):
     script = tmp_path / "runner.py"
     script.write_text(RUNNER)
+    # The three runs of a test share a compilation cache: the later two skip XLA's compiles.
     env = dict(os.environ, JAX_PLATFORMS="cpu", KILL_AT_SAVE=str(kill_at), MOCK_TFDS="1" if mock else "",
-               PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+               JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+               PYTHONPATH=os.pathsep.join([str(tmp_path), TESTS, os.environ.get("PYTHONPATH", "")]))
     return subprocess.run([sys.executable, str(script), *args, f"--gin.MODEL_DIR={model_dir}"], env=env,
                           capture_output=True, text=True, timeout=600)
 
