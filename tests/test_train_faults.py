@@ -84,7 +84,7 @@ def _plan(rng) -> list[tuple[str, int]]:
     return plan
 
 
-@pytest.mark.slow  # ten short runs: ~90 s CPU time
+@pytest.mark.slow  # ten short runs: ~65 s CPU time
 def test_sigkill_and_sigterm_at_random_moments_resume_bitwise(tmp_path):
     full = _worker(tmp_path, tmp_path / "full")
     assert full.returncode == 0, full.stderr[-2000:]

@@ -46,7 +46,7 @@ def _launch(tmp_path, run, steps):
     return outs
 
 
-@pytest.mark.slow  # four processes start and compile: ~140 s CPU time
+@pytest.mark.slow  # four processes start and compile: ~70 s CPU time
 def test_two_processes_train_checkpoint_and_resume(tmp_path):
     run = tmp_path / "run"
     (out0, _), (out1, _) = _launch(tmp_path, run, 4)

@@ -94,7 +94,7 @@ def _args(model, name, lengths, extra=()):
             "--gin.loop.train.progress=False", *extra]
 
 
-@pytest.mark.slow  # two processes, three `seqpt train` runs
+@pytest.mark.slow  # two processes, three `seqpt train` runs: ~75 s CPU time
 def test_user_seqio_task_trains_and_resumes_bitwise(corpus, tmp_path):
     root, model = corpus
     module = write_user_module(tmp_path, root, model, "user_span_cli")
@@ -103,7 +103,7 @@ def test_user_seqio_task_trains_and_resumes_bitwise(corpus, tmp_path):
     assert summary["checkpoints"][-1] == 6 and np.isfinite(summary["last_loss"])
 
 
-@pytest.mark.slow  # two processes, three `seqpt train` runs
+@pytest.mark.slow  # two processes, three `seqpt train` runs: ~75 s CPU time
 def test_mc4_mixture_trains_and_resumes_bitwise(corpus, tmp_path):
     _, model = corpus
     summary = _killed_and_resumed_equals_uninterrupted(tmp_path, _args(
