@@ -20,7 +20,10 @@ def load_params(path, step=None):
 
 STEPS, SAVE_EVERY = 40, 4
 
+TESTS = os.path.dirname(os.path.abspath(__file__))  # for lean_worker
+
 WORKER = r'''
+import lean_worker  # first: see tests/lean_worker.py
 import functools, json, os, signal, sys, threading
 from seqpt_jax import models
 from seqpt_jax.train import data, loop, OptimizerConfig
@@ -59,7 +62,8 @@ def _worker(tmp_path, model_dir, kind="none", at=0):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"),
-               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PLATFORMS="cpu")
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PLATFORMS="cpu",
+               PYTHONPATH=os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")]))
     return subprocess.run([sys.executable, str(script), str(model_dir), kind, str(at)], env=env,
                           capture_output=True, text=True, timeout=300)
 
@@ -80,7 +84,7 @@ def _plan(rng) -> list[tuple[str, int]]:
     return plan
 
 
-@pytest.mark.slow  # ten short runs: ~90 s CPU time
+@pytest.mark.slow  # ten short runs: ~65 s CPU time
 def test_sigkill_and_sigterm_at_random_moments_resume_bitwise(tmp_path):
     full = _worker(tmp_path, tmp_path / "full")
     assert full.returncode == 0, full.stderr[-2000:]

@@ -9,6 +9,11 @@ import sys
 
 import pytest
 
+TESTS = os.path.dirname(os.path.abspath(__file__))  # for lean_worker
+XLA_FLAGS = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split()
+                     if not f.startswith("--xla_force_host_platform_device_count")) + \
+    " --xla_force_host_platform_device_count=2"
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -18,7 +23,9 @@ def _free_port() -> int:
 
 def _launch(tmp_path, run, steps):
     port = _free_port()
-    args = [sys.executable, "-m", "seqpt_jax", "train", "--gin_file=models/bert_tiny.gin",
+    # `seqpt train` (cli.main) after tests/lean_worker.py
+    args = [sys.executable, "-c", "import sys, lean_worker; from seqpt_jax import cli; sys.exit(cli.main(sys.argv[1:]))",
+            "train", "--gin_file=models/bert_tiny.gin",
             "--gin_file=runs/pretrain_mlm.gin", "--gin_file=hw/cpu.gin", "--gin.VOCAB=unused",
             "--gin.loop.train.data=@data.synthetic", "--gin.models.preset.vocab_size=101",
             "--gin.data.synthetic.length=12", f"--gin.MODEL_DIR={run}", "--gin.BATCH_SIZE=8",
@@ -26,10 +33,12 @@ def _launch(tmp_path, run, steps):
             "--gin.loop.train.mesh_shape=(2, 2, 1)", "--gin.loop.train.rules='fsdp'"]
     procs = []
     for pid in range(2):
-        env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2",
+        # conftest's cheaper XLA CPU compile, on 2 devices per process
+        env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=XLA_FLAGS,
+                   PYTHONPATH=os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")]),
                    JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(pid),
                    JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo",
-                   JAX_COMPILATION_CACHE_DIR=str(tmp_path / f"cache{pid}"))
+                   JAX_COMPILATION_CACHE_DIR=str(tmp_path / "cache"))  # written by process 0, read by both
         procs.append(subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     outs = [p.communicate(timeout=400) for p in procs]
     for p, (out, err) in zip(procs, outs):
@@ -37,7 +46,7 @@ def _launch(tmp_path, run, steps):
     return outs
 
 
-@pytest.mark.slow  # four processes start and compile: ~140 s CPU time
+@pytest.mark.slow  # four processes start and compile: ~70 s CPU time
 def test_two_processes_train_checkpoint_and_resume(tmp_path):
     run = tmp_path / "run"
     (out0, _), (out1, _) = _launch(tmp_path, run, 4)

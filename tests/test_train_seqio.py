@@ -16,9 +16,13 @@ from seqpt_jax import params_io
 from seqpt_jax.data import vocab
 from test_tasks import write_user_module
 
-# Runs `seqpt train` (cli.main) optionally inside TFDS mock data, and SIGKILLs itself when the
-# trainer asks to save step KILL_AT_SAVE (after the previous save is on disk, before this one).
+TESTS = os.path.dirname(os.path.abspath(__file__))  # for lean_worker
+
+# Runs `seqpt train` (cli.main) once per MODEL_DIRS entry, one after another in this process,
+# optionally inside TFDS mock data, and SIGKILLs itself when the trainer asks to save step
+# KILL_AT_SAVE (after the previous save is on disk, before this one).
 RUNNER = r'''
+import lean_worker  # first: see tests/lean_worker.py
 import os, signal, sys
 from seqpt_jax.train import checkpoints
 kill_at = int(os.environ.get("KILL_AT_SAVE", "0"))
@@ -30,11 +34,19 @@ def killing_save(self, step, *args, **kwargs):
     return save(self, step, *args, **kwargs)
 checkpoints.Checkpointer.save = killing_save
 from seqpt_jax import cli
+def runs():
+    for model_dir in os.environ["MODEL_DIRS"].split(os.pathsep):
+        print("RUN", model_dir, flush=True)
+        code = cli.main(["train", *sys.argv[1:], f"--gin.MODEL_DIR={model_dir}"])
+        sys.stderr.flush()
+        if code:
+            return code
+    return 0
 if os.environ.get("MOCK_TFDS"):
     import tensorflow_datasets as tfds
     with tfds.testing.mock_data(num_examples=20):
-        sys.exit(cli.main(["train", *sys.argv[1:]]))
-sys.exit(cli.main(["train", *sys.argv[1:]]))
+        sys.exit(runs())
+sys.exit(runs())
 '''
 
 
@@ -45,26 +57,29 @@ def corpus(tmp_path_factory):
     return root, root / "sp.model"
 
 
-def _train(tmp_path, model_dir, args, kill_at=0, mock=False):
+def _train(tmp_path, model_dirs, args, kill_at=0, mock=False):
     script = tmp_path / "runner.py"
     script.write_text(RUNNER)
+    # The runs of a test share a compilation cache: the later ones skip XLA's compiles.
     env = dict(os.environ, JAX_PLATFORMS="cpu", KILL_AT_SAVE=str(kill_at), MOCK_TFDS="1" if mock else "",
-               PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
-    return subprocess.run([sys.executable, str(script), *args, f"--gin.MODEL_DIR={model_dir}"], env=env,
-                          capture_output=True, text=True, timeout=600)
+               MODEL_DIRS=os.pathsep.join(map(str, model_dirs)),
+               JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+               PYTHONPATH=os.pathsep.join([str(tmp_path), TESTS, os.environ.get("PYTHONPATH", "")]))
+    return subprocess.run([sys.executable, str(script), *args], env=env, capture_output=True, text=True, timeout=600)
 
 
 def _killed_and_resumed_equals_uninterrupted(tmp_path, args, mock=False):
-    full = _train(tmp_path, tmp_path / "full", args, mock=mock)
-    assert full.returncode == 0, full.stderr[-3000:]
-    run = tmp_path / "run"
-    killed = _train(tmp_path, run, args, kill_at=4, mock=mock)  # dies after step 4; last save: 2
+    run, full = tmp_path / "run", tmp_path / "full"
+    killed = _train(tmp_path, [run], args, kill_at=4, mock=mock)  # dies after step 4; last save: 2
     assert killed.returncode == -9, killed.stderr[-3000:]
     assert sorted(os.listdir(run / "checkpoints")) == ["2"]
-    resumed = _train(tmp_path, run, args, mock=mock)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resumed from step 2" in resumed.stdout + resumed.stderr
-    _, _, a = params_io.load(str(tmp_path / "full"))
+    # A fresh process resumes the killed run, then (saving a process start) trains the
+    # uninterrupted one from scratch in a new folder: nothing of the first run's reaches it.
+    both = _train(tmp_path, [run, full], args, mock=mock)
+    assert both.returncode == 0, both.stderr[-3000:]
+    resumed, uninterrupted = both.stdout.split(f"RUN {full}\n")
+    assert "resumed from step 2" in resumed and "resumed" not in uninterrupted
+    _, _, a = params_io.load(str(full))
     _, _, b = params_io.load(str(run))
     assert jax.tree.structure(a) == jax.tree.structure(b)
     assert all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))  # bitwise
@@ -79,7 +94,7 @@ def _args(model, name, lengths, extra=()):
             "--gin.loop.train.progress=False", *extra]
 
 
-@pytest.mark.slow  # three `seqpt train` processes: 243 s at load 11 (2 cores)
+@pytest.mark.slow  # two processes, three `seqpt train` runs: ~75 s CPU time
 def test_user_seqio_task_trains_and_resumes_bitwise(corpus, tmp_path):
     root, model = corpus
     module = write_user_module(tmp_path, root, model, "user_span_cli")
@@ -88,7 +103,7 @@ def test_user_seqio_task_trains_and_resumes_bitwise(corpus, tmp_path):
     assert summary["checkpoints"][-1] == 6 and np.isfinite(summary["last_loss"])
 
 
-@pytest.mark.slow  # three `seqpt train` processes: 238 s at load 11 (2 cores)
+@pytest.mark.slow  # two processes, three `seqpt train` runs: ~75 s CPU time
 def test_mc4_mixture_trains_and_resumes_bitwise(corpus, tmp_path):
     _, model = corpus
     summary = _killed_and_resumed_equals_uninterrupted(tmp_path, _args(
