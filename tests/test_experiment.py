@@ -57,6 +57,9 @@ def test_plan_counts_phases_with_the_trainers_ledger():
     assert electra["kind"] == "electra" and electra["role"] == "encoder"
     assert (electra["layers"], electra["d_model"], electra["steps"], electra["tokens"]) == \
         (mlm["layers"], mlm["d_model"], mlm["steps"], mlm["tokens"])
+    curve = plan.plan("sequential", "test", 2)["downstream"]["curve"]   # keep_every 2 of 4 steps, 2 seeds
+    assert curve == {"task": "ja_ner", "every": 2, "seeds": 2, "checkpoints": {"mlm": 2, "electra": 2}}
+    assert "= 10 fine-tunes" in plan.text(plan.plan("sequential", "test", 2))
 
 
 def test_plan_command_prints_and_refuses_unknown_names(capsys):
@@ -207,3 +210,9 @@ def test_sequential_warm_start_extraction_and_downstream_rows(tmp_path):
     assert claims["(b)"]["holds"] is None                                  # no variant was run
     assert "s2s_scratch" in claims["(c'"]["evidence"] and "random init" in claims["(c'"]["evidence"]
     assert any(c["claim"].startswith("pre-training beats a random init") for c in rep["claims"])
+    # The downstream curve: mlm's kept checkpoints (keep_every = 2 of 4 steps) on ja_ner, after a random init.
+    curve = rep["downstream_curve"]["arms"]["mlm"]
+    assert curve["steps"] == [[2, 4]] and curve["curves"][0][0][0] == 0.0
+    assert curve["curves"][0][-1][0] == pytest.approx(arms["mlm"]["train_flops"][0])
+    assert curve["final_score"][0] == pytest.approx(ner["mlm"]["en"][0])  # the same checkpoint, fine-tuned alike
+    assert (out / "downstream_vs_flops.png").is_file()
