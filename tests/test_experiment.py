@@ -67,6 +67,13 @@ def test_plan_command_prints_and_refuses_unknown_names(capsys):
     assert experiment_cmd.main(["run", "growth", "--scale", "test", "--plan"]) == 0
     out = capsys.readouterr().out
     assert "aki_two_stage" in out and "total for 1 seed(s)" in out
+    # --arms plans what it would run: those arms and what they need, nothing else
+    assert experiment_cmd.main(["run", "sequential", "--scale", "test", "--arms", "electra", "--plan"]) == 0
+    rows = [line.split()[0] for line in capsys.readouterr().out.splitlines()
+            if line.split() and line.split()[0] in {"mlm", "electra", "s2s_scratch", "warm_frozen25"}]
+    assert rows == ["mlm", "electra"]
+    with pytest.raises(UserError, match="--arms: nope not in experiment 'growth'"):
+        experiment_cmd.main(["run", "growth", "--scale", "test", "--arms", "nope", "--plan"])
     with pytest.raises(UserError, match="unknown experiment 'nope'"):
         experiment_cmd.main(["run", "nope", "--plan"])
     with pytest.raises(UserError, match="has no scale 'huge'"):

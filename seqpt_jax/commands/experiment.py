@@ -27,7 +27,8 @@ def _run(args) -> int:
         if args.vocab:
             from seqpt_jax.train import data
             vocab_size = data.vocab_size(args.vocab)
-        p = plan_lib.plan(args.name, args.scale, args.seeds, args.hw, args.throughput, vocab_size)
+        p = plan_lib.plan(args.name, args.scale, args.seeds, args.hw, args.throughput, vocab_size,
+                          only=args.arms.split(",") if args.arms else None)
         print(json.dumps(p, indent=1) if args.json else plan_lib.text(p), end="" if not args.json else "\n")
         return 0
     from seqpt_jax.experiment import report, runner

@@ -75,13 +75,18 @@ def describe_parsed(teacher: tuple | None = None) -> dict:
 
 
 def plan(experiment: str, scale: str, seeds: int, hw: str = "hw/cpu.gin", throughput: float | None = None,
-         vocab_size: int | None = None) -> dict:
-    """Every arm's figures and the totals for `seeds` seeds. The model's vocabulary is the
-    scale's VOCAB_SIZE, or `vocab_size` (a trained vocabulary's, which can come out smaller)."""
+         vocab_size: int | None = None, only: list[str] | None = None) -> dict:
+    """Every arm's figures and the totals for `seeds` seeds (`only`: those arms and what they
+    need, as `--arms` runs them). The model's vocabulary is the scale's VOCAB_SIZE, or
+    `vocab_size` (a trained vocabulary's, which can come out smaller)."""
     from seqpt_jax import models
     rows, shapes_of = [], {}  # arm -> (config, param shapes): a teacher's, for the arms distilling from it
     declared = None
-    for arm in spec.read_arms(experiment, scale, hw):
+    arms = spec.read_arms(experiment, scale, hw)
+    if only:
+        selected = set(spec.closure(experiment, arms, only))
+        arms = [a for a in arms if a.name in selected]
+    for arm in arms:
         bindings = [f"models.preset.vocab_size = {vocab_size or '%VOCAB_SIZE'}"]
         spec.parse(experiment, arm.name, scale, hw, bindings, spec.placeholder_bindings())
         declared = spec.macro("THROUGHPUT", None) if declared is None else declared
@@ -97,7 +102,6 @@ def plan(experiment: str, scale: str, seeds: int, hw: str = "hw/cpu.gin", throug
     from seqpt_jax.experiment import downstream as ds
     spec.parse(experiment, rows[0]["arm"], scale, hw, [], spec.placeholder_bindings())
     settings = ds.settings()
-    arms = spec.read_arms(experiment, scale, hw)
     encoders = [r["arm"] for r, a in zip(rows, arms) if a.downstream]
     down = ({"encoders": [*encoders, ds.RANDOM], "tasks": list(ds.TASKS),
              "seeds": min(seeds, settings["seeds"]), **settings} if settings and encoders else None)

@@ -62,24 +62,11 @@ class Runner:
         self.out = Path(out).expanduser()
         self.corpus, self.vocab, self.log, self.progress = corpus, vocab, log, progress
         self.on_step = on_step  # (arm, seed) -> callback(step, state) or None; tests kill runs with it
-        self.arms = {a.name: a for a in spec.read_arms(experiment, scale, hw)}
+        arms = spec.read_arms(experiment, scale, hw)
+        self.arms = {a.name: a for a in arms}
         self.order = list(self.arms)
-        self.selected = self._closure(only) if only else list(self.order)
+        self.selected = spec.closure(experiment, arms, only) if only else list(self.order)
         self.stages = StageRunner(self.out, log=log)
-
-    def _closure(self, names: list[str]) -> list[str]:
-        """`names` and every arm they need, start from or are compared with, in run order."""
-        unknown = [n for n in names if n not in self.arms]
-        if unknown:
-            raise UserError(f"--arms: {', '.join(unknown)} not in experiment {self.experiment!r}; its arms: "
-                            f"{', '.join(self.order)}.")
-        want, todo = set(), list(names)
-        while todo:
-            arm = self.arms[todo.pop()]
-            if arm.name not in want:
-                want.add(arm.name)
-                todo += [*arm.needs.values(), *filter(None, (arm.source, arm.compare, arm.downstream_curve))]
-        return [n for n in self.order if n in want]
 
     # ----- set-up ---------------------------------------------------------------------------
 

@@ -159,6 +159,22 @@ def read_arm(experiment: str, name: str, scale: str, hw: str = "hw/cpu.gin") -> 
     return arm
 
 
+def closure(experiment: str, arms: list[Arm], names: list[str]) -> list[str]:
+    """`names` and every arm they need, start from or are compared with, in the order of `arms`."""
+    by_name = {a.name: a for a in arms}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise UserError(f"--arms: {', '.join(unknown)} not in experiment {experiment!r}; its arms: "
+                        f"{', '.join(by_name)}.")
+    want, todo = set(), list(names)
+    while todo:
+        arm = by_name[todo.pop()]
+        if arm.name not in want:
+            want.add(arm.name)
+            todo += [*arm.needs.values(), *filter(None, (arm.source, arm.compare, arm.downstream_curve))]
+    return [a.name for a in arms if a.name in want]
+
+
 def read_arms(experiment: str, scale: str, hw: str = "hw/cpu.gin") -> list[Arm]:
     """Every arm, dependencies first."""
     arms = {n: read_arm(experiment, n, scale, hw) for n in arm_names(experiment)}
