@@ -215,12 +215,11 @@ def sequential(arms: dict, stats: dict, downstream: dict | None = None) -> list[
 
 def downstream_curve_claims(section: dict | None) -> list[dict]:
     """ELECTRA (Clark et al. 2020): the discriminator reaches the MLM encoder's downstream score
-    with fewer pre-training FLOPs (their ELECTRA-Small matches BERT-Small's GLUE with about a
-    quarter of its compute). Judged like every saving: the interval decides."""
+    with fewer pre-training FLOPs (the paper: GLUE of RoBERTa / XLNet with under a quarter of
+    their compute). Judged like every saving: the interval decides."""
     if not section or "electra" not in section["stats"]:
         return []
     st = section["stats"]["electra"]
-    lo, hi = st["saving_ci"]
     gaps = [g for g in st["closest_gap"] if g is not None and g > 0]
     evidence = (f"{section['task']} {section['metric']} target {st['target']:.3f} ({st['reference']}'s final, "
                 f"mean of {len(section['arms'][st['reference']]['seeds'])} seeds); electra reached it on "
