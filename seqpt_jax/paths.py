@@ -1,4 +1,5 @@
-"""Local paths and remote URIs (gs://...) side by side: which is which, and one-line errors.
+"""Local paths and remote URIs (gs://...) side by side: which is which, and one-line errors;
+and where the project keeps its data (`corpus_dir`: one rule for every command).
 
 Remote paths go through etils epath (TensorFlow's gfile or fsspec underneath); local ones are
 made absolute. `remote_error` turns whatever a storage client raised into one line.
@@ -7,8 +8,23 @@ made absolute. `remote_error` turns whatever a storage client raised into one li
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from seqpt_jax.errors import UserError
+
+DATA_DIR_ENV = "SEQPT_DATA_DIR"
+
+
+def data_dir() -> Path:
+    """$SEQPT_DATA_DIR if set, else ~/.cache/seqpt_jax (read at call time, so a test or a job
+    script can set it after import)."""
+    base = os.environ.get(DATA_DIR_ENV)
+    return Path(base).expanduser() if base else Path.home() / ".cache" / "seqpt_jax"
+
+
+def corpus_dir() -> Path:
+    """The default corpus location of every command: data_dir()/corpus."""
+    return data_dir() / "corpus"
 
 
 def is_remote(path) -> bool:

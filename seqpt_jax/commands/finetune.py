@@ -16,9 +16,9 @@ import argparse
 import dataclasses
 import os
 
+from seqpt_jax import paths
 from seqpt_jax.errors import UserError
 
-DEFAULT_CORPUS = "~/.cache/seqpt_jax/corpus"
 _OPTIONS = None
 
 
@@ -29,7 +29,8 @@ def add_task_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train", help="training file (user tasks)")
     parser.add_argument("--validation", help="validation file (user tasks)")
     parser.add_argument("--test", help="test file (user tasks)")
-    parser.add_argument("--corpus", default=DEFAULT_CORPUS, help="corpus directory (corpus tasks)")
+    parser.add_argument("--corpus", help="corpus directory (corpus tasks; default: $SEQPT_DATA_DIR/corpus or "
+                                            "~/.cache/seqpt_jax/corpus)")
     parser.add_argument("--langs", help="comma-separated languages to use (corpus tasks)")
     parser.add_argument("--vocab", help="SentencePiece model (default: the one CKPT records, else CKPT/vocab.model)")
     parser.add_argument("--gin_file", action="append", default=[], help="gin file binding Options.*")
@@ -75,7 +76,7 @@ def resolve_task(args):
     if args.train or args.test or args.validation:
         return tasks.from_files(args.task, args.train, args.validation, args.test)
     langs = args.langs.split(",") if args.langs else None
-    return tasks.from_corpus(args.task, args.corpus, langs)
+    return tasks.from_corpus(args.task, args.corpus or str(paths.corpus_dir()), langs)
 
 
 def load_vocab(path: str | None, ckpt: str | None):

@@ -11,6 +11,7 @@ import os
 import shutil
 import tempfile
 
+from seqpt_jax import paths
 from seqpt_jax.data import mixing, records, vocab
 
 EXTENDED_VOCAB = "vocab.model"  # the extended vocabulary, inside the --out checkpoint
@@ -21,7 +22,8 @@ def main(argv: list[str]) -> int:
     sub = parser.add_subparsers(dest="action", required=True)
     t = sub.add_parser("train", help="train a unigram SentencePiece model with byte fallback and "
                        "100 sentinels at the top of the vocabulary (mT5 conventions)")
-    t.add_argument("--corpus", default=str(records.DEFAULT_CORPUS), help="corpus directory")
+    t.add_argument("--corpus", help="corpus directory (default: $SEQPT_DATA_DIR/corpus or "
+                                     "~/.cache/seqpt_jax/corpus)")
     t.add_argument("--size", type=int, default=32000,
                    help="SentencePiece pieces; the vocabulary adds 100 sentinels on top")
     t.add_argument("--out", required=True, help="output .model file")
@@ -36,7 +38,8 @@ def main(argv: list[str]) -> int:
     e.add_argument("--model", required=True,
                    help="trained model: a `seqpt train` MODEL_DIR or a param checkpoint")
     e.add_argument("--vocab", required=True, help="the model's SentencePiece .model")
-    e.add_argument("--corpus", default=str(records.DEFAULT_CORPUS), help="corpus directory")
+    e.add_argument("--corpus", help="corpus directory (default: $SEQPT_DATA_DIR/corpus or "
+                                     "~/.cache/seqpt_jax/corpus)")
     e.add_argument("--langs", nargs="+", required=True, help="the new languages (corpus codes)")
     e.add_argument("--pieces", type=int, default=4000,
                    help="most pieces to add (fewer when the text supports fewer)")
@@ -49,6 +52,7 @@ def main(argv: list[str]) -> int:
     e.add_argument("--seed", type=int, default=0, help="seed of the text sample and random rows")
     e.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     args = parser.parse_args(argv)
+    args.corpus = args.corpus or str(paths.corpus_dir())
     if args.action == "extend":
         return extend(args)
 

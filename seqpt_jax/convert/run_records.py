@@ -147,8 +147,8 @@ def read_stage(path: str) -> Stage:
     if isinstance(gin.get("loop.train.data"), str) and "synthetic" in gin["loop.train.data"]:
         stage.objective = f"synthetic {gin.get('data.synthetic.objective', 'mlm')} batches"
     if stage.objective and "synthetic" not in stage.objective:
-        from seqpt_jax.data.records import DEFAULT_CORPUS
-        stage.corpus = str(gin.get("data.mixture_or_task.corpus_dir") or gin.get("CORPUS_DIR") or DEFAULT_CORPUS)
+        from seqpt_jax.paths import corpus_dir
+        stage.corpus = str(gin.get("data.mixture_or_task.corpus_dir") or gin.get("CORPUS_DIR") or corpus_dir())
         stage.languages = _languages(stage.corpus)
     stage.vocab = gin.get("VOCAB") if isinstance(gin.get("VOCAB"), str) else None
     hook = gin.get("loop.train.init")

@@ -20,7 +20,6 @@ from typing import Iterator
 
 from seqpt_jax.errors import UserError
 
-DEFAULT_CORPUS = Path(os.path.expanduser("~/.cache/seqpt_jax/corpus"))
 SPLITS = ("train", "validation", "test")
 # A record longer than this is skipped: one runaway line must not stall or exhaust a worker.
 MAX_RECORD_BYTES = 1 << 20

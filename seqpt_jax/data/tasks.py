@@ -34,6 +34,7 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
+from seqpt_jax import paths
 from seqpt_jax.data import feeding, mixing, preprocessors, records, sources, vocab
 from seqpt_jax.data.tf_tempfiles import delete_autograph_sources
 from seqpt_jax.errors import UserError
@@ -237,13 +238,14 @@ def register_project_tasks(name: str, vocab_path=None, corpus_dir=None, tfds_dat
     local = name.startswith(LOCAL)
     _, objective = _objective_of(name, LOCAL if local else MC4_PREFIX)
     mixture = (LOCAL if local else MC4_PREFIX) + objective
+    corpus_dir = corpus_dir or paths.corpus_dir()
     # The registration's arguments ride on the seqio mixture, so evaluation's calls reuse it.
     key = (str(vocab_path), str(corpus_dir), str(tfds_data_dir), tuple(mc4_langs or ()))
     if mixture in seqio.MixtureRegistry.names() and getattr(seqio.get_mixture_or_task(mixture),
                                                              "seqpt_key", None) == key:
         return
     if local:
-        register_local(corpus_dir or records.DEFAULT_CORPUS, vocab_path, objectives=(objective,))
+        register_local(corpus_dir, vocab_path, objectives=(objective,))
     else:
         register_mc4(vocab_path, mc4_langs, objectives=(objective,), data_dir=tfds_data_dir)
     seqio.get_mixture_or_task(mixture).seqpt_key = key

@@ -6,16 +6,15 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from seqpt_jax.data.corpus.languages import DEFAULT_LANGS, LANGUAGES
+from seqpt_jax.paths import corpus_dir
 
 
 def default_dir() -> Path:
-    """$SEQPT_DATA_DIR/corpus if set, else ~/.cache/seqpt_jax/corpus."""
-    base = os.environ.get("SEQPT_DATA_DIR")
-    return (Path(base).expanduser() if base else Path.home() / ".cache" / "seqpt_jax") / "corpus"
+    """$SEQPT_DATA_DIR/corpus if set, else ~/.cache/seqpt_jax/corpus (`paths.corpus_dir`)."""
+    return corpus_dir()
 
 
 def ensure_corpus(dir=None, langs=None, max_mb=None, progress: bool = True) -> Path:
