@@ -11,9 +11,9 @@ import pytest
 
 from data_fixtures import make_corpus
 from seqpt_jax.commands import demo as demo_cmd
-from seqpt_jax.demo import recipe, report
-from seqpt_jax.demo.plan import Plan
-from seqpt_jax.demo.stages import MARKER, StageRunner
+from seqpt_jax.experiment import demo as report, subsets as recipe
+from seqpt_jax.experiment.stages import MARKER, StageRunner
+from seqpt_jax.experiment.subsets import Plan
 from seqpt_jax.experiment import report as experiment_report
 
 
@@ -137,7 +137,7 @@ def test_plan_prints_both_experiments_at_demo_scale(capsys):
 
 @pytest.mark.slow  # ~40 s CPU: four tiny training runs, one vocabulary, the reports
 def test_demo_runs_both_experiments_into_one_folder_and_resumes(tmp_path):
-    from seqpt_jax import demo
+    from seqpt_jax.experiment import demo
     corpus = _fixture_corpus(tmp_path / "corpus")
     out = tmp_path / "out"
     subset = {"growth": ["fpi"], "sequential": ["s2s_scratch"]}

@@ -112,3 +112,27 @@ def test_init_evaluation_takes_its_config_not_the_last_parsed_gin():
     spec.parse("growth", "scratch", "test", "hw/cpu.gin", bind, spec.placeholder_bindings())  # parsed last
     res = runner.evaluate_init(source)
     assert res["model"].cfg.d_model == 16 and res["loss"] > 0   # the source's width (scale_test's SOURCE_D_MODEL)
+
+
+def test_train_config_groups_name_every_argument_of_loop_train_once():
+    import dataclasses
+    import functools
+    import inspect
+
+    from seqpt_jax import models
+    from seqpt_jax.train import data, loop
+    from seqpt_jax.train.config import GROUPS, TrainConfig
+    fields = [f.name for g in GROUPS.values() for f in dataclasses.fields(g)]
+    params = [p for p in inspect.signature(loop.train).parameters if p not in ("model_dir", "model", "data", "then")]
+    assert sorted(fields) == sorted(params) and len(set(fields)) == len(fields)
+    model = models.EncoderMLM(models.preset("bert-tiny", vocab_size=101))
+    config = loop.train("/unused", model, functools.partial(data.synthetic), steps=3, batch_size=8,
+                        freeze=["^encoder/"], unfreeze_step=2, then=lambda c: c)
+    assert isinstance(config, TrainConfig) and config.recipe.freeze == ("^encoder/",)
+    assert config.schedule.steps == 3 and config.checkpointing.save_every == 100   # loop.train's default
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.schedule.steps = 4
+    with pytest.raises(UserError, match="must divide by grad_accum"):   # checked when the value is made
+        loop.train("/unused", model, data.synthetic, steps=3, batch_size=8, grad_accum=3, then=lambda c: c)
+    trainer = loop.setup(config)
+    assert [p.name for p in trainer.phases] == ["frozen", "full"] and trainer.kind == "encoder_mlm"

@@ -12,6 +12,7 @@ but a distillation teacher's, e.g. --gin.TEACHER_CHECKPOINT=DIR: its forward pas
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import statistics
 import tempfile
@@ -24,66 +25,39 @@ DEFAULTS = ["VOCAB = 'unused'", "ENCODER_CHECKPOINT = 'unused'", "SMALL_CHECKPOI
             "SEQ2SEQ_CHECKPOINT = 'unused'", "models.preset.vocab_size = 8192", "BATCH_SIZE = 8"]
 
 
-def _bound(files: list[str], bindings: list[str]) -> tuple[dict, dict]:
-    """(loop.train's bindings, data lengths) of the gin config, references resolved."""
-    import gin
-    from seqpt_jax.commands import train as train_cmd
-    with tempfile.TemporaryDirectory(prefix="seqpt-bench-") as tmp:
-        defined = train_cmd.macros_defined_by(files, [train_cmd.GIN_DIR])  # placeholders only for these
-        defaults = [d for d in DEFAULTS if "." in d.split("=")[0] or d.split("=")[0].strip() in defined]
-        train_cmd.parse_gin(files, [f"MODEL_DIR = {tmp!r}", *defaults, *bindings], [train_cmd.GIN_DIR])
-    try:
-        train = gin.get_bindings("seqpt_jax.train.loop.train")
-        try:
-            lengths = gin.get_bindings("seqpt_jax.train.data.mixture_or_task").get("task_feature_lengths", {})
-        except (ValueError, KeyError):
-            lengths = {}
-    finally:
-        gin.clear_config()
-    return train, lengths
-
-
 def build(files: list[str], bindings: list[str]) -> dict:
-    """The run's phases with their compiled steps, counted and jaxpr FLOPs, a state and a batch."""
+    """The run's phases with their compiled steps, counted and jaxpr FLOPs, a state and a batch:
+    the trainer's own set-up (`loop.setup`) of the gin config, on synthetic batches."""
+    import gin
     import jax
-    from seqpt_jax import models
-    from seqpt_jax.errors import UserError
-    from seqpt_jax.train import data as data_lib, jaxpr_flops, loop, partitioning, state as state_lib
-    from seqpt_jax.train import step as step_lib
-    from seqpt_jax.train.optimizers import OptimizerConfig, make_optimizer
 
-    b, lengths = _bound(files, bindings)
-    model, steps, batch = b["model"], b.get("steps", 100), b["batch_size"]
-    kind, cfg = loop._kind(model), model.cfg  # noqa: SLF001 - the trainer's own kind check
-    distill = b.get("distill")
-    distill = distill if distill is not None and distill.active else None
-    freeze, unfreeze = b.get("freeze", ()), b.get("unfreeze_step", 0)
-    mesh = partitioning.make_mesh(b.get("mesh_shape", (-1, 1, 1)))
-    table = partitioning.rules(b.get("rules", "dp"))
-    shapes = models.param_shapes(model)
-    shardings = partitioning.shardings(models.logical_axes(model), shapes, table, mesh)
-    tx, schedule = make_optimizer(b.get("optimizer", OptimizerConfig()), shapes, steps,
-                                  late=loop.late_params(shapes, freeze, unfreeze), late_start=unfreeze)
-    state = state_lib.create(state_lib.fresh_init(model), tx, shapes, shardings, mesh, b.get("seed", 0))
+    from seqpt_jax import gin_config, launcher
+    from seqpt_jax.errors import UserError
+    from seqpt_jax.train import data as data_lib, jaxpr_flops, loop
+    with tempfile.TemporaryDirectory(prefix="seqpt-bench-") as tmp:
+        defined = gin_config.macros_defined_by(files)  # placeholders only for these
+        defaults = [d for d in DEFAULTS if "." in d.split("=")[0] or d.split("=")[0].strip() in defined]
+        try:
+            config = launcher.configure(files, [f"MODEL_DIR = {tmp!r}", *defaults, *bindings])
+            lengths = gin_config.value("data.mixture_or_task.task_feature_lengths", {})
+        finally:
+            gin.clear_config()
+    # A fresh init: timing reads no checkpoint (but a distillation teacher's).
+    trainer = loop.setup(dataclasses.replace(config, recipe=dataclasses.replace(config.recipe, init=None)))
+    kind, cfg, batch = trainer.kind, trainer.cfg, config.schedule.batch_size
+    if batch % trainer.mesh.size:
+        raise UserError(f"batch size {batch} must divide by the {trainer.mesh.size} devices; set --gin.BATCH_SIZE.")
+    state = trainer.new_state()
     enc = lengths.get("inputs", 64)
     dec = lengths.get("targets", 16) if kind == "encoder_decoder" else 0
-    if batch % mesh.size:
-        raise UserError(f"batch size {batch} must divide by the {mesh.size} devices; set --gin.BATCH_SIZE.")
-    source = data_lib.synthetic("train", batch, 0, (0, 1), objective="seq2seq" if dec else "mlm",
-                                vocab_size=cfg.vocab_size, length=enc, target_length=max(dec, 1))
-    example = data_lib.to_global(next(source), mesh)
-    head = example["mlm_positions"].shape[1] if "mlm_positions" in example else None
+    objective = ("seq2seq_masked" if config.recipe.encoder_mlm_weight else "seq2seq") if dec else "mlm"
+    source = data_lib.synthetic("train", batch, 0, (0, 1), objective=objective, vocab_size=cfg.vocab_size,
+                                length=enc, target_length=max(dec, 1))
+    example = data_lib.to_global(next(source), trainer.mesh)
     rows = []
-    distill_steps = distill.steps if distill else 0
-    for phase in loop.phases(shapes, steps, freeze, unfreeze, b.get("two_stage"), distill_steps):
-        step_model, _, sub = loop.phase_model(kind, cfg, model, phase)
-        teacher = loop.load_teacher(loop.build_teacher(kind, cfg, distill), mesh, table) if phase.distill else None
-        fn = step_lib.make_train_step(step_model, tx, schedule, phase.trainable, mesh, table,
-                                      grad_accum=b.get("grad_accum", 1), z_loss=b.get("z_loss", 0.0),
-                                      sub_model=sub, teacher=teacher)
-        rows.append({"phase": phase.name, "fn": fn,
-                     "counted": loop.phase_flops(kind, cfg, shapes, phase, batch, enc, dec, head,
-                                                 loop.teacher_shapes(teacher[0]) if teacher else None),
+    for phase in trainer.phases:
+        fn = trainer.step_fn(phase)
+        rows.append({"phase": phase.name, "fn": fn, "counted": trainer.batch_flops(phase, example),
                      "jaxpr": jaxpr_flops.jaxpr_flops(fn.trace(state, example))})
     return {"rows": rows, "state": state, "batch": example, "kind": kind, "cfg": cfg,
             "sizes": (batch, enc, dec), "devices": jax.device_count()}

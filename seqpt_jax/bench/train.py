@@ -1,7 +1,7 @@
 """`seqpt bench train|freeze`: the trainer's own steady-state speed for a gin config.
 
-It runs the real `loop.train` for a few steps in a temporary MODEL_DIR (no eval, one save at
-the end, outside the timing) and prints, per phase, tokens/s, step time, TFLOP/s per device
+It runs the real trainer (`launcher`, as `seqpt train` does) for a few steps in a temporary
+MODEL_DIR (no eval, one save at the end, outside the timing) and prints, per phase, tokens/s, step time, TFLOP/s per device
 and MFU with the peak it divides by. `freeze` times one seq2seq run whose first half has the
 encoder and the shared embeddings frozen (stop-gradient) and whose second half is unfrozen,
 so both step costs come from one process on the same hardware.
@@ -20,17 +20,14 @@ FREEZE_BINDINGS = ["VOCAB = 'unused'", "loop.train.data = @data.synthetic",
 
 def run(files: list[str], bindings: list[str], steps: int, unfreeze_step: int | None = None) -> dict:
     """The train summary of a short timed run of the gin config (see the module docstring)."""
-    import gin
-    from seqpt_jax.commands import train as train_cmd
-    from seqpt_jax.train import loop
+    from seqpt_jax import launcher
     with tempfile.TemporaryDirectory(prefix="seqpt-bench-") as tmp:
         extra = [f"MODEL_DIR = {tmp!r}", f"loop.train.model_dir = {tmp!r}", f"loop.train.steps = {steps}",
                  "loop.train.eval_every = 0", f"loop.train.save_every = {10 ** 9}",
                  f"loop.train.log_every = {steps}", "loop.train.progress = False"]
         if unfreeze_step is not None:
             extra.append(f"loop.train.unfreeze_step = {unfreeze_step}")
-        train_cmd.parse_gin(files, bindings + extra, [train_cmd.GIN_DIR])
-        return gin.get_configurable(loop.train)()
+        return launcher.train(files, bindings + extra)
 
 
 def report(summary: dict) -> str:

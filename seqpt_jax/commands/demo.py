@@ -22,7 +22,7 @@ import time
 
 
 def main(argv: list[str]) -> int:
-    from seqpt_jax.demo import DEMO_LANGS, EXPERIMENTS, SCALE
+    from seqpt_jax.experiment.demo import DEMO_LANGS, EXPERIMENTS, SCALE
     parser = argparse.ArgumentParser(
         prog="seqpt demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="seqpt-demo", help="output directory (default: ./seqpt-demo); "
@@ -41,7 +41,7 @@ def main(argv: list[str]) -> int:
         print(f"both experiments: {total / 60:.1f} min of training and evaluation at the declared throughput; "
               "the corpus, vocabulary, compiles and fine-tuning come on top")
         return 0
-    from seqpt_jax import demo
+    from seqpt_jax.experiment import demo
     from seqpt_jax.train.preemption import EXIT_CODES, Stopped
     start = time.time()
     try:

@@ -16,7 +16,7 @@ import argparse
 import dataclasses
 import os
 
-from seqpt_jax import paths
+from seqpt_jax import gin_config, paths
 from seqpt_jax.errors import UserError
 
 _OPTIONS = None
@@ -39,13 +39,7 @@ def add_task_args(parser: argparse.ArgumentParser) -> None:
 
 def split_gin_bindings(argv: list[str]) -> tuple[list[str], list[str]]:
     """T5X-style `--gin.NAME=VALUE` flags out of argv (argparse cannot declare them)."""
-    rest, bindings = [], []
-    for arg in argv:
-        if arg.startswith("--gin.") and "=" in arg:
-            bindings.append(arg[len("--gin."):])
-        else:
-            rest.append(arg)
-    return rest, bindings
+    return gin_config.split_gin_args(argv)
 
 
 def options(gin_files: list[str], bindings: list[str]):

@@ -1,7 +1,7 @@
 """Downstream rows of an experiment: every encoder arm that declares `'downstream': True`, and
 a randomly initialised encoder of the same shape, fine-tuned with the same budget on the
 corpus's English section classification and UI-entity tagging, tested zero-shot on the other
-languages (the demo's protocol: `demo.backend.finetune` on a `demo.recipe.make_slice` subset),
+languages (the demo's protocol: `subsets.finetune` on a `subsets.make_slice` subset),
 and on Japanese named entities (`evaluate.packaged`, real labels from a package; Japanese only,
 so its zero-shot column is None). Each task also has a majority-label row (MAJORITY): the score
 of predicting the most frequent training label (tag) everywhere, computed on the same tests.
@@ -40,7 +40,7 @@ def settings() -> dict | None:
 
 
 def demo_plan(s: dict):
-    from seqpt_jax.demo.plan import Plan
+    from seqpt_jax.experiment.subsets import Plan
     return dataclasses.replace(Plan(), train_mb=0.01, validation_mb=0.01, section_train=s["train"],
                                tagging_train=s["train"], test_per_lang=s["test"], finetune_epochs=s["epochs"],
                                finetune_length=s["length"])
@@ -76,16 +76,16 @@ def random_like(checkpoint: str, seed: int, dst: Path) -> str:
 
 def finetune(checkpoint: str, corpus: str, vocab_path: str, s: dict, work: Path, progress=None,
              tasks: tuple = TASKS) -> dict:
-    from seqpt_jax.demo import backend
-    return backend.finetune(checkpoint, corpus, {"path": vocab_path}, demo_plan(s), work, progress,
+    from seqpt_jax.experiment import subsets
+    return subsets.finetune(checkpoint, corpus, {"path": vocab_path}, demo_plan(s), work, progress,
                             tasks=tasks, epochs={"ja_ner": s["ner_epochs"]})
 
 
 def make_slice(corpus: str, dst: Path, s: dict) -> dict:
     """The demo's slice, plus the packaged ja_ner split (capped like the corpus tasks)."""
-    from seqpt_jax.demo import recipe
+    from seqpt_jax.experiment import subsets
     from seqpt_jax.evaluate import packaged
-    out = recipe.make_slice(Path(corpus), dst, demo_plan(s))
+    out = subsets.make_slice(Path(corpus), dst, demo_plan(s))
     out["tasks"]["ja_ner"] = packaged.materialise("ja_ner", Path(out["corpus"]) / "tasks" / "ja_ner",
                                                   {"train": s["train"], "test": s["test"]})
     return out

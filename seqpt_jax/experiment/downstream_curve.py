@@ -123,7 +123,7 @@ def plot(section: dict, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from seqpt_jax.demo.stages import save_figure_atomic
+    from seqpt_jax.experiment.stages import save_figure_atomic
     fig, ax = plt.subplots(figsize=(7, 4))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (arm, row) in enumerate(section["arms"].items()):

@@ -16,20 +16,16 @@ from seqpt_jax.errors import UserError
 from seqpt_jax.experiment import spec
 
 
-def _phase_flops(kind, cfg, shapes, steps, batch, enc, dec, freeze, unfreeze_step, two_stage,
-                 head=None, distill_steps=0, teacher=None) -> list[dict]:
+def _phase_flops(trainer, enc, dec, head=None, teacher=None) -> list[dict]:
     """Per phase: steps and the ledger's FLOPs, as `train.loop` books them (sampled sub-models
     share their stage's steps: the expected cost is their mean)."""
     import numpy as np
-
-    from seqpt_jax.train import loop
-    phases = loop.phases(shapes, steps, freeze, unfreeze_step, two_stage, distill_steps)
+    steps = trainer.config.schedule.steps
     out, start = [], 0
-    for end in sorted({p.end for p in phases}):
-        group = [p for p in phases if p.end == end]
+    for end in sorted({p.end for p in trainer.phases}):
+        group = [p for p in trainer.phases if p.end == end]
         n = max(0, min(end, steps) - start)
-        per_step = float(np.mean([loop.phase_flops(kind, cfg, shapes, p, batch, enc, dec, head, teacher)
-                                  for p in group]))
+        per_step = float(np.mean([trainer.phase_flops(p, enc, dec, head, teacher) for p in group]))
         name = group[0].group if len(group) > 1 else group[0].name
         out.append({"phase": name, "steps": n, "flops_per_step": per_step, "flops": n * per_step})
         start = max(start, min(end, steps))
@@ -37,34 +33,28 @@ def _phase_flops(kind, cfg, shapes, steps, batch, enc, dec, freeze, unfreeze_ste
 
 
 def describe_parsed(teacher: tuple | None = None) -> dict:
-    """Figures of the arm whose composition gin holds now (see `spec.parse`). `teacher`: the
-    (config, param shapes) of the model it distils from, when it does."""
+    """Figures of the arm whose composition gin holds now (see `spec.parse`), from the trainer's
+    own set-up (`loop.setup`). `teacher`: the (config, param shapes) of the model it distils
+    from, when it does."""
     from seqpt_jax import models
-    from seqpt_jax.train import freezing, perf
-    model = spec.train_value("model")
-    kind = {cls: name for name, cls in models.KINDS.items()}[type(model)]
-    cfg = model.cfg
-    shapes = models.param_shapes(model)
-    steps, batch = int(spec.train_value("steps")), int(spec.train_value("batch_size"))
+    from seqpt_jax.train import freezing, loop, perf
+    config = spec.train_config()
+    trainer = loop.setup(config)
+    kind, cfg, shapes = trainer.kind, trainer.cfg, trainer.shapes
+    steps, batch = config.schedule.steps, config.schedule.batch_size
     lengths = spec.value("data.mixture_or_task.task_feature_lengths", {"inputs": 128})
     enc = int(lengths.get("inputs", 128))
     dec = int(lengths.get("targets", 0)) if kind == "encoder_decoder" else 0
-    two_stage = spec.train_value("two_stage")
-    freeze = tuple(spec.train_value("freeze") or ())
-    unfreeze = int(spec.train_value("unfreeze_step") or 0)
     # The corpus feed gives MLM batches their masked positions: the head runs on those only.
     from seqpt_jax.data import mlm_positions
     head = mlm_positions.max_predictions(0.15, enc) if kind in ("encoder_mlm", "electra") else None
-    distill = spec.train_value("distill")
-    distill_steps = distill.steps if distill is not None and distill.active else 0
-    if distill_steps and teacher is None:
+    if config.recipe.distill is not None and teacher is None:
         raise UserError("this arm distils (loop.train.distill) but declares no teacher arm; add "
                         "'teacher': '<arm>' to its ARM macro.")
-    phases = _phase_flops(kind, cfg, shapes, steps, batch, enc, dec, freeze, unfreeze, two_stage, head,
-                          distill_steps, teacher)
+    phases = _phase_flops(trainer, enc, dec, head, teacher)
     forward = perf.train_flops(kind, cfg, shapes, jax.tree.map(lambda _: False, freezing.all_trainable(shapes)),
                                batch, enc, dec, head)["forward"]
-    eval_every, eval_batches = int(spec.train_value("eval_every") or 0), int(spec.train_value("eval_batches"))
+    eval_every, eval_batches = config.evaluation.eval_every, config.evaluation.eval_batches
     evals = (steps // eval_every + (steps % eval_every != 0)) if eval_every else 0
     return {"kind": kind, "params": models.count_params(shapes), "steps": steps, "batch_size": batch,
             "lengths": [enc, dec], "tokens": steps * batch * (enc + dec), "phases": phases,

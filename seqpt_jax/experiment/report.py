@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seqpt_jax.demo.stages import save_figure_atomic, write_json_atomic
+from seqpt_jax.experiment.stages import save_figure_atomic, write_json_atomic
 from seqpt_jax.experiment import claims as claims_lib, downstream_curve, runner, savings
 
 BUDGET_FRACTIONS = (0.25, 0.5, 0.75, 1.0)

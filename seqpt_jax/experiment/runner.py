@@ -2,10 +2,11 @@
 
     out/experiment.json          what was asked (a rerun must ask the same)
     out/vocab/                   the SentencePiece vocabulary (a stage, unless --vocab is given)
-    out/<arm>/seed<k>/train/     the arm's MODEL_DIR (`seqpt train`'s layout; resumes there)
-    out/<arm>/seed<k>/DONE       its record: curve, FLOPs, losses (demo.stages.StageRunner)
+    out/<arm>/seed<k>/train/     the arm's MODEL_DIR (`seqpt train`'s layout, train.run_dir.LAYOUT,
+                                 written by the one launcher; resumes there)
+    out/<arm>/seed<k>/DONE       its record: curve, FLOPs, losses (stages.StageRunner)
 
-Each arm is `train.loop.train` called through gin exactly as `seqpt train` composes it
+Each arm is started by `launcher` exactly as `seqpt train` starts a run
 ([arm.gin, scale_<s>.gin, hw gin] + bindings). A finished arm (DONE) is skipped; a killed one
 resumes from its last checkpoint. Every arm also records its validation loss at step 0 — its
 init — on the same held-out batches, so a curve starts where the arm really starts (a grown
@@ -19,37 +20,19 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from seqpt_jax.demo.stages import StageRunner, write_json_atomic
+from seqpt_jax import launcher
 from seqpt_jax.errors import UserError
 from seqpt_jax.experiment import spec
+from seqpt_jax.experiment.stages import StageRunner, write_json_atomic
 
 
-def evaluate_init() -> dict:
-    """Validation loss of the parsed arm's initial params (the trainer's init, same rng), and
-    the params themselves. Mirrors `train.loop._evaluate` on the same held-out batches."""
-    import jax
-
-    from seqpt_jax import models
-    from seqpt_jax.train import data as data_lib, partitioning, state as state_lib, step as step_lib
-    model = spec.train_value("model")
-    init = spec.train_value("init") or state_lib.fresh_init(model)
-    seed, batch_size = int(spec.train_value("seed")), int(spec.train_value("batch_size"))
-    mesh = partitioning.make_mesh(spec.train_value("mesh_shape"))
-    table = partitioning.rules(spec.train_value("rules"))
-    shapes = models.param_shapes(model)
-    shardings = partitioning.shardings(models.logical_axes(model), shapes, table, mesh)
-    abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, shardings)
-    init_rng, _ = jax.random.split(jax.random.PRNGKey(seed))  # as state.create splits it
-    params = init(init_rng, abstract)
-    fn = step_lib.make_eval_step(model, mesh, table, float(spec.train_value("z_loss")))
-    source = spec.train_value("data")("validation", batch_size, seed, (jax.process_index(), jax.process_count()))
-    total = None
-    for _ in range(int(spec.train_value("eval_batches"))):
-        sums = fn(params, data_lib.to_global(next(source), mesh))
-        total = sums if total is None else type(sums)(*(a + b for a, b in zip(total, sums)))
-    weight = max(float(total.weight), 1.0)
-    return {"loss": float(total.loss) / weight, "accuracy": float(total.correct) / weight, "params": params,
-            "model": model}
+def evaluate_init(config) -> dict:
+    """Validation loss of a run's initial params (the trainer's init, same rng, on the same
+    held-out batches its evaluations use), and the params themselves."""
+    from seqpt_jax.train import loop
+    trainer = loop.setup(config)
+    params = trainer.initial_params()
+    return {**trainer.evaluate(params), "params": params, "model": trainer.model, "kind": trainer.kind}
 
 
 class Runner:
@@ -127,43 +110,37 @@ class Runner:
         b += [f"{macro_name} = {self.checkpoint(dep, seed)!r}" for macro_name, dep in arm.needs.items()]
         return b
 
-    def _init_point(self, work: Path) -> dict:
+    def _init_point(self, work: Path, config) -> dict:
         """The step-0 evaluation of the arm's init (cached: it never changes). Every curve starts
         there, so FLOPs-to-target can be read before the first evaluation of training."""
         path = work / "init_eval.json"
         if path.is_file():
             return json.loads(path.read_text("utf-8"))
-        res = evaluate_init()
+        res = evaluate_init(config)
         point = {"loss": res["loss"], "accuracy": res["accuracy"]}
         write_json_atomic(path, point)
         return point
 
+    def _configure(self, arm, seed: int, model_dir: Path, **overrides):
+        return launcher.configure(spec.gin_files(self.experiment, arm.name, self.scale, self.hw),
+                                  self._bindings(arm, seed, model_dir), **overrides)
+
     def _train(self, arm, seed: int, work: Path) -> dict:
-        import gin
-
         from seqpt_jax import models
-        from seqpt_jax.demo.backend import curve
-        from seqpt_jax.train import loop
+        from seqpt_jax.experiment.curves import curve
         model_dir = work / "train"
-        spec.parse(self.experiment, arm.name, self.scale, self.hw, self._bindings(arm, seed, model_dir))
-        start = self._init_point(work)
-
-        def write_config():
-            model_dir.mkdir(parents=True, exist_ok=True)
-            (model_dir / "config.gin").write_text(gin.operative_config_str(), "utf-8")
-
         hook = self.on_step(arm.name, seed) if self.on_step else None
-        summary = gin.get_configurable(loop.train)(on_ready=write_config, progress=self.progress, on_step=hook)
-        write_config()
+        config = self._configure(arm, seed, model_dir, progress=self.progress, on_step=hook)
+        start = self._init_point(work, config)
+        summary = launcher.launch(config)
         if summary.get("stopped"):  # saved, not finished: no DONE record; a rerun resumes it
             from seqpt_jax.train.preemption import Stopped
             self.log(f"{arm.name} (seed {seed}): stopped by {summary['stopped']} after step {summary['stopped_at']} "
                      f"of {summary['steps']}; rerun the same command to continue")
             raise Stopped(summary["stopped"], summary.get("stopped_at"))
         points = [[0.0, start["loss"]], *curve(str(model_dir / "tb"))]
-        model = spec.train_value("model")
         return {"arm": arm.name, "seed": seed, "op": "train", "checkpoint": str(model_dir),
-                "params": models.count_params(models.param_shapes(model)), "steps": summary["steps"],
+                "params": models.count_params(models.param_shapes(config.model)), "steps": summary["steps"],
                 "train_flops": float(summary["train_flops"]), "flops_by_phase": summary.get("flops_by_phase", {}),
                 "tokens": summary["tokens"], "phases": summary.get("phases"), "curve": points,
                 "init_val_loss": start["loss"],
@@ -174,10 +151,9 @@ class Runner:
     def _init_only(self, arm, seed: int, work: Path) -> dict:
         """An `init` arm: the run's init hook applied and saved (e.g. an extracted encoder)."""
         from seqpt_jax import models, params_io
-        spec.parse(self.experiment, arm.name, self.scale, self.hw, self._bindings(arm, seed, work / "train"))
-        res = evaluate_init()
-        kind = {cls: name for name, cls in models.KINDS.items()}[type(res["model"])]
-        path = params_io.save_params(str(work / "params"), kind, res["model"].cfg, res["params"], overwrite=True)
+        res = evaluate_init(self._configure(arm, seed, work / "train"))
+        path = params_io.save_params(str(work / "params"), res["kind"], res["model"].cfg, res["params"],
+                                     overwrite=True)
         return {"arm": arm.name, "seed": seed, "op": "init", "checkpoint": path,
                 "params": models.count_params(res["params"]), "steps": 0, "train_flops": 0.0, "tokens": 0,
                 "curve": [[0.0, res["loss"]]], "init_val_loss": res["loss"], "final_val_loss": res["loss"]}

@@ -21,22 +21,22 @@ later) sets the sizes and budgets every arm refers to through macros.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import inspect
-import logging
-import re
 from pathlib import Path
 
+from seqpt_jax import gin_config
 from seqpt_jax.errors import UserError
 
 ROLES = ("source", "scratch", "recipe", "control", "encoder")
 OPS = ("train", "init")
 
+# The gin plumbing (gin_config), under the names the experiment modules use.
+value, macro, placeholder_bindings, required_macros = (gin_config.value, gin_config.macro,
+                                                       gin_config.placeholder_bindings, gin_config.required_macros)
+
 
 def gin_dir() -> str:
-    from seqpt_jax.commands.train import GIN_DIR
-    return GIN_DIR
+    return gin_config.GIN_DIR
 
 
 def experiments_dir() -> Path:
@@ -84,60 +84,20 @@ def parse(experiment: str, arm: str, scale: str, hw: str, bindings: list[str], o
     """Parses the arm's composition into gin's global config (as `seqpt train` does).
     `optional`: macro bindings applied only where the composition defines the macro (e.g.
     `placeholder_bindings`; `seqpt train` refuses a binding of a macro nothing defines)."""
-    from seqpt_jax.commands import train as train_cmd
-    root = logging.getLogger()
-    root.addFilter(_quiet_include_search)
-    files = gin_files(experiment, arm, scale, hw)
-    try:
-        if optional:
-            defined = train_cmd.macros_defined_by(files, [gin_dir()])
-            bindings = [b for b in optional if b.split("=", 1)[0].strip() in defined] + list(bindings)
-        train_cmd.parse_gin(files, bindings, [gin_dir()])
-    finally:
-        root.removeFilter(_quiet_include_search)
+    gin_config.parse(gin_files(experiment, arm, scale, hw), bindings, optional=optional)
 
 
-def _quiet_include_search(record: logging.LogRecord) -> bool:
-    """gin logs an ERROR for every search-path entry an include is not under; not an error."""
-    return not str(record.getMessage()).startswith("Path not found:")
-
-
-def value(selector: str, default=inspect.Parameter.empty):
-    """A bound gin value with references evaluated (macros, @fn()), else `default`."""
-    import gin
-    try:
-        return copy.deepcopy(gin.query_parameter(selector))
-    except ValueError:
-        if default is inspect.Parameter.empty:
-            raise
-        return default
-
-
-def macro(name: str, default=inspect.Parameter.empty):
-    return value(f"{name}/macro.value", default)
-
-
-def train_default(name: str):
-    from seqpt_jax.train import loop
-    return inspect.signature(loop.train).parameters[name].default
+def train_config(**overrides):
+    """The parsed arm's `train.config.TrainConfig` (what its run trains with)."""
+    return gin_config.train_config(**overrides)
 
 
 def train_value(name: str):
-    """`loop.train`'s argument `name` as this composition binds it (or its default)."""
-    return value(f"loop.train.{name}", train_default(name))
-
-
-def required_macros() -> list[str]:
-    """Every macro some gin file declares `%gin.REQUIRED` (MODEL_DIR, VOCAB, checkpoints...)."""
-    names = set()
-    for path in Path(gin_dir()).rglob("*.gin"):
-        names.update(re.findall(r"^([A-Z][A-Z0-9_]*)\s*=\s*%gin\.REQUIRED", path.read_text("utf-8"), re.M))
-    return sorted(names)
-
-
-def placeholder_bindings() -> list[str]:
-    """Values for every %gin.REQUIRED macro: enough to parse and read shapes, touching no file."""
-    return [f"{name} = '/nonexistent/{name.lower()}'" for name in required_macros()]
+    """`loop.train`'s argument `name` as the parsed arm's config holds it."""
+    from seqpt_jax.train.config import GROUPS
+    config = train_config()
+    groups = [config, *(getattr(config, g) for g in GROUPS)]
+    return next(getattr(g, name) for g in groups if name in {f.name for f in dataclasses.fields(g)})
 
 
 def read_arm(experiment: str, name: str, scale: str, hw: str = "hw/cpu.gin") -> Arm:

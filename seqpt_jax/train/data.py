@@ -90,12 +90,17 @@ class SyntheticSource:
             batch = {"encoder_input_tokens": tokens, "decoder_target_tokens": targets,
                      "decoder_input_tokens": np.concatenate([np.zeros((b, 1), np.int32), targets[:, :-1]], 1),
                      "decoder_loss_weights": (targets != 0).astype(np.float32)}
+            if self.objective == "seq2seq_masked":  # + the encoder MLM targets (seq2seq_masked_encoder.gin)
+                weights = ((rng.random((b, n)) < 0.15) & (tokens != 0)).astype(np.float32)
+                batch.update(encoder_input_tokens=np.where(weights > 0, 1, tokens).astype(np.int32),
+                             mlm_targets=tokens, mlm_weights=weights)
         return {k: x[self.rows] for k, x in batch.items()}
 
 
 def synthetic(split: str, batch_size: int, seed: int, shard: tuple[int, int], *, objective: str = "mlm",
               vocab_size: int = 101, length: int = 16, target_length: int = 8) -> Source:
-    """Deterministic random batches (objective mlm | seq2seq) for tests and benchmarks."""
+    """Deterministic random batches (objective mlm | seq2seq | seq2seq_masked: seq2seq whose encoder
+    input is also MLM-masked) for tests and benchmarks."""
     return SyntheticSource(split, batch_size, seed, shard, objective, vocab_size, length, target_length)
 
 

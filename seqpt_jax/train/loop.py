@@ -1,148 +1,46 @@
-"""The training loop: `train(model_dir, model, data, ...)`, the function `seqpt train` calls.
+"""The trainer: `train(model_dir, model, data, ...)` (what gin binds as `loop.train.X`) makes a
+frozen `TrainConfig`, `setup(config)` builds what the steps need (a `Trainer`), and `run(config)`
+is the loop, read top to bottom:
 
-It resumes from MODEL_DIR when a checkpoint is there, builds one compiled step per *phase*
-(bert2BERT sub-models sampled per step, then frozen, then unfrozen; or distillation from a
-teacher, then plain training), and logs loss, learning rate, tokens/s, MFU and cumulative FLOPs.
-Loss is checked one step behind (so the device is never stalled) and always right before a save,
-so a NaN never reaches a checkpoint.
+    set-up      mesh, parameter shapes and shardings, optimizer, phases (setup)
+    data        the source, its first batch, the run's record (run.json, `run_dir.RECORDED`)
+    state       the last checkpoint, or the init hook's params
+    the loop    per step: its phase's compiled step, loss checked one step behind (the device is
+                never stalled), tokens / FLOPs / throughput, logs, evaluation, checkpoints, stop
+    summary     summary.json
+
+Phases (`train.phases`): bert2BERT sub-models sampled per step, then frozen, then unfrozen; or
+distillation from a teacher, then plain training. The loss is always checked right before a
+save, so a NaN never reaches a checkpoint. MODEL_DIR is locked for the run; a resume must keep
+the recorded settings. SIGTERM / SIGINT stop after the current step with a checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import json
 from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
-from etils import epath
 
 from seqpt_jax import models, params_io
 from seqpt_jax.errors import UserError
 from seqpt_jax.train import (checkpoints, data as data_lib, distill as distill_lib, freezing,
                              metrics as metrics_lib, partitioning, perf, preemption, run_dir, state as state_lib,
                              step as step_lib, validate)
+from seqpt_jax.train.config import TrainConfig, TwoStage, kind_of
 from seqpt_jax.train.optimizers import OptimizerConfig, make_optimizer
+from seqpt_jax.train.phases import (Phase, late_params, phase_at, phase_flops, phase_model, phases,  # noqa: F401
+                                    sample_index)
 
 
 class Diverged(UserError):
     """The loss became NaN or inf; the last good checkpoint is kept."""
 
     exit_code = 3
-
-
-@dataclasses.dataclass(frozen=True)
-class TwoStage:
-    """bert2BERT's first stage: for `steps` steps, each step trains a sub-model i drawn
-    uniformly from 1..L/block (L: the encoder's layers): the bottom i * block layers with the
-    head, updating only their top `block` layers (and the embeddings / head if asked)."""
-
-    block: int
-    steps: int
-    train_embeddings: bool = False
-    train_head: bool = False
-
-
-@dataclasses.dataclass(frozen=True)
-class Phase:
-    name: str
-    end: int                                  # first step after this phase
-    trainable: Any
-    sub: freezing.SubModel | None = None
-    distill: bool = False                     # the step also runs the teacher (train.distill)
-
-    @property
-    def group(self) -> str:
-        """Sub-models sampled in one stage share a group ('stage1')."""
-        return self.name.split("/")[0]
-
-
-def phases(params, total_steps: int, freeze: Sequence[str] = (), unfreeze_step: int = 0,
-           two_stage: TwoStage | None = None, distill_steps: int = 0) -> list[Phase]:
-    """The run cut into phases, in order: the sampled sub-models of the two-stage stage (one
-    phase each, sharing `end`), frozen steps, then the full model; with `distill_steps` (the
-    full model only), the distillation phase, then the full model."""
-    out, start = [], 0
-    if distill_steps > 0:
-        if (freeze and unfreeze_step > 0) or (two_stage is not None and two_stage.steps > 0):
-            raise UserError("distillation does not combine with freezing or a two-stage stage yet; drop "
-                            "loop.train.distill or the freeze / two_stage settings.")
-        out.append(Phase("distill", distill_steps, freezing.all_trainable(params), distill=True))
-    if two_stage is not None and two_stage.steps > 0:
-        layers = params["encoder"]["layers"]
-        depth = jax.tree.leaves(layers)[0].shape[0]
-        start = two_stage.steps
-        for sub in freezing.two_stage_sub_models(depth, two_stage.block, two_stage.train_embeddings,
-                                                 two_stage.train_head):
-            out.append(Phase(f"stage1/sub{sub.num_layers // two_stage.block}", start,
-                             freezing.sub_model_trainable(params, sub), sub))
-    if freeze and unfreeze_step > start:
-        out.append(Phase("frozen", unfreeze_step, freezing.freeze_by_regex(params, freeze)))
-    out.append(Phase("full", max(total_steps, 1), freezing.all_trainable(params)))
-    return out
-
-
-def sample_index(seed: int, step: int, n: int) -> int:
-    """Uniform in [0, n), a function of (seed, step) only, so a resumed run draws the same."""
-    return int(np.random.default_rng([seed, step, 2]).integers(n))
-
-
-def phase_at(all_phases: list[Phase], step: int, seed: int = 0) -> Phase:
-    """The phase of `step`; among sub-models sharing an end, the one sampled for this step."""
-    phase = next((p for p in all_phases if step < p.end), all_phases[-1])
-    if phase.sub is None:
-        return phase
-    here = [p for p in all_phases if p.sub is not None and p.group == phase.group]
-    return here[sample_index(seed, step, len(here))]
-
-
-def late_params(shapes, freeze: Sequence[str], unfreeze_step: int):
-    """Bool tree: the params frozen until `unfreeze_step` (they get an optimizer of their own)."""
-    if not freeze or unfreeze_step <= 0:
-        return None
-    return jax.tree.map(lambda t: not t, freezing.freeze_by_regex(shapes, freeze))
-
-
-def phase_model(kind: str, cfg, model, phase: Phase):
-    """(model, cfg, sub-model or None) of the step a phase runs."""
-    if phase.sub is None:
-        return model, cfg, None
-    sub_cfg = freezing.sub_model_config(cfg, phase.sub)
-    return model.clone(cfg=sub_cfg), sub_cfg, phase.sub  # keeps the model's flags (encoder_mlm_head)
-
-
-def phase_flops(kind: str, cfg, shapes, phase: Phase, batch_size: int, enc: int, dec: int,
-                head_positions: int | None = None, teacher: tuple | None = None) -> float:
-    """The ledger's FLOPs of one step of `phase` (perf.train_flops on what the step runs;
-    head_positions: rows' positions the MLM head runs on, default all). A distill phase adds
-    the forward pass of `teacher` = (its config, its param shapes) on the same batch."""
-    extra = 0.0
-    if phase.distill:
-        if teacher is None:
-            raise ValueError("a distill phase's FLOPs need the teacher's (config, shapes)")
-        t_cfg, t_shapes = teacher
-        extra = perf.forward_flops(kind, t_cfg, t_shapes, batch_size, enc, dec, head_positions)
-    if phase.sub is not None:
-        cfg = freezing.sub_model_config(cfg, phase.sub)
-        shapes = freezing.sub_model_view(shapes, phase.sub)
-        trainable = freezing.uniform(freezing.sub_model_view(phase.trainable, phase.sub))
-    else:
-        trainable = phase.trainable
-    return perf.train_flops(kind, cfg, shapes, trainable, batch_size, enc, dec, head_positions)["total"] + extra
-
-
-def _kind(model) -> str:
-    for name, cls in models.KINDS.items():
-        if type(model) is cls:
-            return name
-    raise UserError(f"train needs an encoder_mlm or encoder_decoder model, got {type(model).__name__}.")
-
-
-def _batch_tokens(batch: dict, pad_id: int) -> int:
-    n = int(np.sum(batch["encoder_input_tokens"] != pad_id))
-    if "decoder_target_tokens" in batch:
-        n += int(np.sum(batch["decoder_target_tokens"] != 0))
-    return n * jax.process_count()
 
 
 def train(model_dir: str, model, data: Callable, *, steps: int, batch_size: int,
@@ -154,7 +52,8 @@ def train(model_dir: str, model, data: Callable, *, steps: int, batch_size: int,
           init: state_lib.InitFn | None = None, encoder_mlm_weight: float = 0.0,
           distill: distill_lib.Distill | None = None, progress: bool | None = None,
           on_step: Callable[[int, Any], None] | None = None,
-          on_ready: Callable[[], None] | None = None) -> dict:
+          on_ready: Callable[[], None] | None = None,
+          then: Callable[[TrainConfig], Any] | None = None) -> dict:
     """Trains `model` for `steps` optimizer steps; returns the run summary (also summary.json).
 
     data: a source factory `(split, batch_size, seed, shard) -> source` (see `train.data`).
@@ -172,109 +71,281 @@ def train(model_dir: str, model, data: Callable, *, steps: int, batch_size: int,
     keep / keep_every: the newest `keep` checkpoints are kept; keep_every > 0 also saves and
       keeps every multiple of it (a run to evaluate along the way, e.g. downstream against FLOPs).
     on_step(step, state): called after every step (e.g. notebooks, tests).
+    then: what to do with the config (default `run`); the launcher passes `lambda c: c` to read
+      the config gin binds without training.
 
-    MODEL_DIR is locked for the run (`run_dir`); a resume must keep the recorded settings
-    (`run_dir.RECORDED`). SIGTERM / SIGINT stop after the current step with a checkpoint; the
-    summary then has `stopped` (the signal) and `stopped_at` (`preemption`).
+    A resume must keep the recorded settings (`run_dir.RECORDED`). SIGTERM / SIGINT stop after
+    the current step with a checkpoint; the summary then has `stopped` (the signal) and
+    `stopped_at` (`preemption`).
     """
-    validate.train_args(steps=steps, batch_size=batch_size, grad_accum=grad_accum, seed=seed,
-                        save_every=save_every, keep=keep, keep_every=keep_every, eval_every=eval_every,
-                        eval_batches=eval_batches, log_every=log_every, unfreeze_step=unfreeze_step, z_loss=z_loss)
-    validate.optimizer(optimizer)
-    model_dir = run_dir.resolve(model_dir)
-    run_dir.check_writable(model_dir)
-    lock = run_dir.acquire_lock(model_dir)
-    try:
-        return _train_locked(model_dir, model, data, steps=steps, batch_size=batch_size, optimizer=optimizer,
-                             mesh_shape=mesh_shape, rules=rules, grad_accum=grad_accum, z_loss=z_loss, seed=seed,
-                             save_every=save_every, keep=keep, keep_every=keep_every,
-                             async_checkpoints=async_checkpoints,
-                             eval_every=eval_every, eval_batches=eval_batches, log_every=log_every, freeze=freeze,
-                             unfreeze_step=unfreeze_step, two_stage=two_stage, init=init,
-                             encoder_mlm_weight=encoder_mlm_weight, distill=distill, progress=progress,
-                             on_step=on_step, on_ready=on_ready)
-    finally:
-        if lock is not None:
-            lock.release()
+    arguments = dict(locals())
+    del arguments["then"]
+    return (then or run)(TrainConfig.of(**arguments))
 
 
-def _train_locked(model_dir, model, data, *, steps, batch_size, optimizer, mesh_shape, rules, grad_accum, z_loss,
-                  seed, save_every, keep, keep_every, async_checkpoints, eval_every, eval_batches, log_every, freeze,
-                  unfreeze_step, two_stage, init, encoder_mlm_weight, distill, progress, on_step, on_ready) -> dict:
-    if batch_size % grad_accum:
-        raise UserError(f"batch_size {batch_size} must divide by grad_accum {grad_accum}.")
-    kind, cfg = _kind(model), model.cfg
-    if encoder_mlm_weight < 0 or (encoder_mlm_weight and kind != "encoder_decoder"):
-        raise UserError(f"encoder_mlm_weight={encoder_mlm_weight} needs an encoder_decoder model and a "
-                        f"weight >= 0; set loop.train.encoder_mlm_weight = 0 for {kind}.")
+# ---------------------------------------------------------------------------------------------
+# Set-up: everything the steps need, built from the config alone (no data, no checkpoint).
+
+@dataclasses.dataclass(frozen=True)
+class Trainer:
+    config: TrainConfig
+    kind: str
+    model: Any               # as trained: a seq2seq model has its encoder MLM head iff that loss is on
+    mesh: Any
+    table: Any               # logical-axis rules
+    shapes: Any              # parameter ShapeDtypeStructs
+    shardings: Any
+    tx: Any
+    lr_schedule: Callable
+    phases: list
+
+    @property
+    def cfg(self):
+        return self.model.cfg
+
+    @functools.cached_property
+    def teacher(self) -> tuple | None:
+        """(Distill, teacher model) of a distilling run (reads the teacher's model.json), else None."""
+        spec = self.config.recipe.distill
+        return build_teacher(self.kind, self.cfg, spec) if spec is not None else None
+
+    def phase_at(self, step: int) -> Phase:
+        return phase_at(self.phases, step, self.config.schedule.seed)
+
+    def step_fn(self, phase: Phase):
+        """The compiled train step of `phase` (a distill phase loads the teacher's params)."""
+        step_model, _, sub = phase_model(self.kind, self.cfg, self.model, phase)
+        teacher = load_teacher(self.teacher, self.mesh, self.table) if phase.distill else None
+        o = self.config.optimization
+        return step_lib.make_train_step(step_model, self.tx, self.lr_schedule, phase.trainable, self.mesh,
+                                        self.table, grad_accum=self.config.schedule.grad_accum, z_loss=o.z_loss,
+                                        encoder_mlm_weight=self.config.recipe.encoder_mlm_weight, sub_model=sub,
+                                        teacher=teacher)
+
+    def phase_flops(self, phase: Phase, enc: int, dec: int, head: int | None = None,
+                    teacher: tuple | None = None) -> float:
+        """The ledger's FLOPs of one step of `phase` on batches of these lengths (`teacher`: its
+        (config, shapes); default this run's teacher, read from its checkpoint)."""
+        if phase.distill and teacher is None:
+            teacher = teacher_shapes(self.teacher[1])
+        return phase_flops(self.kind, self.cfg, self.shapes, phase, self.config.schedule.batch_size, enc, dec,
+                           head, teacher if phase.distill else None)
+
+    def batch_flops(self, phase: Phase, batch: dict) -> float:
+        enc = batch["encoder_input_tokens"].shape[1]
+        dec = batch["decoder_input_tokens"].shape[1] if "decoder_input_tokens" in batch else 0
+        head = batch["mlm_positions"].shape[1] if "mlm_positions" in batch else None
+        return self.phase_flops(phase, enc, dec, head)
+
+    def initial_params(self):
+        """The params a fresh run starts from (the init hook, or the model's initialisers)."""
+        init = self.config.recipe.init or state_lib.fresh_init(self.model)
+        return state_lib.initial_params(init, self.shapes, self.shardings, self.config.schedule.seed)
+
+    def new_state(self):
+        init = self.config.recipe.init or state_lib.fresh_init(self.model)
+        return state_lib.create(init, self.tx, self.shapes, self.shardings, self.mesh, self.config.schedule.seed)
+
+    def abstract_state(self):
+        return state_lib.abstract_state(self.tx, self.shapes, self.shardings, self.mesh)
+
+    @functools.cached_property
+    def eval_step(self):
+        return step_lib.make_eval_step(self.model, self.mesh, self.table, self.config.optimization.z_loss,
+                                       self.config.recipe.encoder_mlm_weight)
+
+    def evaluate(self, params) -> dict:
+        """Mean loss and accuracy over `eval_batches` validation batches (the same ones each time)."""
+        s = self.config.schedule
+        source = self.config.data("validation", s.batch_size, s.seed, (jax.process_index(), jax.process_count()))
+        total = None
+        for _ in range(self.config.evaluation.eval_batches):
+            sums = self.eval_step(params, data_lib.to_global(next(source), self.mesh))
+            total = sums if total is None else type(sums)(*(a + b for a, b in zip(total, sums)))
+        weight = max(float(total.weight), 1.0)
+        return {"loss": float(total.loss) / weight, "accuracy": float(total.correct) / weight}
+
+    def record(self, first: dict) -> dict:
+        """What run.json records and compares on resume (`run_dir.RECORDED` / `MAY_CHANGE`)."""
+        r, s = self.config.recipe, self.config.schedule
+        model = {k: v for k, v in self.cfg.to_dict().items() if k not in run_dir.MODEL_FIELDS_MAY_CHANGE}
+        # the kind's settings beside its config (electra: generator width, RTD weight)
+        model.update({k: getattr(self.model, k) for k in models.OPTIONS.get(self.kind, ())})
+        schedule = {"freeze": list(r.freeze), "unfreeze_step": r.unfreeze_step if r.freeze else 0,
+                    "two_stage": dataclasses.asdict(r.two_stage) if r.two_stage else None}
+        if r.distill is not None:  # only then, so runs recorded before distillation existed still resume
+            schedule["distill"] = r.distill.record()
+        return {"kind": self.kind, "model": model, "batch_size": s.batch_size, "seed": s.seed,
+                "optimizer": self.config.optimization.optimizer.name,
+                "schedule": json.loads(json.dumps(schedule, default=list)),
+                "data": run_dir.batch_signature(first, jax.process_count())}
+
+
+def setup(config: TrainConfig) -> Trainer:
+    """The trainer of `config`: what `run` and anything that prices, times or evaluates the
+    run's steps (the experiment's plan and init evaluation, `seqpt bench`) share."""
+    kind, model = config.kind, config.model
+    r, s = config.recipe, config.schedule
     if kind == "encoder_decoder":  # the encoder MLM head exists exactly when its loss is on
-        model = model.clone(encoder_mlm_head=encoder_mlm_weight > 0)
-    if distill is not None:
-        distill.validate()
-        distill = distill if distill.active else None  # weight 0 / 0 steps: plain training, bit for bit
-    teacher = None
-    if distill is not None:
-        if encoder_mlm_weight:
-            raise UserError("distillation does not combine with the encoder MLM loss yet; set "
-                            "loop.train.encoder_mlm_weight = 0 or drop loop.train.distill.")
-        teacher = build_teacher(kind, cfg, distill)
-    mesh, table = partitioning.make_mesh(mesh_shape), partitioning.rules(rules)
-    split_rows = mesh.shape["data"] * mesh.shape["fsdp"] * grad_accum
-    if batch_size % split_rows:
-        raise UserError(f"batch_size {batch_size} must divide by data x fsdp x grad_accum = {split_rows}.")
-    shapes, logical = models.param_shapes(model), models.logical_axes(model)
-    param_shardings = partitioning.shardings(logical, shapes, table, mesh)
-    tx, schedule = make_optimizer(optimizer, shapes, steps, late=late_params(shapes, freeze, unfreeze_step),
-                                  late_start=unfreeze_step)
-    shard = (jax.process_index(), jax.process_count())
-    source = data("train", batch_size, seed, shard)
-    first = _peek(source)
-    validate.batch_fits(first, cfg)
-    record = _record(kind, cfg, batch_size, seed, optimizer, freeze, unfreeze_step, two_stage, first, distill,
-                     options={k: getattr(model, k) for k in models.OPTIONS.get(kind, ())})
-    run_dir.on_process_0(lambda: run_dir.check_record(model_dir, record, bool(checkpoints.committed_steps(model_dir))),
-                         "checking the run's recorded settings")
-    ckpt = checkpoints.Checkpointer(model_dir, keep=keep, keep_period=keep_every, async_save=async_checkpoints)
-    run_log = None
-    try:
-        restored = ckpt.restore_latest(state_lib.abstract_state(tx, shapes, param_shardings, mesh))
+        model = model.clone(encoder_mlm_head=r.encoder_mlm_weight > 0)
+    mesh = partitioning.make_mesh(config.optimization.mesh_shape)
+    table = partitioning.rules(config.optimization.rules)
+    split_rows = mesh.shape["data"] * mesh.shape["fsdp"] * s.grad_accum
+    if s.batch_size % split_rows:
+        raise UserError(f"batch_size {s.batch_size} must divide by data x fsdp x grad_accum = {split_rows}.")
+    shapes = models.param_shapes(model)
+    shardings = partitioning.shardings(models.logical_axes(model), shapes, table, mesh)
+    tx, lr_schedule = make_optimizer(config.optimization.optimizer, shapes, s.steps,
+                                     late=late_params(shapes, r.freeze, r.unfreeze_step), late_start=r.unfreeze_step)
+    all_phases = phases(shapes, s.steps, r.freeze, r.unfreeze_step, r.two_stage,
+                        r.distill.steps if r.distill else 0)
+    return Trainer(config, kind, model, mesh, table, shapes, shardings, tx, lr_schedule, all_phases)
+
+
+# ---------------------------------------------------------------------------------------------
+# The run.
+
+def run(config: TrainConfig) -> dict:
+    """Trains as `config` says; returns the run summary (also MODEL_DIR/summary.json)."""
+    validate.steps(config.schedule.steps)
+    model_dir = run_dir.resolve(config.model_dir)
+    run_dir.check_writable(model_dir)
+    with run_dir.locked(model_dir), contextlib.ExitStack() as cleanup:
+        # ----- set-up ---------------------------------------------------------------------------
+        trainer = setup(config)
+        trainer.teacher  # noqa: B018 - a distilling run reads its teacher's model.json before anything else
+        s, c, e = config.schedule, config.checkpointing, config.evaluation
+        steps = s.steps
+
+        # ----- data: the source, its first batch, the run's record --------------------------------
+        source = config.data("train", s.batch_size, s.seed, (jax.process_index(), jax.process_count()))
+        first = _peek(source)
+        validate.batch_fits(first, trainer.cfg)
+        record = trainer.record(first)
+        run_dir.on_process_0(
+            lambda: run_dir.check_record(model_dir, record, bool(checkpoints.committed_steps(model_dir))),
+            "checking the run's recorded settings")
+
+        # ----- state: the last checkpoint, else the init -------------------------------------------
+        ckpt = checkpoints.Checkpointer(model_dir, keep=c.keep, keep_period=c.keep_every,
+                                        async_save=c.async_checkpoints)
+        cleanup.callback(ckpt.close)
+        restored = ckpt.restore_latest(trainer.abstract_state())
         if restored is None:
-            state = state_lib.create(init or state_lib.fresh_init(model), tx, shapes, param_shardings,
-                                     mesh, seed)
-            data_state, meta = None, {"tokens": 0, "flops": 0.0, "first_loss": None}
+            state, data_state, meta = trainer.new_state(), None, {"tokens": 0, "flops": 0.0, "first_loss": None}
         else:
             state, data_state, meta = restored
         start = int(state.step)
         if jax.process_index() == 0:
             run_dir.ensure_record(model_dir, record)
-            (epath.Path(model_dir) / "model.json").write_text(
-                json.dumps({"kind": kind, "config": cfg.to_dict()}, indent=2, sort_keys=True))
-        if on_ready is not None:
-            on_ready()
+            run_dir.write_model(model_dir, trainer.kind, trainer.cfg)
+        if config.hooks.on_ready is not None:
+            config.hooks.on_ready()
         if data_state is not None:
             source.restore(data_state)
         feed = data_lib.Prefetcher(source)
-        run_log = metrics_lib.RunLog(model_dir, steps, start, progress)
+        run_log = metrics_lib.RunLog(model_dir, steps, start, e.progress)
+        cleanup.callback(run_log.close)
         if start:
             run_log.message(f"resumed from step {start} in {ckpt.directory}")
         if start >= steps:
             run_log.message(f"already at step {start}, at or past steps={steps}: nothing to train; raise "
                             f"TRAIN_STEPS to continue")
-        with preemption.StopRequests() as stop:
-            summary = _run(dict(
-                model=model, kind=kind, cfg=cfg, data=data, state=state, meta=meta, feed=feed, ckpt=ckpt,
-                run_log=run_log, tx=tx, schedule=schedule, mesh=mesh, table=table, shapes=shapes, steps=steps,
-                batch_size=batch_size, grad_accum=grad_accum, z_loss=z_loss,
-                encoder_mlm_weight=encoder_mlm_weight, seed=seed, save_every=save_every, keep_every=keep_every,
-                eval_every=eval_every, eval_batches=eval_batches, log_every=log_every, freeze=freeze,
-                unfreeze_step=unfreeze_step, two_stage=two_stage, teacher=teacher, on_step=on_step,
-                start=start, stop=stop))
-    finally:
-        ckpt.close()
-        if run_log is not None:
-            run_log.close()
+        stop_requests = cleanup.enter_context(preemption.StopRequests())
+
+        # ----- the loop ---------------------------------------------------------------------------
+        compiled: dict = {}       # phase name -> (step fn, FLOPs per step)
+        peak, peak_note = perf.peak_flops_per_device()
+        timer = perf.Throughput(len(jax.devices()), peak)
+        timed = None              # the phase group being timed (sampled sub-models are timed together)
+        pending = None            # (step, metrics) not yet checked for NaN
+        last_loss, stop = None, None
+
+        def check(step, metrics) -> float:
+            loss = float(metrics["loss"])
+            if not np.isfinite(loss):
+                good = ckpt.steps()
+                raise Diverged(f"loss became {loss} at step {step}; stopped without saving. The last good "
+                               f"checkpoint is step {good[-1] if good else 'none'} in {ckpt.directory}; lower "
+                               f"the learning rate or raise warmup_steps and rerun to resume from it.")
+            return loss
+
+        for step in range(start, steps):
+            # one step: its phase's compiled function on the next batch
+            phase = trainer.phase_at(step)
+            local = next(feed)
+            fresh = phase.name not in compiled
+            if fresh:
+                compiled[phase.name] = (trainer.step_fn(phase), trainer.batch_flops(phase, local))
+                run_log.message(f"phase {phase.name} until step {phase.end}: "
+                                f"{compiled[phase.name][1] / 1e9:.3f} GFLOP/step; peak {peak_note}")
+            if fresh or phase.group != timed:
+                timer.close()
+            fn, flops = compiled[phase.name]
+            state, metrics = fn(state, data_lib.to_global(local, trainer.mesh))
+
+            # the previous step's loss, now that this one is queued
+            if pending is not None:
+                last_loss = check(*pending)
+                if meta.get("first_loss") is None:
+                    meta["first_loss"] = last_loss
+            pending = (step + 1, metrics)
+
+            # bookkeeping: tokens, the FLOPs ledger, throughput (the step that compiled is not timed)
+            tokens = _batch_tokens(local, trainer.cfg.pad_id)
+            meta["tokens"] += tokens
+            meta["flops"] += flops
+            by_phase = meta.setdefault("flops_by_phase", {})  # e.g. encoder frozen vs unfrozen
+            by_phase[phase.name] = by_phase.get(phase.name, 0.0) + flops
+            if fresh or phase.group != timed:
+                timer.start(phase.group, metrics)
+                timed = phase.group
+            else:
+                timer.add(tokens, flops, metrics)
+            done = step + 1
+            run_log.advance()
+
+            # logs and evaluation (eval time is not training time)
+            if done % e.log_every == 0 or done == steps:
+                values = {k: float(v) for k, v in metrics.items()}
+                values.update(timer.close())
+                values["cumulative_flops"] = meta["flops"]
+                run_log.log(done, values)
+            if e.eval_every and (done % e.eval_every == 0 or done == steps):
+                timer.close()
+                run_log.log(done, trainer.evaluate(state.params), prefix="eval")
+                timer.start(phase.group)
+
+            # checkpoints, after checking the loss (nor is saving training time)
+            stop = stop_requests.at(done) if done < steps else None
+            kept = c.keep_every and done % c.keep_every == 0
+            if stop or kept or done % c.save_every == 0 or done == steps:
+                timer.close()
+                last_loss = check(*pending)
+                pending = None
+                meta["last_loss"] = last_loss
+                ckpt.save(done, state, feed.state(), meta)
+                timer.start(phase.group)
+            if config.hooks.on_step is not None:
+                config.hooks.on_step(done, state)
+            if stop:
+                run_log.message(f"stopped by {stop} after step {done}; checkpoint {done} saved in {ckpt.directory}")
+                break
+
+        # ----- summary ----------------------------------------------------------------------------
+        timer.close()
+        if pending is not None:
+            last_loss = check(*pending)
+        ckpt.wait()
+        feed.close()
+        summary = {"steps": steps, "kind": trainer.kind, "first_loss": meta.get("first_loss"),
+                   "last_loss": last_loss, "tokens": meta["tokens"], "train_flops": meta["flops"],
+                   "flops_by_phase": dict(meta.get("flops_by_phase", {})), "checkpoints": ckpt.steps(),
+                   "phases": [p.name for p in trainer.phases], "throughput": timer.summary(),
+                   "peak": peak_note, "stopped": stop, "stopped_at": int(state.step) if stop else None}
+        run_log.message("done: " + json.dumps(summary))
     if jax.process_index() == 0:
-        (epath.Path(model_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
+        run_dir.write_summary(model_dir, summary)
     return summary
 
 
@@ -286,128 +357,15 @@ def _peek(source) -> dict:
     return batch
 
 
-def _record(kind, cfg, batch_size, seed, optimizer, freeze, unfreeze_step, two_stage, first, distill=None,
-            options=None) -> dict:
-    """What run_dir records and compares on resume (see run_dir.RECORDED / MAY_CHANGE)."""
-    model = {k: v for k, v in cfg.to_dict().items() if k not in run_dir.MODEL_FIELDS_MAY_CHANGE}
-    model.update(options or {})  # the kind's settings beside its config (electra: generator width, RTD weight)
-    schedule = {"freeze": list(freeze), "unfreeze_step": unfreeze_step if freeze else 0,
-                "two_stage": dataclasses.asdict(two_stage) if two_stage else None}
-    if distill is not None:  # only then, so runs recorded before distillation existed still resume
-        schedule["distill"] = distill.record()
-    return {"kind": kind, "model": model, "batch_size": batch_size, "seed": seed, "optimizer": optimizer.name,
-            "schedule": json.loads(json.dumps(schedule, default=list)),
-            "data": run_dir.batch_signature(first, jax.process_count())}
+def _batch_tokens(batch: dict, pad_id: int) -> int:
+    n = int(np.sum(batch["encoder_input_tokens"] != pad_id))
+    if "decoder_target_tokens" in batch:
+        n += int(np.sum(batch["decoder_target_tokens"] != 0))
+    return n * jax.process_count()
 
 
-def _lengths(batch: dict) -> tuple[int, int]:
-    enc = batch["encoder_input_tokens"].shape[1]
-    dec = batch["decoder_input_tokens"].shape[1] if "decoder_input_tokens" in batch else 0
-    return enc, dec
-
-
-def _run(r: dict) -> dict:
-    state, meta, feed, ckpt, run_log = r["state"], r["meta"], r["feed"], r["ckpt"], r["run_log"]
-    steps, kind, cfg = r["steps"], r["kind"], r["cfg"]
-    teacher = r["teacher"]  # (Distill, teacher model) or None
-    all_phases = phases(r["shapes"], steps, r["freeze"], r["unfreeze_step"], r["two_stage"],
-                        teacher[0].steps if teacher else 0)
-    compiled: dict = {}
-    peak, peak_note = perf.peak_flops_per_device()
-    n_dev = len(jax.devices())
-    r["eval_fn"] = step_lib.make_eval_step(r["model"], r["mesh"], r["table"], r["z_loss"],
-                                           r["encoder_mlm_weight"])
-    pending = None  # (step, metrics) not yet checked for NaN
-    timer = perf.Throughput(n_dev, peak)
-    last_loss = None
-
-    def check(step, metrics) -> float:
-        loss = float(metrics["loss"])
-        if not np.isfinite(loss):
-            good = ckpt.steps()
-            raise Diverged(f"loss became {loss} at step {step}; stopped without saving. The last good "
-                           f"checkpoint is step {good[-1] if good else 'none'} in {ckpt.directory}; lower "
-                           f"the learning rate or raise warmup_steps and rerun to resume from it.")
-        return loss
-
-    timed = None  # the phase group being timed (sampled sub-models are timed together)
-    for step in range(r["start"], steps):
-        phase = phase_at(all_phases, step, r["seed"])
-        local = next(feed)
-        fresh = phase.name not in compiled
-        if fresh:
-            step_model, step_cfg, sub = phase_model(kind, cfg, r["model"], phase)
-            with_teacher = load_teacher(teacher, r["mesh"], r["table"]) if phase.distill else None
-            fn = step_lib.make_train_step(step_model, r["tx"], r["schedule"], phase.trainable, r["mesh"],
-                                          r["table"], grad_accum=r["grad_accum"], z_loss=r["z_loss"],
-                                          encoder_mlm_weight=r["encoder_mlm_weight"], sub_model=sub,
-                                          teacher=with_teacher)
-            enc, dec = _lengths(local)
-            head = local["mlm_positions"].shape[1] if "mlm_positions" in local else None
-            flops = phase_flops(kind, cfg, r["shapes"], phase, r["batch_size"], enc, dec, head,
-                                teacher_shapes(teacher[1]) if phase.distill else None)
-            compiled[phase.name] = (fn, flops)
-            run_log.message(f"phase {phase.name} until step {phase.end}: {flops / 1e9:.3f} GFLOP/step; "
-                            f"peak {peak_note}")
-        if fresh or phase.group != timed:
-            timer.close()
-        fn, flops = compiled[phase.name]
-        state, metrics = fn(state, data_lib.to_global(local, r["mesh"]))
-        if pending is not None:
-            last_loss = check(*pending)
-            if meta.get("first_loss") is None:
-                meta["first_loss"] = last_loss
-        pending = (step + 1, metrics)
-        tokens = _batch_tokens(local, cfg.pad_id)
-        meta["tokens"] += tokens
-        meta["flops"] += flops
-        by_phase = meta.setdefault("flops_by_phase", {})  # e.g. encoder frozen vs unfrozen
-        by_phase[phase.name] = by_phase.get(phase.name, 0.0) + flops
-        if fresh or phase.group != timed:  # the step that compiled is not timed
-            timer.start(phase.group, metrics)
-            timed = phase.group
-        else:
-            timer.add(tokens, flops, metrics)
-        done = step + 1
-        run_log.advance()
-        if done % r["log_every"] == 0 or done == steps:
-            values = {k: float(v) for k, v in metrics.items()}
-            values.update(timer.close())
-            values["cumulative_flops"] = meta["flops"]
-            run_log.log(done, values)
-        if r["eval_every"] and (done % r["eval_every"] == 0 or done == steps):
-            timer.close()
-            run_log.log(done, _evaluate(r, state.params), prefix="eval")
-            timer.start(phase.group)  # eval is not training time
-        stop = r["stop"].at(done) if done < steps else None
-        kept = r["keep_every"] and done % r["keep_every"] == 0
-        if stop or kept or done % r["save_every"] == 0 or done == steps:
-            timer.close()
-            last_loss = check(*pending)
-            pending = None
-            meta["last_loss"] = last_loss
-            ckpt.save(done, state, feed.state(), meta)
-            timer.start(phase.group)  # nor is saving
-        if r["on_step"] is not None:
-            r["on_step"](done, state)
-        if stop:
-            run_log.message(f"stopped by {stop} after step {done}; checkpoint {done} saved in {ckpt.directory}")
-            break
-    else:
-        stop = None
-    timer.close()
-    if pending is not None:
-        last_loss = check(*pending)
-    ckpt.wait()
-    feed.close()
-    summary = {"steps": steps, "kind": kind, "first_loss": meta.get("first_loss"), "last_loss": last_loss,
-               "tokens": meta["tokens"], "train_flops": meta["flops"],
-               "flops_by_phase": dict(meta.get("flops_by_phase", {})), "checkpoints": ckpt.steps(),
-               "phases": [p.name for p in all_phases], "throughput": timer.summary(),
-               "peak": peak_note, "stopped": stop, "stopped_at": int(state.step) if stop else None}
-    run_log.message("done: " + json.dumps(summary))
-    return summary
-
+# ---------------------------------------------------------------------------------------------
+# Distillation's teacher.
 
 def build_teacher(kind: str, cfg, distill: distill_lib.Distill) -> tuple:
     """(distill, the teacher's model) from its model.json, checked against the run's model; the
@@ -432,12 +390,4 @@ def load_teacher(teacher: tuple, mesh, table) -> tuple:
     return t_model, params, spec
 
 
-def _evaluate(r: dict, params) -> dict:
-    """Mean loss and accuracy over `eval_batches` validation batches (the same ones each time)."""
-    source = r["data"]("validation", r["batch_size"], r["seed"], (jax.process_index(), jax.process_count()))
-    fn, total = r["eval_fn"], None
-    for _ in range(r["eval_batches"]):
-        sums = fn(params, data_lib.to_global(next(source), r["mesh"]))
-        total = sums if total is None else type(sums)(*(a + b for a, b in zip(total, sums)))
-    weight = max(float(total.weight), 1.0)
-    return {"loss": float(total.loss) / weight, "accuracy": float(total.correct) / weight}
+_kind = kind_of  # the trainer's kind check, by its old name

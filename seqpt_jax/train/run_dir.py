@@ -1,4 +1,7 @@
-"""A MODEL_DIR's ownership and identity: an exclusive lock, and the run's recorded settings.
+"""A MODEL_DIR: its layout, its ownership (an exclusive lock) and its identity (the recorded settings).
+
+Layout: every run, however it is started (`seqpt train`, an experiment arm, `seqpt bench`, a
+test), leaves the same files, described once in `LAYOUT` and written by `launcher` and `loop.run`.
 
 Lock: MODEL_DIR/trainer.lock holds {host, pid, start} of the trainer that owns the directory.
 It is created exclusively (O_EXCL; on a remote file system, which has no exclusive create,
@@ -15,6 +18,7 @@ Paths go through etils epath, so a gs:// MODEL_DIR is handled by the same code a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -29,6 +33,21 @@ from seqpt_jax.paths import is_remote, remote_error, resolve  # noqa: F401 - re-
 log = logging.getLogger(__name__)
 LOCK_FILE = "trainer.lock"
 RECORD_FILE = "run.json"
+MODEL_FILE = "model.json"
+SUMMARY_FILE = "summary.json"
+CONFIG_FILE = "config.gin"
+
+# A run directory's layout: file -> what it holds (who writes it).
+LAYOUT = {
+    CONFIG_FILE: "the operative gin config: every setting the run used (launcher; again at the end)",
+    RECORD_FILE: "the settings a resume must keep, `RECORDED` (loop.run, before the first step)",
+    "vocab.json": "the vocabulary's path and SHA-256 (launcher, `data.vocab_record`)",
+    MODEL_FILE: "{kind, config}: what `params_io` builds the model from (loop.run)",
+    "checkpoints/<step>/": "train state, data position and FLOPs/tokens so far (`train.checkpoints`)",
+    "tb/": "TensorBoard events: train/*, eval/* (`train.metrics`)",
+    SUMMARY_FILE: "the finished run: steps, losses, tokens, FLOPs by phase, throughput (loop.run)",
+    LOCK_FILE: "the owning trainer while it runs (this module)",
+}
 
 # What run.json holds: a change to any of these makes the checkpoints or the data stream another run's.
 RECORDED = {
@@ -185,6 +204,30 @@ def on_process_0(fn, what: str):
     if error is not None:
         raise error
     return result
+
+
+def write_model(model_dir: str, kind: str, cfg) -> None:
+    (epath.Path(model_dir) / MODEL_FILE).write_text(
+        json.dumps({"kind": kind, "config": cfg.to_dict()}, indent=2, sort_keys=True))
+
+
+def write_summary(model_dir: str, summary: dict) -> None:
+    (epath.Path(model_dir) / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+
+
+def write_config(model_dir: str, operative_config: str) -> None:
+    (epath.Path(model_dir) / CONFIG_FILE).write_text(operative_config)
+
+
+@contextlib.contextmanager
+def locked(model_dir: str):
+    """MODEL_DIR locked by process 0 for the block (`acquire_lock`)."""
+    lock = acquire_lock(model_dir)
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def acquire_lock(model_dir: str) -> Lock | None:

@@ -42,15 +42,21 @@ def state_shardings(abstract_state: TrainState, param_shardings, mesh: Mesh) -> 
     return TrainState(step=repl, params=param_shardings, opt_state=opt, rng=repl)
 
 
-def create(init_params: InitFn, optimizer: optax.GradientTransformation, abstract_params,
-           param_shardings, mesh: Mesh, seed: int) -> TrainState:
-    """A sharded TrainState: params from `init_params`, then `optimizer.init` under jit."""
-    rng = jax.random.PRNGKey(seed)
-    init_rng, state_rng = jax.random.split(rng)
+def initial_params(init_params: InitFn, abstract_params, param_shardings, seed: int):
+    """The params a run of `seed` starts from (float32, sharded): `init_params` on the first half
+    of the seed's key (the state's rng is the second)."""
+    init_rng = jax.random.split(jax.random.PRNGKey(seed))[0]
     with_shardings = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                                   abstract_params, param_shardings)
     params = init_params(init_rng, with_shardings)
-    params = jax.tree.map(lambda p, s: jax.device_put(jnp.asarray(p, jnp.float32), s), params, param_shardings)
+    return jax.tree.map(lambda p, s: jax.device_put(jnp.asarray(p, jnp.float32), s), params, param_shardings)
+
+
+def create(init_params: InitFn, optimizer: optax.GradientTransformation, abstract_params,
+           param_shardings, mesh: Mesh, seed: int) -> TrainState:
+    """A sharded TrainState: params from `init_params`, then `optimizer.init` under jit."""
+    params = initial_params(init_params, abstract_params, param_shardings, seed)
+    state_rng = jax.random.split(jax.random.PRNGKey(seed))[1]
 
     def build(params):
         return TrainState(step=jnp.zeros((), jnp.int32), params=params,

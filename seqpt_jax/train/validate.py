@@ -38,14 +38,21 @@ def _real(name: str, value, owner: str, positive: bool) -> None:
 
 
 def train_args(*, steps, batch_size, grad_accum, seed, save_every, keep, eval_every, eval_batches,
-               log_every, unfreeze_step, z_loss, keep_every=0) -> None:
+               log_every, unfreeze_step, z_loss, keep_every=0, min_steps=1) -> None:
+    """`min_steps` 0: a config that is only initialised and evaluated (an experiment's init arm);
+    training it needs `steps(...)`."""
     owner = "loop.train"
-    for name, value, minimum in [("steps", steps, 1), ("batch_size", batch_size, 1), ("grad_accum", grad_accum, 1),
+    for name, value, minimum in [("steps", steps, min_steps), ("batch_size", batch_size, 1), ("grad_accum", grad_accum, 1),
                                  ("seed", seed, 0), ("save_every", save_every, 1), ("keep", keep, 1), ("keep_every", keep_every, 0),
                                  ("eval_every", eval_every, 0), ("eval_batches", eval_batches, 1),
                                  ("log_every", log_every, 1), ("unfreeze_step", unfreeze_step, 0)]:
         _integer(name, value, owner, minimum)
     _real("z_loss", z_loss, owner, positive=False)
+
+
+def steps(value) -> None:
+    """A run trains at least one step."""
+    _integer("steps", value, "loop.train", 1)
 
 
 def optimizer(cfg) -> None:

@@ -1,20 +1,40 @@
-"""The demo's data: the corpus (found, or a demo-sized build of the demo languages on a fresh
-machine) and the downstream slice (`make_slice`: English training subsets and capped tests
-per language, in the corpus's layout) that `experiment.downstream` fine-tunes on.
+"""The experiments' downstream data and protocol: the corpus (found, or a demo-sized build of
+the demo languages on a fresh machine), the downstream slice (`make_slice`: English training
+subsets and capped tests per language, in the corpus's layout) sized by a `Plan`, and the
+cross-lingual fine-tuning protocol on it (`finetune`: `evaluate.protocol.run`) that
+`experiment.downstream` runs on every encoder.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
 from pathlib import Path
 from typing import Callable
 
-from seqpt_jax.demo.plan import Plan
 from seqpt_jax.errors import UserError
 
 TASKS = ("section", "ui_tagging")
+
+# en is fine-tuned on; the other six are zero-shot, in five scripts (Latin, Cyrillic, kana,
+# Han, Hangul). Each has DDTP translations (sections) and LibreOffice help (UI tagging).
+DEMO_LANGS = ("en", "de", "fr", "ru", "ja", "zh", "ko")
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    langs: tuple = DEMO_LANGS
+    # The corpus slice (per language), and the downstream subsets.
+    train_mb: float = 1.0
+    validation_mb: float = 0.1
+    section_labels: int = 8           # the most frequent English package sections
+    section_train: int = 2000
+    tagging_train: int = 1500
+    test_per_lang: int = 300
+    finetune_epochs: float = 1.0
+    finetune_length: int = 64
 
 
 # ----- corpus and data slice ------------------------------------------------------------------
@@ -134,3 +154,40 @@ def make_slice(corpus: Path, dst: Path, plan: Plan) -> dict:
     shutil.rmtree(dst, ignore_errors=True)
     tmp.rename(dst)
     return {"corpus": str(dst), "source": str(corpus), "langs": langs, "text": stats, "tasks": tasks}
+
+
+def finetune(checkpoint: str, corpus: str, voc: dict, plan: Plan, work: Path,
+             progress: bool | None = None, tasks: tuple | None = None, epochs: dict | None = None) -> dict:
+    """Fine-tuning in each task's source language (English for the corpus tasks) and zero-shot
+    tests on every other language, per task (`tasks`, default the demo's). `epochs` overrides
+    plan.finetune_epochs per task. Each task also reports its majority-label baseline."""
+    from seqpt_jax import params_io
+    from seqpt_jax.data import vocab as vocab_lib
+    from seqpt_jax.evaluate import finetune as ft, protocol, tasks as ev_tasks
+    from seqpt_jax.experiment.stages import write_json_atomic
+    kind, cfg, params = params_io.load(checkpoint)
+    vocabulary = vocab_lib.load(voc["path"])
+    options = ft.Options(epochs=plan.finetune_epochs, batch_size=32, max_length=plan.finetune_length,
+                         target_length=plan.finetune_length, learning_rate=5e-4, in_language=False,
+                         progress=progress)
+    out = {}
+    for name in tasks or TASKS:
+        task = ev_tasks.from_corpus(name, corpus)
+        opts = dataclasses.replace(options, epochs=(epochs or {}).get(name, options.epochs))
+        result = protocol.run(task, kind, cfg, params, vocabulary, opts)
+        write_json_atomic(work / f"{name}.json", result)
+        run = result["runs"][0]
+        metric = result["primary_metric"]
+        test = run["test"]
+        out[name] = {"metric": metric, "lang": run["train_lang"], "scores": {l: r[metric] for l, r in test.items()},
+                     "n": {l: r["n"] for l, r in test.items()}, "steps": run["steps"],
+                     "epochs": opts.epochs, "final_loss": run["final_loss"]}
+        if task.kind == "tagging":
+            out[name]["token_accuracy"] = {l: r["token_accuracy"] for l, r in test.items()}
+        if all(r.get("majority") for r in test.values()):
+            out[name]["majority"] = {"label": next(iter(test.values()))["majority"]["label"],
+                                     "scores": {l: r["majority"][metric] for l, r in test.items()}}
+            if task.kind == "tagging":
+                out[name]["majority"]["token_accuracy"] = {l: r["majority"]["token_accuracy"]
+                                                           for l, r in test.items()}
+    return {"tasks": out}
