@@ -1,6 +1,6 @@
 """seqpt_jax: sequential pre-training (encoder -> seq2seq, small -> large) in JAX/Flax."""
 
-from setuptools import find_packages, setup
+from setuptools import setup
 
 # The stack verified together on Python 3.11 (CPU); see README "Installation".
 CORE = [
@@ -32,20 +32,9 @@ EXTRAS = {
     "test": ["pytest>=8", "pytest-xdist>=3", "hypothesis>=6", "nbformat>=5", "nbclient>=0.10",
              "ipykernel>=6",
              "seqeval==1.2.2",
-             "gcsfs==2026.10.1"],  # epath's gs:// client in tests/test_train_remote.py
+             "gcsfs==2026.10.1",  # epath's gs:// client in tests/test_train_remote.py
+             "ruff==0.17.6"],  # `ruff check` in tests/run.sh (config: pyproject.toml)
 }
 
-setup(
-    name="seqpt_jax",
-    version="0.1.0",
-    description="Sequential encoder / seq2seq pre-training and model growth (bert2BERT) in JAX/Flax.",
-    long_description=open("README.md", encoding="utf-8").read(),
-    long_description_content_type="text/markdown",
-    python_requires=">=3.10",
-    packages=find_packages(include=["seqpt_jax", "seqpt_jax.*"]),
-    install_requires=CORE,
-    extras_require=EXTRAS,
-    entry_points={"console_scripts": ["seqpt=seqpt_jax.cli:main"]},
-    include_package_data=True,
-    package_data={"seqpt_jax": ["gin/*/*.gin", "gin/*/*/*.gin"]},
-)
+# Metadata, entry point and package data: pyproject.toml. The pins stay here.
+setup(install_requires=CORE, extras_require=EXTRAS)

@@ -7,4 +7,6 @@ python -m pip install -q -e ".[hf,test]"
 if ! command -v shellcheck >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
   (apt-get install -y -q shellcheck || (apt-get update -q && apt-get install -y -q shellcheck)) >/dev/null 2>&1 || true
 fi
+# Lint first (pyproject.toml [tool.ruff]: pyflakes, pycodestyle, bugbear; no formatter).
+python -m ruff check .
 python -m pytest -q -n 2 --dist worksteal --durations=15 tests "$@"

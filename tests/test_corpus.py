@@ -383,7 +383,7 @@ def test_max_mb_caps_each_language(tmp_path, monkeypatch):
     build.build(out, langs="en,de", max_mb=0.002, fetcher=FixtureFetcher(tmp_path), progress=False,
                 log=lambda msg: None)
     stats = json.loads((out / "stats.json").read_text())
-    for lang, splits in stats["languages"].items():
+    for _lang, splits in stats["languages"].items():
         assert 0 < sum(s["characters"] for s in splits.values()) <= 1000
 
 

@@ -27,8 +27,8 @@ def test_non_editable_install_ships_the_gin_files(tmp_path):
     python = venv / "bin" / "python"
     build = tmp_path / "src"  # a copy, so the build leaves nothing in the checkout
     build.mkdir()
-    subprocess.run(["cp", "-r", str(ROOT / "seqpt_jax"), str(ROOT / "setup.py"), str(ROOT / "README.md"),
-                    str(build)], check=True)
+    subprocess.run(["cp", "-r", str(ROOT / "seqpt_jax"), str(ROOT / "setup.py"), str(ROOT / "pyproject.toml"),
+                    str(ROOT / "README.md"), str(ROOT / "LICENSE"), str(build)], check=True)
     res = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", str(build)],
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-2000:]

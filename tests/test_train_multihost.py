@@ -41,7 +41,7 @@ def _launch(tmp_path, run, steps):
                    JAX_COMPILATION_CACHE_DIR=str(tmp_path / "cache"))  # written by process 0, read by both
         procs.append(subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     outs = [p.communicate(timeout=400) for p in procs]
-    for p, (out, err) in zip(procs, outs):
+    for p, (_out, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
     return outs
 

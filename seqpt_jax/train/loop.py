@@ -28,9 +28,8 @@ import numpy as np
 
 from seqpt_jax import models, params_io
 from seqpt_jax.errors import UserError
-from seqpt_jax.train import (checkpoints, data as data_lib, distill as distill_lib, freezing,
-                             metrics as metrics_lib, partitioning, perf, preemption, run_dir, state as state_lib,
-                             step as step_lib, validate)
+from seqpt_jax.train import (checkpoints, data as data_lib, distill as distill_lib, metrics as metrics_lib,
+                             partitioning, perf, preemption, run_dir, state as state_lib, step as step_lib, validate)
 from seqpt_jax.train.config import TrainConfig, TwoStage, kind_of
 from seqpt_jax.train.optimizers import OptimizerConfig, make_optimizer
 from seqpt_jax.train.phases import (Phase, late_params, phase_at, phase_flops, phase_model, phases,  # noqa: F401

@@ -39,10 +39,11 @@ def _real(name: str, value, owner: str, positive: bool) -> None:
 
 def train_args(*, steps, batch_size, grad_accum, seed, save_every, keep, eval_every, eval_batches,
                log_every, unfreeze_step, z_loss, keep_every=0, min_steps=1) -> None:
-    """`min_steps` 0: a config that is only initialised and evaluated (an experiment's init arm);
-    training it needs `steps(...)`."""
+    """`min_steps` 0: steps = 0 is a config that is only initialised and evaluated (an experiment's
+    init arm); training it needs `steps(...)`."""
     owner = "loop.train"
-    for name, value, minimum in [("steps", steps, min_steps), ("batch_size", batch_size, 1), ("grad_accum", grad_accum, 1),
+    init_only = min_steps == 0 and isinstance(steps, numbers.Integral) and steps == 0
+    for name, value, minimum in [("steps", steps, 0 if init_only else 1), ("batch_size", batch_size, 1), ("grad_accum", grad_accum, 1),
                                  ("seed", seed, 0), ("save_every", save_every, 1), ("keep", keep, 1), ("keep_every", keep_every, 0),
                                  ("eval_every", eval_every, 0), ("eval_batches", eval_batches, 1),
                                  ("log_every", log_every, 1), ("unfreeze_step", unfreeze_step, 0)]:

@@ -207,7 +207,7 @@ def build(out: str | Path, langs=None, max_mb: float | None = None, *,
 
     _unleak(c)
     boiler = 0
-    for (lang, source), docs in _by(c.docs, lambda d: (d.lang, d.source)).items():
+    for (_lang, source), docs in _by(c.docs, lambda d: (d.lang, d.source)).items():
         if source in (manpages.NAME, libreoffice.NAME):
             boiler += strip_boilerplate(docs)
     docs = [d for d in c.docs if len(d.text) >= MIN_DOC_CHARS]
