@@ -172,6 +172,11 @@ def test_growth_runs_is_killed_resumes_and_reports(tmp_path, capsys):
     assert claims["FPI starts at the source's loss"]["holds"] is True
     assert all(c["holds"] in (True, False, None) and c["evidence"] for c in rep["claims"])
     assert "arms not run" in claims["ordering AKI + two-stage >= AKI >= FPI > DirectCopy"]["evidence"]
+    # one seed: every claim that needs a spread cannot tell (only FPI's step-0 check is a per-seed fact)
+    spread = [c for c in rep["claims"] if not c["claim"].startswith("FPI starts")]
+    assert spread and all(c["holds"] is None for c in spread), spread
+    assert "fewer than 3 seeds" in claims["every growth arm reaches the scratch target with fewer target FLOPs than scratch"]["evidence"]
+    assert len(fpi["final_batch_losses"][0]) == 2                     # per batch (EVAL_BATCHES): the eval noise
     assert Path(written["plot"]).stat().st_size > 5000
     assert "## Claims" in Path(written["markdown"]).read_text()
 
