@@ -8,6 +8,7 @@ import os
 import signal
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from data_fixtures import make_corpus
@@ -45,7 +46,7 @@ def test_plan_counts_phases_with_the_trainers_ledger():
     dist = rows["distill"]  # AKI + distillation from the source for DISTILL_STEPS = 2 of 6 steps
     assert [(ph["phase"], ph["steps"]) for ph in dist["phases"]] == [("distill", 2), ("full", 4)]
     teacher_forward = dist["phases"][0]["flops_per_step"] - full  # the source's forward pass per step
-    assert teacher_forward == pytest.approx(rows["source"]["eval_pass_flops"])  # EVAL_BATCHES = 1
+    assert teacher_forward == pytest.approx(rows["source"]["eval_pass_flops"] / 2)  # EVAL_BATCHES = 2
     assert dist["train_flops"] == pytest.approx(rows["aki"]["train_flops"] + 2 * teacher_forward)
     per_seed = sum(r["train_flops"] + r["eval_flops"] for r in p["arms"])
     assert p["total_flops"] == pytest.approx(3 * per_seed)
@@ -176,6 +177,12 @@ def test_growth_runs_is_killed_resumes_and_reports(tmp_path, capsys):
     spread = [c for c in rep["claims"] if not c["claim"].startswith("FPI starts")]
     assert spread and all(c["holds"] is None for c in spread), spread
     assert "fewer than 3 seeds" in claims["every growth arm reaches the scratch target with fewer target FLOPs than scratch"]["evidence"]
+    # FPI's copied units are no longer copies after training (Net2Net noise): hidden and MLP
+    from seqpt_jax import params_io
+    trained = params_io.load(str(out / "fpi/seed0/train"))[2]
+    for units in (trained["encoder"]["layers"]["mlp"]["wi"]["kernel"][0], trained["token_embedder"]["embedding"]):
+        cols = np.asarray(units).reshape(-1, units.shape[-1]).T
+        assert len(np.unique(cols, axis=0)) == len(cols)
     assert len(fpi["final_batch_losses"][0]) == 2                     # per batch (EVAL_BATCHES): the eval noise
     assert Path(written["plot"]).stat().st_size > 5000
     assert "## Claims" in Path(written["markdown"]).read_text()
@@ -228,3 +235,24 @@ def test_sequential_warm_start_extraction_and_downstream_rows(tmp_path):
     assert curve["curves"][0][-1][0] == pytest.approx(arms["mlm"]["train_flops"][0])
     assert curve["final_score"][0] == pytest.approx(ner["mlm"]["en"][0])  # the same checkpoint, fine-tuned alike
     assert (out / "downstream_vs_flops.png").is_file()
+
+
+def test_arms_isolate_one_recipe_each():
+    """Freezing is the only difference between the claims' warm arms and scratch (encoder LR x1.0);
+    the multiplier is its own ablation on '^encoder/' alone; continued MLM warms up briefly; the cpu
+    scale evaluates >= 64 held-out batches and trains the growth arms at bert2BERT's dropout 0.1."""
+    for name in ("warm_frozen0", "warm_frozen25", "warm_frozen50", "warm_frozen100"):
+        spec.read_arm("sequential", name, "cpu")
+        assert set(spec.train_value("optimizer").lr_multipliers.values()) == {1.0}, name
+    spec.read_arm("sequential", "warm_frozen25_encoder_lr", "cpu")
+    assert spec.train_value("optimizer").lr_multipliers == {"^encoder/": 0.1}
+    for scale in ("cpu", "demo"):
+        spec.read_arm("sequential", "enc_continued", scale)
+        assert spec.train_value("optimizer").warmup_steps <= spec.train_value("steps") // 5
+    for experiment in ("growth", "sequential"):
+        spec.read_arm(experiment, "scratch" if experiment == "growth" else "s2s_scratch", "cpu")
+        assert spec.train_value("eval_batches") >= 64
+    import gin
+    for name in ("scratch", "fpi"):
+        spec.read_arm("growth", name, "cpu")
+        assert gin.query_parameter("models.preset.dropout_rate").scoped_configurable_fn() == 0.1

@@ -96,8 +96,8 @@ def plan(experiment: str, scale: str, seeds: int, hw: str = "hw/cpu.gin", throug
                **describe_parsed(shapes_of[arm.teacher] if arm.teacher else None)}
         if arm.op == "init":  # the run's init only: no training, one evaluation
             row.update(steps=0, tokens=0, train_flops=0.0, phases=[], eval_flops=row["eval_pass_flops"])
-        else:  # + the step-0 evaluation of the init
-            row["eval_flops"] += row["eval_pass_flops"]
+        else:  # + the step-0 evaluation of the init and the final per-batch one (the eval noise)
+            row["eval_flops"] += 2 * row["eval_pass_flops"]
         rows.append(row)
     from seqpt_jax.experiment import downstream as ds
     spec.parse(experiment, rows[0]["arm"], scale, hw, [], spec.placeholder_bindings())
