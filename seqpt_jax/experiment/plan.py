@@ -41,7 +41,7 @@ def describe_parsed(teacher: tuple | None = None) -> dict:
     (config, param shapes) of the model it distils from, when it does."""
     from seqpt_jax import models
     from seqpt_jax.train import freezing, perf
-    model = spec.train_value("model")
+    model, mlm_weight = spec.trained_model()
     kind = {cls: name for name, cls in models.KINDS.items()}[type(model)]
     cfg = model.cfg
     shapes = models.param_shapes(model)
@@ -52,9 +52,10 @@ def describe_parsed(teacher: tuple | None = None) -> dict:
     two_stage = spec.train_value("two_stage")
     freeze = tuple(spec.train_value("freeze") or ())
     unfreeze = int(spec.train_value("unfreeze_step") or 0)
-    # The corpus feed gives MLM batches their masked positions: the head runs on those only.
+    # The corpus feed gives MLM batches their masked positions: the head runs on those only
+    # (a seq2seq's encoder MLM head too).
     from seqpt_jax.data import mlm_positions
-    head = mlm_positions.max_predictions(0.15, enc) if kind in ("encoder_mlm", "electra") else None
+    head = mlm_positions.max_predictions(0.15, enc) if kind in ("encoder_mlm", "electra") or mlm_weight else None
     distill = spec.train_value("distill")
     distill_steps = distill.steps if distill is not None and distill.active else 0
     if distill_steps and teacher is None:

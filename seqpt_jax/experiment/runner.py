@@ -31,7 +31,7 @@ def evaluate_init() -> dict:
 
     from seqpt_jax import models
     from seqpt_jax.train import partitioning, state as state_lib
-    model = spec.train_value("model")
+    model, _ = spec.trained_model()
     init = spec.train_value("init") or state_lib.fresh_init(model)
     seed = int(spec.train_value("seed"))
     mesh = partitioning.make_mesh(spec.train_value("mesh_shape"))
@@ -50,10 +50,10 @@ def evaluate_params(params) -> dict:
     import jax
 
     from seqpt_jax.train import data as data_lib, partitioning, step as step_lib
-    model = spec.train_value("model")
+    model, mlm_weight = spec.trained_model()
     mesh = partitioning.make_mesh(spec.train_value("mesh_shape"))
     table = partitioning.rules(spec.train_value("rules"))
-    fn = step_lib.make_eval_step(model, mesh, table, float(spec.train_value("z_loss")))
+    fn = step_lib.make_eval_step(model, mesh, table, float(spec.train_value("z_loss")), mlm_weight)
     seed, batch_size = int(spec.train_value("seed")), int(spec.train_value("batch_size"))
     source = spec.train_value("data")("validation", batch_size, seed, (jax.process_index(), jax.process_count()))
     total, batch_losses = None, []
