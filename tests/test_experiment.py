@@ -256,3 +256,18 @@ def test_arms_isolate_one_recipe_each():
     for name in ("scratch", "fpi"):
         spec.read_arm("growth", name, "cpu")
         assert gin.query_parameter("models.preset.dropout_rate").scoped_configurable_fn() == 0.1
+
+
+@pytest.mark.slow  # ~30 s CPU: two tiny seq2seq runs and the vocabulary
+def test_masked_encoder_curve_is_one_objective_from_step_0_and_plan_equals_its_ledger(tmp_path):
+    """s2s_masked's loss is decoder CE + the encoder MLM term from its first point on: its random
+    init starts well above s2s_scratch's (same shapes but the head, same batches)."""
+    corpus = str(make_corpus(tmp_path / "corpus"))
+    out = tmp_path / "out"
+    runner.Runner("sequential", "test", 1, out, corpus=corpus, progress=False, only=["s2s_masked", "s2s_scratch"]).run()
+    rep = json.loads(Path(report.write(out)["json"]).read_text())
+    masked, scratch = rep["arms"]["s2s_masked"], rep["arms"]["s2s_scratch"]
+    assert masked["init_val_loss"][0] > scratch["init_val_loss"][0] + 1.0
+    vocab_size = json.loads((out / "vocab" / "DONE").read_text())["vocab_size"]
+    planned = {r["arm"]: r["train_flops"] for r in plan.plan("sequential", "test", 1, vocab_size=vocab_size)["arms"]}
+    assert masked["train_flops"][0] == pytest.approx(planned["s2s_masked"], rel=1e-9)

@@ -104,8 +104,8 @@ def plan(experiment: str, scale: str, seeds: int, hw: str = "hw/cpu.gin", throug
     spec.parse(experiment, rows[0]["arm"], scale, hw, [], spec.placeholder_bindings())
     settings = ds.settings()
     encoders = [r["arm"] for r, a in zip(rows, arms) if a.downstream]
-    down = ({"encoders": [*encoders, ds.RANDOM], "tasks": list(ds.TASKS),
-             "seeds": min(seeds, settings["seeds"]), **settings} if settings and encoders else None)
+    down = ({"encoders": [*encoders, ds.RANDOM], "tasks": list(ds.TASKS), **settings,
+             "pretraining_seeds": seeds, "finetune_seeds": settings["seeds"]} if settings and encoders else None)
     from seqpt_jax.experiment import downstream_curve as dc
     every, curved = dc.every(), [(r, a) for r, a in zip(rows, arms) if a.downstream_curve]
     if down and every and curved:  # one fine-tune per kept checkpoint, per seed, plus a random init
@@ -158,7 +158,9 @@ def text(p: dict) -> str:
     d = p.get("downstream")
     if d:
         lines.append(f"downstream (not in the total): {len(d['encoders'])} encoders ({', '.join(d['encoders'])}) x "
-                     f"{len(d['tasks'])} tasks x {d['seeds']} seed(s), {d['train']} English training examples, "
+                     f"{len(d['tasks'])} tasks x {d['pretraining_seeds']} pre-training seed(s) x {d['finetune_seeds']} "
+                     f"fine-tuning seed(s) = {len(d['encoders']) * len(d['tasks']) * d['pretraining_seeds'] * d['finetune_seeds']}"
+                     f" fine-tunes, {d['train']} English training examples, "
                      f"{d['epochs']:g} epoch(s), length {d['length']}")
         c = d.get("curve")
         if c:
