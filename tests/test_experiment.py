@@ -176,7 +176,8 @@ def test_growth_runs_is_killed_resumes_and_reports(tmp_path, capsys):
     # one seed: every claim that needs a spread cannot tell (only FPI's step-0 check is a per-seed fact)
     spread = [c for c in rep["claims"] if not c["claim"].startswith("FPI starts")]
     assert spread and all(c["holds"] is None for c in spread), spread
-    assert "fewer than 3 seeds" in claims["every growth arm reaches the scratch target with fewer target FLOPs than scratch"]["evidence"]
+    every = claims["every growth arm reaches the scratch target with fewer target FLOPs than scratch"]
+    assert "fewer than 3 seeds" in every["evidence"]
     # FPI's copied units are no longer copies after training (Net2Net noise): hidden and MLP
     from seqpt_jax import params_io
     trained = params_io.load(str(out / "fpi/seed0/train"))[2]

@@ -141,8 +141,8 @@ def test_a_saving_within_the_eval_noise_cannot_be_told():
 
 def test_generation_claim_compares_a_partway_warm_start_with_the_scratch_seq2seq():
     arms = {"s2s_scratch": _arm(SCRATCH, compare=None, role="scratch")}
-    rows = {"s2s_scratch": {"metric": "chrf", "en": [30.0] * 3}, "warm_frozen25": {"metric": "chrf", "en": [29.5] * 3},
-            "warm_frozen50": {"metric": "chrf", "en": [20.0] * 3}, "random_init_s2s": {"metric": "chrf", "en": [12.0] * 3}}
+    rows = {name: {"metric": "chrf", "en": [score] * 3} for name, score in
+            (("s2s_scratch", 30.0), ("warm_frozen25", 29.5), ("warm_frozen50", 20.0), ("random_init_s2s", 12.0))}
     judge = lambda: {c["claim"][:4]: c for c in claims.sequential(arms, {}, {"synopsis": rows})}["(c')"]  # noqa: E731
     got = judge()                                                      # 0.5 behind: within the tolerance
     assert got["holds"] is None and "s2s_scratch 30.00" in got["evidence"] and "random init 12.00" in got["evidence"]

@@ -157,10 +157,10 @@ def text(p: dict) -> str:
               "at the throughput above (compile, checkpoint and data time not included)"]
     d = p.get("downstream")
     if d:
+        n_ft = len(d["encoders"]) * len(d["tasks"]) * d["pretraining_seeds"] * d["finetune_seeds"]
         lines.append(f"downstream (not in the total): {len(d['encoders'])} encoders ({', '.join(d['encoders'])}) x "
                      f"{len(d['tasks'])} tasks x {d['pretraining_seeds']} pre-training seed(s) x {d['finetune_seeds']} "
-                     f"fine-tuning seed(s) = {len(d['encoders']) * len(d['tasks']) * d['pretraining_seeds'] * d['finetune_seeds']}"
-                     f" fine-tunes, {d['train']} English training examples, "
+                     f"fine-tuning seed(s) = {n_ft} fine-tunes, {d['train']} English training examples, "
                      f"{d['epochs']:g} epoch(s), length {d['length']}")
         c = d.get("curve")
         if c:

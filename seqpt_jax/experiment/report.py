@@ -57,8 +57,11 @@ def arm_table(records: dict, arms_decl: dict) -> dict:
 def _paired(arm: dict, ref: dict) -> tuple[dict, dict]:
     """The two arms restricted to the seeds both have, in the same order."""
     seeds = [s for s in arm["seeds"] if s in ref["seeds"]]
-    pick = lambda a: {k: [v[a["seeds"].index(s)] for s in seeds] if isinstance(v, list) and len(v) == len(a["seeds"])  # noqa: E731
-                      else v for k, v in a.items() if k != "seeds"} | {"seeds": seeds}
+
+    def pick(a: dict) -> dict:  # per-seed lists re-indexed to `seeds`; everything else as is
+        per_seed = lambda v: isinstance(v, list) and len(v) == len(a["seeds"])  # noqa: E731
+        return {k: [v[a["seeds"].index(s)] for s in seeds] if per_seed(v) else v
+                for k, v in a.items() if k != "seeds"} | {"seeds": seeds}
     return pick(arm), pick(ref)
 
 

@@ -106,7 +106,8 @@ def slope_at_target(curve: Curve, target: float) -> float | None:
     return None
 
 
-def t_interval(values: Sequence[float], level: float = 0.95, extra_var: float = 0.0) -> tuple[float | None, float | None]:
+def t_interval(values: Sequence[float], level: float = 0.95,
+               extra_var: float = 0.0) -> tuple[float | None, float | None]:
     """mean +- t(level, n - 1) * sqrt(sd^2 / n + extra_var); (None, None) below MIN_SEEDS values."""
     n = len(values)
     if n < MIN_SEEDS or not math.isfinite(extra_var):
@@ -116,7 +117,8 @@ def t_interval(values: Sequence[float], level: float = 0.95, extra_var: float = 
     return mean - half, mean + half
 
 
-def eval_noise(arm_batches: Sequence[Sequence[float] | None], scratch_batches: Sequence[Sequence[float] | None]) -> float | None:
+def eval_noise(arm_batches: Sequence[Sequence[float] | None],
+               scratch_batches: Sequence[Sequence[float] | None]) -> float | None:
     """The held-out set's standard error of the paired loss difference arm - scratch: per seed,
     sd(per-batch difference) / sqrt(batches), root mean square over seeds. None when a seed has
     no per-batch losses recorded."""
