@@ -234,12 +234,13 @@ def _downstream_claims(ds: dict) -> list[dict]:
 def _claims_ab(text_a, text_b, tag_task, tag, cls, extracted) -> list[dict]:
     sc = lambda rows, arm: per_seed(rows.get(arm))  # noqa: E731
     out = []
-    ranges = {name: _diff(sc(rows, "mlm"), sc(rows, "random_init"))[0] for name, rows in (("tag", tag), ("cls", cls))}
+    full = {name: _diff(sc(rows, "mlm"), sc(rows, "random_init")) for name, rows in (("tag", tag), ("cls", cls))}
+    ranges = {name: d[0] for name, d in full.items()}
     metrics = f"(after fine-tuning: {tag_task} {tag['mlm']['metric']}, section {cls['mlm']['metric']})"
-    if any(r is None or r <= EPS for r in ranges.values()):
-        out.append(claim(text_a, None, f"no MLM - random init range to normalise by (labeling "
-                                       f"{_fmt(ranges['tag'], None, None)}, classification "
-                                       f"{_fmt(ranges['cls'], None, None)}) {metrics}"))
+    if not all(_sign(*d[1:]) for d in full.values()):  # a range within noise cannot normalise
+        out.append(claim(text_a, None, f"no MLM - random init range above 0 to normalise by (labeling "
+                                       f"{_fmt(*full['tag'])}, classification {_fmt(*full['cls'])}) {metrics}"
+                         + ("" if len(sc(tag, "mlm")) >= savings.MIN_SEEDS else f"; {FEW_SEEDS}")))
     else:
         signs, ev = [], []
         for n in extracted:
