@@ -38,16 +38,20 @@ def mixture_or_task(split: str, batch_size: int, seed: int, shard: tuple[int, in
     own names (seqpt_local_*, seqpt_mc4_*) are registered here for `vocab_path`, `corpus_dir`
     and `tfds_data_dir`. Embedded-corpus tasks are fed by the numpy pipeline (`feeding`: O(1)
     exact resume); every other task by seqio's tf.data pipeline (`seqio_feed`: count-and-skip
-    resume).
+    resume). With `corpus_dir` at an exported corpus (`seqpt corpus export`), the embedded-corpus
+    names are fed from it by the same numpy pipeline, importing neither seqio nor TensorFlow.
     """
+    from seqpt_jax.data import exported, feeding, names
+    lengths = dict(task_feature_lengths or {"inputs": 128})
+    if exported.is_export(corpus_dir) and name.startswith(names.LOCAL):
+        return feeding.Pipeline(exported.fast_specs(corpus_dir, name, vocab_path), split, batch_size, lengths,
+                                seed, pack, shard)
     from seqpt_jax.data import tasks
     tasks.import_module(module)
     tasks.register_project_tasks(name, vocab_path, corpus_dir, tfds_data_dir, mc4_langs)
     provider = tasks.get(name)
-    lengths = dict(task_feature_lengths or {"inputs": 128})
     specs = tasks.fast_specs(provider)
     if specs is not None:
-        from seqpt_jax.data import feeding
         return feeding.Pipeline(specs, split, batch_size, lengths, seed, pack, shard)
     from seqpt_jax.data import seqio_feed
     return seqio_feed.SeqioSource(provider, split, batch_size, lengths, seed, shard, pack)
