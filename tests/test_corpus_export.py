@@ -104,3 +104,25 @@ def test_an_export_refuses_another_vocabulary_and_unknown_languages(setup, tmp_p
     (tmp_path / "busy" / "keep.txt").write_text("mine")
     with pytest.raises(UserError, match="is not an exported corpus; pass another --out"):
         exported.export(root, model, tmp_path / "busy")
+
+
+def test_feed_workers_build_the_same_batches_and_resume_exactly(setup):
+    """Batches built by 3 worker processes equal the in-process pipeline's, in order, across a
+    restore to a position the workers had run past."""
+    _, model, out = setup
+    def make(split="train", **kw):
+        return data_lib.mixture_or_task(split, 8, 5, (0, 1), name="seqpt_local_mlm", vocab_path=str(model),
+                                        corpus_dir=str(out), task_feature_lengths={"inputs": 32}, **kw)
+    want = [next(src) for src in [make()] for _ in range(7)]
+    feed = make(feed_workers=3)
+    try:
+        assert all(_equal(next(feed), w) for w in want[:4])
+        state = json.loads(json.dumps(feed.state()))
+        taken = make()
+        taken.skip(4)
+        assert state == taken.state()                                 # the position after 4 batches
+        feed.restore(state)
+        assert all(_equal(next(feed), w) for w in want[4:])
+    finally:
+        feed.close()
+    assert isinstance(make("validation", feed_workers=3), feeding.Pipeline)  # evaluation: in-process

@@ -55,7 +55,7 @@ def _cli(tmp_path, *args, **popen):
 def _train_args(export, model_dir):
     return ["train", "--gin_file=models/bert_tiny.gin", "--gin_file=runs/pretrain_mlm.gin",
             "--gin_file=hw/cpu.gin", f"--gin.MODEL_DIR='{model_dir}'", f"--gin.CORPUS_DIR='{export}'",
-            f"--gin.VOCAB='{export / exported.VOCAB_FILE}'", f"--gin.TRAIN_STEPS={STEPS}", "--gin.BATCH_SIZE=4",
+            f"--gin.VOCAB='{export / exported.VOCAB_FILE}'", f"--gin.TRAIN_STEPS={STEPS}", "--gin.BATCH_SIZE=8",
             "--gin.INPUT_LENGTH=32", f"--gin.loop.train.save_every={SAVE_EVERY}", "--gin.loop.train.log_every=4"]
 
 
