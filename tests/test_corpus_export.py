@@ -66,7 +66,8 @@ def test_manifest_counts_vocab_tasks_and_sources(setup):
     assert set(m["tasks"]) == {"section", "ui_tagging", "synopsis", "ja_ner"}
     assert (out / "tasks" / "section" / "en.train.jsonl").read_bytes() == \
         (root / "tasks" / "section" / "en.train.jsonl").read_bytes()
-    assert (out / "tasks" / "ja_ner" / "ja.train.conll").stat().st_size > 10000   # 450 sentences
+    assert m["tasks"]["ja_ner"] == {"ja.train": 450, "ja.test": 50}                # the package's split
+    assert sorted(m["tasks"]["ui_tagging"]) == ["de.test.conll", "ru.test.conll"]   # zero-shot tests only
     assert "fixture" in (out / "SOURCES.md").read_text()
     assert m["bytes"] == exported.size_of(out) - (out / "manifest.json").stat().st_size  # all but itself
 
@@ -74,17 +75,21 @@ def test_manifest_counts_vocab_tasks_and_sources(setup):
 def test_max_tokens_keeps_whole_documents_spread_by_hash(setup, tmp_path):
     root, model, _ = setup
     out = tmp_path / "small"
-    m = exported.export(root, model, out, langs=["en", "de"], max_tokens=300, log=lambda _: None)
+    m = exported.export(root, model, out, langs=["en", "de"], max_tokens=3000, max_examples=4, log=lambda _: None)
     assert m["languages"] == ["en", "de"]
-    for lang in ("en", "de"):
-        full = sources.corpus_tokens(root, lang, "train", str(model))
-        kept = exported.store(str(out), lang, "train")
-        assert 0 < len(kept.tokens) <= 300 and m["tokens"][lang]["train"] == len(kept.tokens)
+    for lang, split in [(l, s) for l in ("en", "de") for s in ("train", "validation")]:
+        full = sources.corpus_tokens(root, lang, split, str(model))
+        kept = exported.store(str(out), lang, split)
+        limit = 3000 if split == "train" else 300                # held-out splits: a tenth
+        assert 0 < len(kept.tokens) <= limit < len(full.tokens) and m["tokens"][lang][split] == len(kept.tokens)
         ends = np.append(full.starts[1:], len(full.tokens))
         docs = {full.tokens[a:b].tobytes() for a, b in zip(full.starts, ends)}
         kept_ends = np.append(kept.starts[1:], len(kept.tokens))
         assert all(kept.tokens[a:b].tobytes() in docs for a, b in zip(kept.starts, kept_ends))  # whole documents
-    assert set(m["tasks"]["section"]) == {f"{l}.{s}.jsonl" for l in ("en", "de") for s in ("train", "validation", "test")}
+    assert m["tasks"]["section"] == {"de.test.jsonl": 4, **{f"en.{s}.jsonl": 4 for s in ("train", "validation", "test")}}
+    rows = [json.loads(line) for line in (out / "tasks" / "section" / "en.train.jsonl").read_text().splitlines()]
+    every = [json.loads(line) for line in (root / "tasks" / "section" / "en.train.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and [r for r in every if r in rows] == rows     # whole rows, in file order
     b = next(data_lib.mixture_or_task("train", 4, 0, (0, 1), name="seqpt_local_mlm", vocab_path=str(model),
                                       corpus_dir=str(out), task_feature_lengths={"inputs": 16}))
     assert b["encoder_input_tokens"].shape == (4, 16)

@@ -20,7 +20,8 @@ from seqpt_jax.params_io import load
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 # The CLI after tests/lean_worker.py (a fixed CPU peak instead of a torch matmul benchmark).
-CLI = "import lean_worker, sys\nfrom seqpt_jax import cli\nsys.exit(cli.main(sys.argv[1:]))\n"
+CLI = ("import lean_worker, sys\nfrom seqpt_jax import cli\n"
+       "if __name__ == \"__main__\":  # spawned feed workers import this file too\n    sys.exit(cli.main(sys.argv[1:]))\n")
 STEPS, SAVE_EVERY = 12, 2
 
 
@@ -77,20 +78,21 @@ def test_train_killed_resumes_bitwise_and_the_rest_runs_without_tensorflow(expor
     full = tmp_path / "full"
     _cli(tmp_path, *_train_args(export, full))
 
-    run = tmp_path / "run"   # SIGKILL once a middle checkpoint is committed, then resume
-    proc = _cli(tmp_path, *_train_args(export, run), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    run = tmp_path / "run"   # two feed worker processes; SIGKILL once a middle checkpoint is committed, resume
+    workers = "--gin.data.mixture_or_task.feed_workers=2"
+    proc = _cli(tmp_path, *_train_args(export, run), workers, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 300
     while not any(s >= 4 for s in _committed(run)) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
-    err = proc.communicate()[1].decode()
+    err = proc.communicate(timeout=60)[1].decode()             # EOF: no feed worker outlived it
     assert proc.returncode == -9, err[-3000:]                  # killed mid-run, not finished
     killed_at = _committed(run)[-1]
     assert 4 <= killed_at < STEPS
-    resumed = _cli(tmp_path, *_train_args(export, run))
+    resumed = _cli(tmp_path, *_train_args(export, run), workers)
     assert f"resumed from step {killed_at}" in resumed.stdout + resumed.stderr
     for a, b in zip(jax.tree.leaves(load(str(full))[2]), jax.tree.leaves(load(str(run))[2])):
-        assert np.array_equal(a, b)                             # bitwise the uninterrupted run
+        assert np.array_equal(a, b)                             # bitwise the uninterrupted, in-process feed's run
 
     bench = _cli(tmp_path, "bench", "train", *[a for a in _train_args(export, tmp_path / "bench")[1:]
                                                if "TRAIN_STEPS" not in a], "--steps", "4")

@@ -32,8 +32,10 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--out", required=True, help="directory to write the exported corpus to")
     e.add_argument("--corpus", help="corpus directory to export (default as for build)")
     e.add_argument("--langs", nargs="+", help="language codes, space or comma separated (default: all)")
-    e.add_argument("--max-tokens", type=int, help="at most N tokens per language and split, whole documents "
-                                                  "chosen by hash (default: everything)")
+    e.add_argument("--max-tokens", type=int, help="at most N training tokens per language (validation and test: "
+                                                  "N/10), whole documents chosen by hash (default: everything)")
+    e.add_argument("--max-examples", type=int, help="at most N examples per task file, chosen by hash "
+                                                    "(default: every one)")
     return p
 
 
@@ -58,7 +60,8 @@ def _export(args, corpus: Path) -> int:
     from seqpt_jax.data import exported
     langs = ",".join(args.langs).split(",") if args.langs else None
     print(f"exporting {corpus} in the ids of {args.vocab}")
-    found = exported.export(corpus, args.vocab, args.out, langs=langs, max_tokens=args.max_tokens)
+    found = exported.export(corpus, args.vocab, args.out, langs=langs, max_tokens=args.max_tokens,
+                            max_examples=args.max_examples)
     train = sum(splits.get("train", 0) for splits in found["tokens"].values())
     print(f"wrote {args.out}: {len(found['languages'])} languages, {train:,} training tokens "
           f"({found['dtype']}), {len(found['tasks'])} tasks, {found['bytes'] / 1e6:.1f} MB; train with "

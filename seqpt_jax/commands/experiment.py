@@ -34,6 +34,7 @@ def _run(args) -> int:
     from seqpt_jax.experiment import report, runner
     from seqpt_jax.train.preemption import EXIT_CODES, Stopped
     out = args.out or f"experiments/{args.name}-{args.scale}"
+    _compilation_cache(out)
     try:
         result = runner.Runner(args.name, args.scale, args.seeds, out, hw=args.hw, corpus=args.corpus,
                                vocab=args.vocab, progress=False if args.no_progress else None,
@@ -44,6 +45,17 @@ def _run(args) -> int:
     written = report.write(out)
     print(f"ran {len(result['ran'])} stage(s); report: {written['markdown']}", file=sys.stderr)
     return 0
+
+
+def _compilation_cache(out: str) -> None:
+    """JAX's persistent compilation cache in OUT/jax_cache (unless JAX_COMPILATION_CACHE_DIR names
+    one): arms of one shape and phase compile the same program whatever their init, and every seed
+    repeats them, so all but the first load it instead of compiling (docs/experiments.md)."""
+    import os
+
+    import jax
+    if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        jax.config.update("jax_compilation_cache_dir", os.path.join(os.path.abspath(out), "jax_cache"))
 
 
 def _report(args) -> int:

@@ -7,8 +7,9 @@ without TensorFlow, seqio or TFDS (`seqpt corpus export`).
     DIR/tokens/<lang>.<split>.tokens.npy   the documents' ids, each followed by EOS (uint16 when
                                            the vocabulary fits, else int32)
     DIR/tokens/<lang>.<split>.starts.npy   each document's first offset
-    DIR/tasks/<task>/...                   the downstream files the experiments fine-tune on, in
-                                           the corpus's layout (ja_ner materialised from its package)
+    DIR/tasks/<task>/...                   the downstream files the experiments read, in the corpus's
+                                           layout: English train/validation/test and every language's
+                                           test (ja_ner materialised from its package)
     DIR/SOURCES.md                         the build's sources and licenses
 
 With CORPUS_DIR at DIR, `train.data.mixture_or_task` feeds the embedded-corpus names
@@ -36,6 +37,7 @@ FORMAT, VERSION, MANIFEST = "seqpt-corpus-export", 1, "manifest.json"
 VOCAB_FILE = "vocab/spm.model"
 # The corpus tasks the experiments fine-tune on (experiment/downstream.py, generation.py).
 TASKS = ("section", "ui_tagging", "synopsis")
+HELD_OUT_SHARE = 10  # validation and test keep at most max_tokens / 10 tokens per language
 
 
 def is_export(path) -> bool:
@@ -76,33 +78,54 @@ def _token_dtype(vocab_size: int):
     return np.uint16 if vocab_size <= np.iinfo(np.uint16).max + 1 else np.int32
 
 
-def _copy_tasks(corpus: Path, root: Path, langs: Sequence[str]) -> dict:
-    """tasks/<task>/ files of the exported languages (translation's en-<lang> pairs included
-    when asked for) and ja_ner; returns {task: {file: bytes}}."""
+def _items(path: Path) -> list[str]:
+    """A task file's items as text: JSON lines, or CoNLL blocks (a blank line between items)."""
+    text = path.read_text("utf-8")
+    if path.suffix == ".conll":
+        return [block.strip("\n") + "\n\n" for block in text.split("\n\n") if block.strip()]
+    return [line + "\n" for line in text.splitlines() if line.strip()]
+
+
+def _used(task: str, name: str, langs: Sequence[str]) -> bool:
+    """The files the experiments read: English train/validation/test (they fine-tune on English),
+    and the test file of every exported language (zero-shot); synopsis is English only."""
+    lang, split = name.split(".")[:2]
+    return lang == "en" or (task != "synopsis" and split == "test" and lang in langs)
+
+
+def _copy_tasks(corpus: Path, root: Path, langs: Sequence[str], max_examples: int | None) -> dict:
+    """The used files of TASKS (at most `max_examples` items each, chosen by a hash of their
+    text, kept in file order) and ja_ner's; returns {task: {file: items}}."""
     from seqpt_jax.evaluate import packaged
     out: dict = {}
     for task in TASKS:
         for path in sorted((corpus / "tasks" / task).glob("*")):
-            if path.name.split(".")[0].split("-")[-1] in langs:
-                (root / "tasks" / task).mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(path, root / "tasks" / task / path.name)
-                out.setdefault(task, {})[path.name] = path.stat().st_size
+            if not _used(task, path.name, langs):
+                continue
+            items = _items(path)
+            if max_examples and len(items) > max_examples:
+                ranked = sorted(range(len(items)), key=lambda i: (zlib.crc32(items[i].encode("utf-8")), i))
+                items = [items[i] for i in sorted(ranked[:max_examples])]
+            (root / "tasks" / task).mkdir(parents=True, exist_ok=True)
+            (root / "tasks" / task / path.name).write_text("".join(items), "utf-8")
+            out.setdefault(task, {})[path.name] = len(items)
     for task in packaged.PACKAGED:  # shipped in a pip package, which the GPU machine may not have
-        packaged.materialise(task, root / "tasks" / task)
-        out[task] = {p.name: p.stat().st_size for p in sorted((root / "tasks" / task).glob("*"))}
+        out[task] = packaged.materialise(task, root / "tasks" / task)
     return out
 
 
 def export(corpus, vocab_path, out, langs: Sequence[str] | None = None, max_tokens: int | None = None,
-           log: Callable[[str], None] = print) -> dict:
+           max_examples: int | None = None, log: Callable[[str], None] = print) -> dict:
     """Writes the exported corpus of `corpus` in `vocab_path`'s ids to `out` (see the module
-    docstring); `max_tokens` caps each language's split. Returns the manifest."""
+    docstring). `max_tokens` caps each language's training tokens (validation and test at a tenth
+    of it), `max_examples` each task file. Returns the manifest."""
     from seqpt_jax.data.corpus import output
     corpus, out = Path(corpus).expanduser(), Path(out).expanduser()
     if out.exists() and any(out.iterdir()) and not is_export(out):
         raise UserError(f"{out} exists and is not an exported corpus; pass another --out.")
-    if max_tokens is not None and max_tokens < 1:
-        raise UserError(f"--max-tokens must be positive, got {max_tokens}.")
+    for flag, value in (("--max-tokens", max_tokens), ("--max-examples", max_examples)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} must be positive, got {value}.")
     langs = list(langs or records.languages(corpus))
     for lang in langs:
         records.text_file(corpus, lang, "train")  # one clear error per language without text
@@ -124,7 +147,8 @@ def export(corpus, vocab_path, out, langs: Sequence[str] | None = None, max_toke
             store = sources.corpus_tokens(corpus, lang, split, model_file)
             if split == "train":
                 full_train[lang] = len(store.tokens)
-            store = cap(store, max_tokens) if max_tokens else store
+            limit = max_tokens if split == "train" else max(max_tokens // HELD_OUT_SHARE, 1) if max_tokens else None
+            store = cap(store, limit) if limit else store
             np.save(tmp / "tokens" / f"{lang}.{split}.tokens.npy", store.tokens.astype(dtype))
             starts_dtype = np.int32 if len(store.tokens) < 2 ** 31 else np.int64
             np.save(tmp / "tokens" / f"{lang}.{split}.starts.npy", store.starts.astype(starts_dtype))
@@ -134,13 +158,13 @@ def export(corpus, vocab_path, out, langs: Sequence[str] | None = None, max_toke
     # The rates the corpus's own mixture uses, scaled by the share of each language kept.
     sizes = {lang: float(size) * tokens[lang]["train"] / full_train[lang]
              for lang, size in records.mixing_sizes(corpus, langs).items()}
-    task_files = _copy_tasks(corpus, tmp, langs)
+    task_files = _copy_tasks(corpus, tmp, langs, max_examples)
     if (corpus / "SOURCES.md").is_file():
         shutil.copyfile(corpus / "SOURCES.md", tmp / "SOURCES.md")
     found = {"format": FORMAT, "version": VERSION, "source": str(corpus), "languages": langs,
              "vocab": {"file": VOCAB_FILE, "fingerprint": sources.vocab_fingerprint(model_file),
                        "vocab_size": info.vocab_size, "extra_ids": info.extra_ids},
-             "dtype": np.dtype(dtype).name, "max_tokens": max_tokens, "tokens": tokens, "documents": documents,
+             "dtype": np.dtype(dtype).name, "max_tokens": max_tokens, "max_examples": max_examples, "tokens": tokens, "documents": documents,
              "mixing_sizes": sizes, "tasks": task_files,
              "sources": "SOURCES.md" if (tmp / "SOURCES.md").is_file() else None,
              "bytes": size_of(tmp)}  # every file but the manifest

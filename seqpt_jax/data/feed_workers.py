@@ -11,12 +11,14 @@ Pipeline's position (advanced without building rows), which is what `state()` re
     feed = ParallelPipeline((specs, split, batch_size, lengths, seed, pack, shard), workers=4)
 
 Workers are spawned (never forked: the parent runs JAX's threads), started at the first batch
-and after every `restore`, and stopped by `close()` or when the feed is garbage-collected.
+and after every `restore`, and stopped by `close()`, when the feed is garbage-collected, or
+when the consumer dies (a SIGKILLed trainer leaves no worker behind).
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import queue
 import weakref
 
@@ -25,15 +27,16 @@ from seqpt_jax.data import feeding
 _POLL_S = 0.2
 
 
-def _work(args: tuple, state: dict, index: int, count: int, out, stop) -> None:
-    """Builds batches index, index + count, ... after `state` into `out` until `stop`."""
+def _work(args: tuple, state: dict, index: int, count: int, out, stop, parent: int) -> None:
+    """Builds batches index, index + count, ... after `state` into `out` until `stop`, or until
+    the consumer process `parent` is gone (killed: it set nothing)."""
     try:
         pipe = feeding.Pipeline(*args)
         pipe.restore(state)
         pipe.skip(index)
-        while not stop.is_set():
+        while not stop.is_set() and os.getppid() == parent:
             batch = next(pipe)
-            while not stop.is_set():
+            while not stop.is_set() and os.getppid() == parent:
                 try:
                     out.put(batch, timeout=_POLL_S)
                     break
@@ -67,7 +70,7 @@ class ParallelPipeline:
         self._queues = [context.Queue(self._depth) for _ in range(self.workers)]
         state = self._position.state()
         self._processes = [context.Process(target=_work, daemon=True,
-                                           args=(self._args, state, w, self.workers, q, stop))
+                                           args=(self._args, state, w, self.workers, q, stop, os.getpid()))
                            for w, q in enumerate(self._queues)]
         for p in self._processes:
             p.start()
