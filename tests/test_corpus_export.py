@@ -131,3 +131,17 @@ def test_feed_workers_build_the_same_batches_and_resume_exactly(setup):
     finally:
         feed.close()
     assert isinstance(make("validation", feed_workers=3), feeding.Pipeline)  # evaluation: in-process
+
+
+def test_the_experiments_downstream_slice_reads_an_export(setup, tmp_path):
+    """experiment.downstream's slice of an exported corpus: its languages from the manifest, the
+    English training rows and per-language tests from its task files, ja_ner from its copy."""
+    from seqpt_jax.experiment import downstream
+    root, _, out = setup
+    settings = {"train": 3, "test": 2, "epochs": 1.0, "length": 32, "seeds": 1, "ner_epochs": 1.0}
+    got = downstream.make_slice(str(out), tmp_path / "slice", settings)
+    want = downstream.make_slice(str(root), tmp_path / "from_corpus", settings)
+    assert got["langs"] == want["langs"] and got["tasks"] == want["tasks"]       # the same subsets
+    assert got["tasks"]["ja_ner"] == {"ja.train": 3, "ja.test": 2}
+    for name in ("section/en.train.jsonl", "section/de.test.jsonl", "ja_ner/ja.train.conll"):
+        assert (tmp_path / "slice" / "tasks" / name).read_text() == (tmp_path / "from_corpus" / "tasks" / name).read_text()

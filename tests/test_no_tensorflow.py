@@ -111,5 +111,6 @@ def test_train_killed_resumes_bitwise_and_the_rest_runs_without_tensorflow(expor
     rows = [{"text": t, "label": lab} for t, lab in [("open the file", "ui"), ("install the package", "pkg")] * 8]
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     _cli(tmp_path, "finetune", "--task", "classification", "--init", scratch, "--train", tmp_path / "train.jsonl",
-         "--test", tmp_path / "train.jsonl", "--out", tmp_path / "cls", "--gin.Options.epochs=1")
+         "--test", tmp_path / "train.jsonl", "--vocab", export / exported.VOCAB_FILE, "--out", tmp_path / "cls",
+         "--gin.Options.epochs=1")
     assert json.loads((tmp_path / "cls" / "results.json").read_text())["runs"][0]["test"]["user"]["n"] == 16

@@ -7,9 +7,10 @@ forward passes every `eval_every` steps (and at the end). Time = FLOPs / THROUGH
 sustained FLOP/s the scale's gin declares (measure yours with `seqpt bench train`).
 Tokens assume full packing (the corpus pipeline packs; padding makes them an upper bound).
 
-Wall time, where the scale declares how its machine behaves (`--scale gpu`): a run takes the
-longer of its device time (FLOPs / THROUGHPUT) and its feed time (tokens / (FEED_TOKENS_PER_S x
-feed workers): the numpy pipeline builds batches on host cores while the device trains), plus
+Wall time, where the scale declares how its machine behaves (`--scale gpu`): a run's training
+takes the longer of its device time (FLOPs / THROUGHPUT) and its feed time (input tokens /
+(FEED_TOKENS_PER_S x feed workers): the numpy pipeline builds batches on host cores while the
+device trains), its evaluations likewise with their batches built in-process, plus
 RUN_OVERHEAD_S (start, step-0 evaluation, checkpoints); every distinct compiled program (a model
 shape in one training phase) costs COMPILE_S once, the persistent compilation cache serving every
 later run of it; every fine-tune costs FINETUNE_S. The figures and where they come from are
@@ -77,6 +78,7 @@ def describe_parsed(teacher: tuple | None = None) -> dict:
     evals = (steps // eval_every + (steps % eval_every != 0)) if eval_every else 0
     return {"kind": kind, "params": models.count_params(shapes), "steps": steps, "batch_size": batch,
             "lengths": [enc, dec], "tokens": steps * batch * (enc + dec), "phases": phases,
+            "eval_passes": evals, "eval_batches": eval_batches,
             "train_flops": sum(p["flops"] for p in phases), "eval_flops": evals * eval_batches * forward,
             "eval_pass_flops": eval_batches * forward,
             "layers": [cfg.num_encoder_layers, cfg.num_decoder_layers if kind == "encoder_decoder" else 0],
@@ -104,9 +106,10 @@ def plan(experiment: str, scale: str, seeds: int, hw: str = "hw/cpu.gin", throug
         row = {"arm": arm.name, "role": arm.role, "op": arm.op,
                **describe_parsed(shapes_of[arm.teacher] if arm.teacher else None)}
         if arm.op == "init":  # the run's init only: no training, one evaluation
-            row.update(steps=0, tokens=0, train_flops=0.0, phases=[], eval_flops=row["eval_pass_flops"])
+            row.update(steps=0, tokens=0, train_flops=0.0, phases=[], eval_flops=row["eval_pass_flops"], eval_passes=1)
         else:  # + the step-0 evaluation of the init
             row["eval_flops"] += row["eval_pass_flops"]
+            row["eval_passes"] += 1
         rows.append(row)
     from seqpt_jax.experiment import downstream as ds
     spec.parse(experiment, rows[0]["arm"], scale, hw, [], spec.placeholder_bindings())
@@ -144,7 +147,7 @@ def _machine() -> dict | None:
             "finetune_s": float(spec.macro("FINETUNE_S")), "machine": spec.macro("MACHINE", "")}
 
 
-def finetune_count(down: dict | None, seeds: int) -> int:
+def finetune_count(down: dict | None) -> int:
     """Fine-tunes an experiment runs: every encoder (and its random init) on every task for each
     pre-training seed and fine-tuning seed, the downstream curve's, and the generation rows'."""
     if not down:
@@ -160,14 +163,22 @@ def finetune_count(down: dict | None, seeds: int) -> int:
 def _wall(rows: list[dict], down: dict | None, seeds: int, rate: float | None, machine: dict | None) -> dict | None:
     if not machine or not rate:
         return None
-    feed = machine["feed_tokens_per_s"] * max(machine["feed_workers"], 1)
+    single = machine["feed_tokens_per_s"]  # input tokens per second and feed process
+    feed = single * max(machine["feed_workers"], 1)
     runs = [r for r in rows if r["op"] == "train"]
     device = sum(r["train_flops"] + r["eval_flops"] for r in rows) / rate * seeds
-    busy = sum(max((r["train_flops"] + r["eval_flops"]) / rate, r["tokens"] / feed) for r in runs) * seeds
+
+    def inputs(r, steps):
+        return steps * r["batch_size"] * r["lengths"][0]
+
+    # training batches come from the feed workers; evaluation batches are built in-process
+    busy = sum(max(r["train_flops"] / rate, inputs(r, r["steps"]) / feed)
+               + max(r["eval_flops"] / rate, inputs(r, r["eval_passes"] * r["eval_batches"]) / single)
+               for r in rows) * seeds
     programs = {(r["kind"], tuple(r["layers"]), r["d_model"], ph["phase"], k)
                 for r in runs for ph in r["phases"] for k in range(ph["programs"])}
     programs |= {(r["kind"], tuple(r["layers"]), r["d_model"], "eval") for r in rows}
-    finetunes = finetune_count(down, seeds)
+    finetunes = finetune_count(down)
     parts = {"training": busy, "compile": len(programs) * machine["compile_s"],
              "overhead": len(rows) * seeds * machine["run_overhead_s"], "finetune": finetunes * machine["finetune_s"]}
     return {**machine, "device_s": device, "feed_bound": busy > device * 1.01, "programs": len(programs),
