@@ -73,7 +73,7 @@ def _committed(model_dir):
     return sorted(int(n) for n in os.listdir(folder) if n.isdigit()) if folder.is_dir() else []
 
 
-@pytest.mark.slow  # ~70 s CPU: three short training processes, a benchmark, an experiment, two fine-tunes
+@pytest.mark.slow  # ~135 s CPU (4 min wall at load 7): three short trainings, a benchmark, an experiment, two fine-tunes
 def test_train_killed_resumes_bitwise_and_the_rest_runs_without_tensorflow(export, tmp_path):
     full = tmp_path / "full"
     _cli(tmp_path, *_train_args(export, full))
