@@ -85,7 +85,9 @@ def make_slice(corpus: Path, dst: Path, plan: Plan) -> dict:
     """The demo's corpus: per language a bounded sample of the text, and downstream subsets
     (the `section_labels` most frequent English sections; test sets capped per language).
     Same layout as the corpus, so the data and evaluate modules read it unchanged."""
-    langs = [l for l in plan.langs if (corpus / "text" / f"{l}.train.jsonl").is_file()]
+    from seqpt_jax.data import exported
+    langs = [l for l in plan.langs if l in exported.manifest(corpus)["languages"]] if exported.is_export(corpus) \
+        else [l for l in plan.langs if (corpus / "text" / f"{l}.train.jsonl").is_file()]
     if "en" not in langs:
         raise UserError(f"{corpus} has no English text; the demo fine-tunes on English. Rebuild "
                         "it with `seqpt corpus build` (English is always included).")

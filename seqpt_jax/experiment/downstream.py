@@ -95,8 +95,10 @@ def make_slice(corpus: str, dst: Path, s: dict) -> dict:
     from seqpt_jax.demo import recipe
     from seqpt_jax.evaluate import packaged
     out = recipe.make_slice(Path(corpus), dst, demo_plan(s))
+    shipped = Path(corpus) / "tasks" / "ja_ner"  # an exported corpus carries it (no package needed)
     out["tasks"]["ja_ner"] = packaged.materialise("ja_ner", Path(out["corpus"]) / "tasks" / "ja_ner",
-                                                  {"train": s["train"], "test": s["test"]})
+                                                  {"train": s["train"], "test": s["test"]},
+                                                  source=shipped if shipped.is_dir() else None)
     return out
 
 

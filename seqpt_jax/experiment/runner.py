@@ -102,11 +102,13 @@ class Runner:
         write_json_atomic(path, asked)
 
     def _corpus_dir(self) -> str:
+        from seqpt_jax.data import exported
         from seqpt_jax.data.corpus import default_dir
         if self.corpus:
             path = Path(self.corpus).expanduser()
-            if not (path / "text").is_dir():
-                raise UserError(f"--corpus {path} has no text/ folder; give a folder `seqpt corpus build` made.")
+            if not (path / "text").is_dir() and not exported.is_export(path):
+                raise UserError(f"--corpus {path} has no text/ folder; give a folder `seqpt corpus build` or "
+                                f"`seqpt corpus export` made.")
             return str(path)
         if not (default_dir() / "COMPLETE").is_file():
             raise UserError(f"no corpus at {default_dir()}; run `seqpt corpus build` first (about 11 minutes), "
@@ -114,6 +116,9 @@ class Runner:
         return str(default_dir())
 
     def _vocab(self, corpus: str) -> str:
+        from seqpt_jax.data import exported
+        if exported.is_export(corpus):  # its tokens are in its own vocabulary
+            return exported.check_vocab(corpus, self.vocab)
         if self.vocab:
             if not Path(self.vocab).is_file():
                 raise UserError(f"--vocab {self.vocab} does not exist; train one with `seqpt vocab train`.")
