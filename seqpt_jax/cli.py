@@ -2,17 +2,14 @@
 
 Each command module defines `main(argv) -> int` with its own argparse parser. Modules are
 imported only when their command runs, so `seqpt --help` stays fast and a command never pays
-for another's dependencies. A `UserError` becomes one line on stderr and exit code 2.
+for another's dependencies (TensorFlow is imported only where a seqio/TFDS task is used). A
+`UserError` becomes one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib
-import os
-import re
 import sys
-import tempfile
 
 from seqpt_jax.errors import UserError
 
@@ -41,36 +38,6 @@ def _usage() -> str:
             f"commands:\n{rows}\n")
 
 
-# Commands whose work imports TensorFlow (seqio, tf.summary); it is imported up front for them,
-# inside the filter below, so its start-up lines never reach the user.
-_USES_TENSORFLOW = {"vocab", "train", "bench", "finetune", "eval", "demo", "experiment"}
-# TensorFlow's native start-up lines (under seqio/tfds), printed before any log level applies.
-_NATIVE_NOISE = re.compile(r"^(I0000 |W0000 |WARNING: All log messages before absl::InitializeLog)")
-
-
-@contextlib.contextmanager
-def _native_startup_noise_filtered():
-    """Captures file descriptor 2 while imports run, then passes on all but the noise above."""
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):  # no real stderr (e.g. under a test runner): nothing to filter
-        yield
-        return
-    with tempfile.TemporaryFile(mode="w+b") as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            captured.seek(0)
-            kept = [line for line in captured.read().decode("utf-8", "replace").splitlines(True)
-                    if not _NATIVE_NOISE.match(line)]
-            sys.stderr.write("".join(kept))
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -80,13 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"seqpt: error: unknown command {name!r}; run `seqpt --help` for the list.", file=sys.stderr)
         return 2
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    with _native_startup_noise_filtered():
-        if name in _USES_TENSORFLOW:
-            importlib.import_module("tensorflow")
-            from seqpt_jax.data.tf_tempfiles import delete_autograph_sources
-            delete_autograph_sources()
-        module = importlib.import_module(f"seqpt_jax.commands.{name.replace('-', '_')}")
+    # No command imports TensorFlow up front: only a seqio/TFDS task does, when it is used
+    # (data/tf_tempfiles.import_tensorflow), so training on the embedded corpus or an exported
+    # one runs where TensorFlow is not installed.
+    module = importlib.import_module(f"seqpt_jax.commands.{name.replace('-', '_')}")
     try:
         return int(module.main(rest) or 0)
     except UserError as e:

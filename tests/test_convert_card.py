@@ -4,7 +4,7 @@ import json
 
 from seqpt_jax import models
 from seqpt_jax.convert import card, run_records
-from seqpt_jax.train.metrics import _Events
+from seqpt_jax.train.events import EventFile
 
 # The operative config `seqpt train` writes for runs/grow_two_stage.gin (trimmed), in gin's format.
 GROWN_CONFIG = """from __gin__ import dynamic_registration
@@ -48,7 +48,7 @@ def _run(path, summary, config=None, eval_losses=()):
     (path / "model.json").write_text(json.dumps({"kind": summary["kind"]}))
     if config is not None:
         (path / "config.gin").write_text(config)
-    events = _Events(str(path / "tb"))
+    events = EventFile(str(path / "tb"))
     for step, loss in eval_losses:
         events.scalars(step, {"eval/loss": loss, "train/loss": 9.0})
     events.close()

@@ -51,3 +51,18 @@ def test_tensorflow_only_where_tf_data_is_used():
                          timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_tensorboard_events_are_written_and_read_without_tensorflow(tmp_path):
+    """tensorboard's own EventFileWriter imports TensorFlow whenever it is installed (seconds per
+    process, and device memory beside JAX on a GPU); the run's event files must not."""
+    code = ("import sys\n"
+            "from seqpt_jax.train import events, metrics\n"
+            f"log = metrics.RunLog({str(tmp_path)!r}, 3, 0, progress=False)\n"
+            "log.log(2, {'loss': 1.5}); log.close()\n"
+            f"assert events.scalars({str(tmp_path / 'tb')!r}) == {{'train/loss': {{2: 1.5}}}}\n"
+            "print('tensorflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ),
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "False"

@@ -177,3 +177,18 @@ def test_vocabulary_by_url(setup):
     assert tasks.output_features(url)["targets"].vocabulary.vocab_size == vocab.load(model).vocab_size
     with pytest.raises(UserError, match="not found"):
         vocab.processor(f"file://{model}.missing")
+
+
+def test_vocabulary_without_seqio_has_seqios_ids_and_decoding(setup):
+    import seqio
+    _, model = setup
+    ours, theirs = vocab.load(model), seqio.SentencePieceVocabulary(str(model), extra_ids=vocab.EXTRA_IDS)
+    assert ours.vocab_size == theirs.vocab_size and ours.extra_ids == theirs.extra_ids
+    assert [ours.tokenizer.id_to_piece(i) for i in range(ours.vocab_size)] == \
+        [theirs.tokenizer.id_to_piece(i) for i in range(theirs.vocab_size)]           # sentinels on top
+    for text in ["Open the file menu.", "Öffnen Sie das Menü ▁<extra_id_3> 42", "软件包管理器", ""]:
+        ids = ours.encode(text)
+        assert ids == list(theirs.encode(text))
+        for probe in (ids, ids + [1] + ids, ids + [ours.vocab_size - 1, ours.vocab_size + 5]):
+            assert ours.decode(probe) == theirs.decode(probe)
+    assert (ours.eos_id, ours.unk_id, ours.pad_id) == (theirs.eos_id, theirs.unk_id, theirs.pad_id)

@@ -273,13 +273,13 @@ def test_token_cache_and_tensorboard_events_through_a_gs_stand_in(tmp_path):
     when VOCAB is gs://; TensorBoard events under a gs:// MODEL_DIR go through epath too (found
     with the Cloud Storage emulator run of tests/test_train_remote.py: both went to local paths)."""
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
-    from seqpt_jax.train import metrics
+    from seqpt_jax.train import events as events_lib
     (tmp_path / "bkt").mkdir()
     (tmp_path / "bkt" / "spm.model").write_bytes(b"not parsed here")
     with _fake_gcs(tmp_path):
         assert sources.vocab_fingerprint("gs://bkt/spm.model") == sources.vocab_fingerprint(
             str(tmp_path / "bkt" / "spm.model"))
-        events = metrics._Events("gs://bkt/run/tb")
+        events = events_lib.EventFile("gs://bkt/run/tb")
         events.scalars(3, {"train/loss": 1.5})
         events.close()
     files = os.listdir(tmp_path / "bkt" / "run" / "tb")

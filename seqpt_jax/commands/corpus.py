@@ -1,4 +1,5 @@
-"""`seqpt corpus`: build the embedded multilingual corpus from Debian packages, show its stats."""
+"""`seqpt corpus`: build the embedded multilingual corpus from Debian packages, show its stats,
+export a portable pre-tokenized copy of it (trains without TensorFlow: docs/experiments.md)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,16 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("stats", help="print a built corpus's sizes per language, script and task")
     s.add_argument("--out", help="corpus directory (default as for build)")
     sub.add_parser("langs", help="list the languages and their Debian packages")
+    e = sub.add_parser("export", help="a portable pre-tokenized copy: token shards, vocabulary, task files, "
+                                      "manifest (CORPUS_DIR for training without TensorFlow)")
+    e.add_argument("--vocab", required=True, help="SentencePiece model to tokenize with (`seqpt vocab train`)")
+    e.add_argument("--out", required=True, help="directory to write the exported corpus to")
+    e.add_argument("--corpus", help="corpus directory to export (default as for build)")
+    e.add_argument("--langs", nargs="+", help="language codes, space or comma separated (default: all)")
+    e.add_argument("--max-tokens", type=int, help="at most N training tokens per language (validation and test: "
+                                                  "N/10), whole documents chosen by hash (default: everything)")
+    e.add_argument("--max-examples", type=int, help="at most N examples per task file, chosen by hash "
+                                                    "(default: every one)")
     return p
 
 
@@ -45,9 +56,24 @@ def _summary(stats: dict) -> str:
     return "\n".join(rows)
 
 
+def _export(args, corpus: Path) -> int:
+    from seqpt_jax.data import exported
+    langs = ",".join(args.langs).split(",") if args.langs else None
+    print(f"exporting {corpus} in the ids of {args.vocab}")
+    found = exported.export(corpus, args.vocab, args.out, langs=langs, max_tokens=args.max_tokens,
+                            max_examples=args.max_examples)
+    train = sum(splits.get("train", 0) for splits in found["tokens"].values())
+    print(f"wrote {args.out}: {len(found['languages'])} languages, {train:,} training tokens "
+          f"({found['dtype']}), {len(found['tasks'])} tasks, {found['bytes'] / 1e6:.1f} MB; train with "
+          f"--gin.CORPUS_DIR={args.out} --gin.VOCAB={Path(args.out) / exported.VOCAB_FILE}")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     from seqpt_jax.data.corpus import default_dir
+    if args.action == "export":
+        return _export(args, Path(args.corpus).expanduser() if args.corpus else default_dir())
     out = Path(args.out).expanduser() if getattr(args, "out", None) else default_dir()
     if args.action == "langs":
         from seqpt_jax.data.corpus.languages import DEFAULT_LANGS, LANGUAGES

@@ -2,7 +2,7 @@
 `seqpt experiment report DIR`: the papers' claims measured, with seeds and scratch baselines.
 
 Experiments are gin files, one per arm, under gin/experiments/NAME/ (`growth`: bert2BERT;
-`sequential`: Soltan et al.); scale_<S>.gin sets sizes and budgets (paper | cpu | demo | test).
+`sequential`: Soltan et al.); scale_<S>.gin sets sizes and budgets (paper | gpu | cpu | demo | test).
 `run` trains every arm x seed through `seqpt train`'s gin composition, dependencies first; a
 rerun skips finished arms and resumes unfinished ones. `--plan` prints each arm's model size,
 tokens, counted FLOPs and expected time, running nothing. `report` writes report.md,
@@ -34,6 +34,7 @@ def _run(args) -> int:
     from seqpt_jax.experiment import report, runner
     from seqpt_jax.train.preemption import EXIT_CODES, Stopped
     out = args.out or f"experiments/{args.name}-{args.scale}"
+    _compilation_cache(out)
     try:
         result = runner.Runner(args.name, args.scale, args.seeds, out, hw=args.hw, corpus=args.corpus,
                                vocab=args.vocab, progress=False if args.no_progress else None,
@@ -44,6 +45,17 @@ def _run(args) -> int:
     written = report.write(out)
     print(f"ran {len(result['ran'])} stage(s); report: {written['markdown']}", file=sys.stderr)
     return 0
+
+
+def _compilation_cache(out: str) -> None:
+    """JAX's persistent compilation cache in OUT/jax_cache (unless JAX_COMPILATION_CACHE_DIR names
+    one): arms of one shape and phase compile the same program whatever their init, and every seed
+    repeats them, so all but the first load it instead of compiling (docs/experiments.md)."""
+    import os
+
+    import jax
+    if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        jax.config.update("jax_compilation_cache_dir", os.path.join(os.path.abspath(out), "jax_cache"))
 
 
 def _report(args) -> int:
@@ -59,14 +71,15 @@ def main(argv: list[str]) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run (or --plan) every arm of an experiment")
     run.add_argument("name", help="growth | sequential (folders of gin/experiments/)")
-    run.add_argument("--scale", default="cpu", help="paper | cpu | demo | test (default cpu)")
+    run.add_argument("--scale", default="cpu", help="paper | gpu | cpu | demo | test (default cpu)")
     run.add_argument("--seeds", type=int, default=1, help="seeds per arm (default 1)")
     run.add_argument("--out", help="output folder (default experiments/NAME-SCALE)")
     run.add_argument("--plan", action="store_true", help="print sizes, tokens, FLOPs and time; run nothing")
     run.add_argument("--json", action="store_true", help="with --plan: the figures as JSON")
     run.add_argument("--throughput", type=float, help="with --plan: sustained FLOP/s (default: the scale's)")
     run.add_argument("--hw", default="hw/cpu.gin", help="hardware gin (default hw/cpu.gin)")
-    run.add_argument("--corpus", help="corpus folder (default: the one `seqpt corpus build` made)")
+    run.add_argument("--corpus", help="corpus folder (default: the one `seqpt corpus build` made), or an exported "
+                                      "corpus (`seqpt corpus export`: its own vocabulary, no TensorFlow)")
     run.add_argument("--vocab", help="SentencePiece model (default: trained into OUT/vocab); with --plan, its size")
     run.add_argument("--arms", help="comma-separated arms to run (with the arms they need); default all")
     run.add_argument("--no-progress", action="store_true", help="plain log lines instead of progress bars")

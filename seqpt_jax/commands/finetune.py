@@ -32,7 +32,8 @@ def add_task_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--corpus", help="corpus directory (corpus tasks; default: $SEQPT_DATA_DIR/corpus or "
                                             "~/.cache/seqpt_jax/corpus)")
     parser.add_argument("--langs", help="comma-separated languages to use (corpus tasks)")
-    parser.add_argument("--vocab", help="SentencePiece model (default: the one CKPT records, else CKPT/vocab.model)")
+    parser.add_argument("--vocab", help="SentencePiece model (default: the one CKPT records or CKPT/vocab.model, else an exported "
+                                        "--corpus's own)")
     parser.add_argument("--gin_file", action="append", default=[], help="gin file binding Options.*")
     parser.add_argument("--out", required=True, help="output directory")
 
@@ -113,8 +114,11 @@ def main(argv: list[str]) -> int:
     from seqpt_jax.evaluate import protocol
 
     opts = options(args.gin_file, bindings)
+    args.corpus = args.corpus or str(paths.corpus_dir())
     task = resolve_task(args)
-    vocab = load_vocab(args.vocab, args.init)
+    from seqpt_jax.data import exported
+    corpus_vocab = None if args.vocab or not exported.is_export(args.corpus) else exported.check_vocab(args.corpus, None)
+    vocab = load_vocab(args.vocab or corpus_vocab, args.init)  # an exported corpus brings its vocabulary
     if args.init:
         kind, cfg, params = params_io.load(args.init)
     else:

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import glob
 import json
 import os
-import struct
 
 # Init hooks (mappings/init_hooks.py, train/state.py) -> how the lineage reads.
 _INIT_HOOKS = {
@@ -68,32 +66,10 @@ def _read_json(path: str) -> dict:
         return {}
 
 
-def _tf_records(path: str):
-    """The payloads of a TFRecord file (TensorBoard events), without TensorFlow."""
-    with open(path, "rb") as f:
-        while True:
-            header = f.read(12)
-            if len(header) < 12:
-                return
-            (length,) = struct.unpack("<Q", header[:8])
-            data = f.read(length)
-            f.read(4)  # the payload's CRC
-            if len(data) < length:
-                return  # a file still being written
-            yield data
-
-
 def eval_losses(model_dir: str) -> dict[int, float]:
     """{step: validation loss} from the run's TensorBoard events (eval/loss)."""
-    from tensorboard.compat.proto.event_pb2 import Event
-    out = {}
-    for path in sorted(glob.glob(os.path.join(model_dir, "tb", "events.out.tfevents.*")), key=os.path.getmtime):
-        for data in _tf_records(path):
-            event = Event.FromString(data)
-            for v in event.summary.value:
-                if v.tag == "eval/loss":
-                    out[int(event.step)] = float(v.simple_value)
-    return out
+    from seqpt_jax.train import events
+    return events.scalars(os.path.join(model_dir, "tb")).get("eval/loss", {})
 
 
 @dataclasses.dataclass

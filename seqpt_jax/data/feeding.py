@@ -131,8 +131,8 @@ class Pipeline:
                         for s in self.specs]
         self.fns = [preprocessors.objective(s.objective, **s.options) for s in self.specs]
         self.step, self.taken = 0, [0] * len(self.specs)
-        self.max_predictions = max(mlm_positions.max_predictions(s.options.get("rate", 0.15), lengths["inputs"])
-                                   for s in self.specs)
+        self.max_predictions = max(mlm_positions.max_predictions(
+            s.options.get("rate", s.options.get("mask_rate", 0.15)), lengths["inputs"]) for s in self.specs)
         self._perms: dict[int, tuple[int, np.ndarray]] = {}
 
     # ----- position -----------------------------------------------------------------------
@@ -153,10 +153,23 @@ class Pipeline:
     def __iter__(self):
         return self
 
+    def _choices(self) -> np.ndarray:
+        """The task of each row of batch `self.step`."""
+        return (np.random.default_rng([self.seed, self.step, 0xFFFFFFFF])
+                .choice(len(self.specs), self.batch_size, p=self.rates)
+                if len(self.specs) > 1 else np.zeros(self.batch_size, np.int64))
+
+    def _advance(self, choices: np.ndarray) -> None:
+        self.taken = [k + int((choices == t).sum()) for t, k in enumerate(self.taken)]
+        self.step += 1
+
+    def skip(self, n: int) -> None:
+        """Moves the position past `n` batches without building them (cheap: their tasks only)."""
+        for _ in range(n):
+            self._advance(self._choices())
+
     def __next__(self) -> dict[str, np.ndarray]:
-        choices = (np.random.default_rng([self.seed, self.step, 0xFFFFFFFF])
-                   .choice(len(self.specs), self.batch_size, p=self.rates)
-                   if len(self.specs) > 1 else np.zeros(self.batch_size, np.int64))
+        choices = self._choices()
         rank = np.zeros(self.batch_size, np.int64)  # a row's place among its task's rows
         for t in range(len(self.specs)):
             rank[choices == t] = np.arange(int((choices == t).sum()))
@@ -164,9 +177,8 @@ class Pipeline:
         for out_row, row in enumerate(self.rows):
             t = int(choices[row])
             self._fill(batch, out_row, t, self._item(t, self.taken[t] + int(rank[row])), row)
-        self.taken = [k + int((choices == t).sum()) for t, k in enumerate(self.taken)]
-        self.step += 1
-        if self.kind == ENCODER:  # the MLM head runs on the masked positions only
+        self._advance(choices)
+        if "mlm_targets" in batch:  # an MLM head (also a seq2seq's encoder one) runs on the masked positions only
             batch.update(mlm_positions.compact(batch["mlm_targets"], batch["mlm_weights"],
                                                self.max_predictions))
         return batch

@@ -147,3 +147,11 @@ def corpus_stats(corpus: str | os.PathLike) -> dict:
         return json.loads(path.read_text("utf-8"))
     except (OSError, ValueError):
         return {}
+
+
+def mixing_sizes(corpus: str | os.PathLike, langs) -> dict[str, float]:
+    """Per language the size its mixture rate is computed from: the training characters that
+    stats.json records, else the training file's bytes."""
+    stats = corpus_stats(corpus)
+    return {lang: stats.get(lang, {}).get("train", {}).get("characters")
+            or text_file(corpus, lang, "train").stat().st_size for lang in langs}

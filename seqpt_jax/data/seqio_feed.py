@@ -25,12 +25,13 @@ import logging
 from typing import Mapping
 
 import numpy as np
-import seqio
-import tensorflow as tf
 
 from seqpt_jax.data.tasks import Objective
-from seqpt_jax.data.tf_tempfiles import delete_autograph_sources
+from seqpt_jax.data.tf_tempfiles import delete_autograph_sources, import_tensorflow
 from seqpt_jax.errors import UserError
+
+tf = import_tensorflow()  # before seqio, which imports it
+import seqio  # noqa: E402
 
 log = logging.getLogger(__name__)
 STATE_VERSION = 1

@@ -31,17 +31,18 @@ import logging
 from typing import Sequence
 
 import numpy as np
-import seqio
-import tensorflow as tf
 
 from seqpt_jax import paths
 from seqpt_jax.data import feeding, mixing, preprocessors, records, sources, vocab
-from seqpt_jax.data.tf_tempfiles import delete_autograph_sources
+from seqpt_jax.data.names import LOCAL, MC4_PREFIX, objective_of as _objective_of, task_name as _task_name
+from seqpt_jax.data.tf_tempfiles import delete_autograph_sources, import_tensorflow
 from seqpt_jax.errors import UserError
+
+tf = import_tensorflow()  # before seqio, which imports it
+import seqio  # noqa: E402
 
 log = logging.getLogger(__name__)
 MC4 = "c4/multilingual:3.1.0"
-LOCAL, MC4_PREFIX = "seqpt_local_", "seqpt_mc4_"
 
 
 # ----- what a task is made of --------------------------------------------------------------------
@@ -49,7 +50,11 @@ LOCAL, MC4_PREFIX = "seqpt_local_", "seqpt_mc4_"
 def output_features(vocab_path, extra_ids: int | None = None) -> dict:
     """"inputs"/"targets" over the SentencePiece vocabulary at `vocab_path` (no EOS added: the
     objectives add their own)."""
-    voc = vocab_path if isinstance(vocab_path, seqio.Vocabulary) else vocab.load(vocab_path, extra_ids)
+    if isinstance(vocab_path, seqio.Vocabulary):
+        voc = vocab_path
+    else:  # seqio's own vocabulary over the same model file and sentinels as vocab.load's
+        ours = vocab.load(vocab.model_path(vocab_path), extra_ids)
+        voc = seqio.SentencePieceVocabulary(ours.sentencepiece_model_file, extra_ids=ours.extra_ids)
     return {k: seqio.Feature(voc, add_eos=False) for k in ("inputs", "targets")}
 
 
@@ -128,10 +133,6 @@ class CorpusSource(seqio.FunctionDataSource):
 
 # ----- registration ------------------------------------------------------------------------------
 
-def _task_name(prefix: str, lang: str, objective: str) -> str:
-    return f"{prefix}{lang.replace('-', '_')}_{objective}"
-
-
 def _add_task(name: str, source, voc, objective: str, options: dict, first: Sequence = ()) -> None:
     delete_autograph_sources()  # its datasets' map functions leave no files in /tmp
     if name in seqio.TaskRegistry.names():
@@ -151,14 +152,11 @@ def register_local(corpus, vocab_path, langs: Sequence[str] | None = None,
                    alpha: float = mixing.DEFAULT_ALPHA, options: dict | None = None) -> list[str]:
     """Per-language tasks and temperature mixtures over the embedded corpus; returns the mixtures.
     Re-registering replaces."""
-    voc = vocab.load(vocab_path)
+    voc = output_features(vocab_path)["targets"].vocabulary  # one seqio vocabulary for every task
     langs = list(langs or records.languages(corpus))
     for lang in langs:
         records.text_file(corpus, lang, "train")
-    stats = records.corpus_stats(corpus)
-    sizes = {lang: stats.get(lang, {}).get("train", {}).get("characters")
-             or records.text_file(corpus, lang, "train").stat().st_size for lang in langs}
-    rates = mixing.temperature_rates(sizes, alpha)
+    rates = mixing.temperature_rates(records.mixing_sizes(corpus, langs), alpha)
     mixtures = []
     for objective in objectives:
         for lang in langs:
@@ -178,7 +176,7 @@ def register_mc4(vocab_path, langs: Sequence[str] | None = None, sizes: dict[str
                  alpha: float = mixing.DEFAULT_ALPHA, data_dir=None) -> list[str]:
     """mC4 tasks per language (default: every mC4 language) and temperature mixtures (rates from
     `sizes`, e.g. tokens per language; else TFDS's split sizes when prepared; else uniform)."""
-    voc = vocab.load(vocab_path)
+    voc = output_features(vocab_path)["targets"].vocabulary  # one seqio vocabulary for every task
     langs = list(langs or mc4_languages())
     rates = mixing.temperature_rates(sizes or _tfds_sizes(langs, data_dir), alpha)
     rekey = functools.partial(seqio.preprocessors.rekey, key_map={"targets": "text"})
@@ -212,18 +210,6 @@ def _tfds_sizes(langs, data_dir) -> dict[str, float]:
     log.warning("mC4 split sizes are unknown under %s; mixing the %d languages uniformly",
                 data_dir or "the default TFDS data dir", len(langs))
     return dict.fromkeys(langs, 1.0)
-
-
-def _objective_of(name: str, prefix: str) -> tuple[str | None, str]:
-    """(language or None for the mixture, objective) of a project task / mixture name."""
-    rest = name[len(prefix):]
-    for objective in sorted(preprocessors.OBJECTIVES, key=len, reverse=True):
-        if rest == objective:
-            return None, objective
-        if rest.endswith("_" + objective):
-            return rest[:-len(objective) - 1], objective
-    raise UserError(f"{name!r} names no objective; end it with one of {', '.join(preprocessors.OBJECTIVES)} "
-                    f"(e.g. {prefix}mlm).")
 
 
 def register_project_tasks(name: str, vocab_path=None, corpus_dir=None, tfds_data_dir=None,

@@ -92,7 +92,7 @@ def train(corpus: str | os.PathLike, size: int, out: str | os.PathLike, *,
           threads: int = 2, verbose: bool = False):
     """Trains a unigram SentencePiece model of `size` pieces (plus 100 sentinels) to `out`.
 
-    Returns the `seqio.SentencePieceVocabulary` (vocab_size = size + 100).
+    Returns its `Vocabulary` (vocab_size = size + 100).
     """
     import sentencepiece as spm
 
@@ -121,15 +121,44 @@ def train(corpus: str | os.PathLike, size: int, out: str | os.PathLike, *,
     return load(out)
 
 
-def load(path: str | os.PathLike, extra_ids: int | None = None):
-    """The seqio vocabulary of a SentencePiece model file, or a one-line UserError.
-    `extra_ids`: default `extra_ids_of` the file (100, or 0 for a vocabulary with its own mask)."""
-    import seqio
+class Vocabulary:
+    """A SentencePiece model with `extra_ids` sentinels on top, as seqio's SentencePieceVocabulary
+    builds it (the same ids, pieces and decoding; `tasks.output_features` hands seqio its own),
+    without TensorFlow: fine-tuning and evaluation encode and decode through it."""
 
+    def __init__(self, path: str, extra_ids: int):
+        from sentencepiece import sentencepiece_model_pb2
+
+        self.sentencepiece_model_file, self.extra_ids = str(path), int(extra_ids)
+        proto = processor(path).serialized_model_proto()
+        model = sentencepiece_model_pb2.ModelProto.FromString(proto)
+        for i in reversed(range(self.extra_ids)):  # <extra_id_0> is the top id
+            model.pieces.add(piece=f"{WORD_START}<extra_id_{i}>", score=0.0,
+                             type=sentencepiece_model_pb2.ModelProto.SentencePiece.USER_DEFINED)
+        import sentencepiece as spm
+        self.tokenizer = spm.SentencePieceProcessor(model_proto=model.SerializeToString())
+        self.vocab_size = int(self.tokenizer.get_piece_size())  # the extra ids included
+        self.eos_id, self.unk_id, self.pad_id = self.tokenizer.eos_id(), self.tokenizer.unk_id(), PAD_ID
+
+    def encode(self, text: str) -> list[int]:
+        """Ids of `text`, no EOS added."""
+        return self.tokenizer.encode_as_ids(text)
+
+    def decode(self, ids) -> str:
+        """Text up to and including the first EOS; ids past the vocabulary read as <unk>."""
+        ids = [self.unk_id if i >= self.vocab_size else int(i) for i in ids]
+        if self.eos_id in ids:
+            ids = ids[:ids.index(self.eos_id) + 1]
+        return self.tokenizer.decode_ids(ids)
+
+
+def load(path: str | os.PathLike, extra_ids: int | None = None) -> Vocabulary:
+    """The vocabulary of a SentencePiece model file, or a one-line UserError.
+    `extra_ids`: default `extra_ids_of` the file (100, or 0 for a vocabulary with its own mask)."""
     path = str(path) if is_remote(path) else Path(local(path)).expanduser()
     sp = processor(path)  # validates the file with a clear error
     extra_ids = extra_ids_of(sp) if extra_ids is None else extra_ids
-    return seqio.SentencePieceVocabulary(str(path), extra_ids=extra_ids)
+    return Vocabulary(str(path), extra_ids)
 
 
 def own_mask(sp) -> int | None:
@@ -180,7 +209,7 @@ def _remote_processor(path: str):
 
 
 def model_path(vocab) -> str:
-    """The model file behind a seqio SentencePieceVocabulary or a path."""
+    """The model file behind a Vocabulary, a seqio SentencePieceVocabulary or a path."""
     return str(getattr(vocab, "sentencepiece_model_file", vocab))
 
 

@@ -66,13 +66,19 @@ def conll(sents: list[dict]) -> str:
     return "".join("".join(f"{w}\t{t}\n" for w, t in zip(s["words"], s["tags"])) + "\n" for s in sents)
 
 
-def materialise(name: str, root: str | os.PathLike, limits: dict | None = None) -> dict[str, int]:
+def materialise(name: str, root: str | os.PathLike, limits: dict | None = None,
+                source: str | os.PathLike | None = None) -> dict[str, int]:
     """Writes root/<lang>.<split>.conll for task `name` (at most limits[split] sentences each, the
-    first ones); returns the sentence count per file. Files already holding that text are kept."""
+    first ones); returns the sentence count per file. Files already holding that text are kept.
+    `source`: a folder holding the task's files already (an exported corpus's tasks/<name>), read
+    instead of the package."""
+    from seqpt_jax.evaluate import data
     lang = PACKAGED[name].lang
+    parts = ({part: data.read_tagging(os.path.join(source, f"{lang}.{part}.conll"), part) for part in ("train", "test")}
+             if source else split(name, sentences(name)))
     os.makedirs(root, exist_ok=True)
     counts = {}
-    for part, sents in split(name, sentences(name)).items():
+    for part, sents in parts.items():
         sents = sents[:(limits or {}).get(part) or len(sents)]
         path = os.path.join(root, f"{lang}.{part}.conll")
         text = conll(sents)

@@ -4,31 +4,12 @@ train/cumulative_flops, so a run that was killed and resumed still has its whole
 
 from __future__ import annotations
 
-import glob
-import os
-
-
-def _scalars(logdir: str) -> dict[str, dict[int, float]]:
-    """{tag: {step: value}} from every event file under logdir (later files win)."""
-    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
-    out: dict[str, dict[int, float]] = {}
-    for path in sorted(glob.glob(os.path.join(logdir, "events.out.tfevents.*")), key=os.path.getmtime):
-        for event in EventFileLoader(path).Load():
-            for v in event.summary.value:  # the loader migrates simple_value to a scalar tensor
-                if v.HasField("simple_value"):
-                    value = v.simple_value
-                elif v.HasField("tensor") and v.tensor.float_val:
-                    value = v.tensor.float_val[0]
-                else:
-                    continue
-                out.setdefault(v.tag, {})[int(event.step)] = float(value)
-    return out
-
 
 def curve(logdir: str) -> list[list[float]]:
     """[[cumulative FLOPs, validation loss], ...] in step order. FLOPs at an eval step come from
     the training log of that step (the loop logs both at the last step and at multiples)."""
-    tags = _scalars(logdir)
+    from seqpt_jax.train import events
+    tags = events.scalars(logdir)
     flops, losses = tags.get("train/cumulative_flops", {}), tags.get("eval/loss", {})
     logged = sorted(flops)
     points = []

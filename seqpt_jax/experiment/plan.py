@@ -6,6 +6,15 @@ model read from the teacher arm's composition), then the full model. Evaluation 
 forward passes every `eval_every` steps (and at the end). Time = FLOPs / THROUGHPUT, the
 sustained FLOP/s the scale's gin declares (measure yours with `seqpt bench train`).
 Tokens assume full packing (the corpus pipeline packs; padding makes them an upper bound).
+
+Wall time, where the scale declares how its machine behaves (`--scale gpu`): a run's training
+takes the longer of its device time (FLOPs / THROUGHPUT) and its feed time (input tokens /
+(FEED_TOKENS_PER_S x feed workers): the numpy pipeline builds batches on host cores while the
+device trains), its evaluations likewise with their batches built in-process, plus
+RUN_OVERHEAD_S (start, step-0 evaluation, checkpoints); every distinct compiled program (a model
+shape in one training phase) costs COMPILE_S once, the persistent compilation cache serving every
+later run of it; every fine-tune costs FINETUNE_S. The figures and where they come from are
+stated in the scale gin and printed with the plan.
 """
 
 from __future__ import annotations
@@ -27,7 +36,8 @@ def _phase_flops(trainer, enc, dec, head=None, teacher=None) -> list[dict]:
         n = max(0, min(end, steps) - start)
         per_step = float(np.mean([trainer.phase_flops(p, enc, dec, head, teacher) for p in group]))
         name = group[0].group if len(group) > 1 else group[0].name
-        out.append({"phase": name, "steps": n, "flops_per_step": per_step, "flops": n * per_step})
+        out.append({"phase": name, "steps": n, "flops_per_step": per_step, "flops": n * per_step,
+                    "programs": len(group)})  # sampled sub-models: one compiled program each
         start = max(start, min(end, steps))
     return out
 
@@ -45,9 +55,11 @@ def describe_parsed(teacher: tuple | None = None) -> dict:
     lengths = spec.value("data.mixture_or_task.task_feature_lengths", {"inputs": 128})
     enc = int(lengths.get("inputs", 128))
     dec = int(lengths.get("targets", 0)) if kind == "encoder_decoder" else 0
-    # The corpus feed gives MLM batches their masked positions: the head runs on those only.
+    # The corpus feed gives MLM batches their masked positions: the head runs on those only
+    # (a seq2seq's encoder MLM head too).
     from seqpt_jax.data import mlm_positions
-    head = mlm_positions.max_predictions(0.15, enc) if kind in ("encoder_mlm", "electra") else None
+    head = (mlm_positions.max_predictions(0.15, enc)
+            if kind in ("encoder_mlm", "electra") or config.recipe.encoder_mlm_weight else None)
     if config.recipe.distill is not None and teacher is None:
         raise UserError("this arm distils (loop.train.distill) but declares no teacher arm; add "
                         "'teacher': '<arm>' to its ARM macro.")
@@ -58,6 +70,7 @@ def describe_parsed(teacher: tuple | None = None) -> dict:
     evals = (steps // eval_every + (steps % eval_every != 0)) if eval_every else 0
     return {"kind": kind, "params": models.count_params(shapes), "steps": steps, "batch_size": batch,
             "lengths": [enc, dec], "tokens": steps * batch * (enc + dec), "phases": phases,
+            "eval_passes": evals, "eval_batches": eval_batches,
             "train_flops": sum(p["flops"] for p in phases), "eval_flops": evals * eval_batches * forward,
             "eval_pass_flops": eval_batches * forward,
             "layers": [cfg.num_encoder_layers, cfg.num_decoder_layers if kind == "encoder_decoder" else 0],
@@ -85,16 +98,20 @@ def plan(experiment: str, scale: str, seeds: int, hw: str = "hw/cpu.gin", throug
         row = {"arm": arm.name, "role": arm.role, "op": arm.op,
                **describe_parsed(shapes_of[arm.teacher] if arm.teacher else None)}
         if arm.op == "init":  # the run's init only: no training, one evaluation
-            row.update(steps=0, tokens=0, train_flops=0.0, phases=[], eval_flops=row["eval_pass_flops"])
-        else:  # + the step-0 evaluation of the init
-            row["eval_flops"] += row["eval_pass_flops"]
+            row.update(steps=0, tokens=0, train_flops=0.0, phases=[], eval_flops=row["eval_pass_flops"], eval_passes=1)
+        else:  # + the step-0 evaluation of the init and the final per-batch one (the eval noise)
+            row["eval_flops"] += 2 * row["eval_pass_flops"]
+            row["eval_passes"] += 2
         rows.append(row)
     from seqpt_jax.experiment import downstream as ds
     spec.parse(experiment, rows[0]["arm"], scale, hw, [], spec.placeholder_bindings())
     settings = ds.settings()
+    machine = _machine()
     encoders = [r["arm"] for r, a in zip(rows, arms) if a.downstream]
-    down = ({"encoders": [*encoders, ds.RANDOM], "tasks": list(ds.TASKS),
-             "seeds": min(seeds, settings["seeds"]), **settings} if settings and encoders else None)
+    down = ({"encoders": [*encoders, ds.RANDOM], "tasks": list(ds.TASKS), **settings,
+             "pretraining_seeds": seeds, "finetune_seeds": settings["seeds"],
+             "generation": [r["arm"] for r, a in zip(rows, arms) if a.generation]}
+            if settings and encoders else None)
     from seqpt_jax.experiment import downstream_curve as dc
     every, curved = dc.every(), [(r, a) for r, a in zip(rows, arms) if a.downstream_curve]
     if down and every and curved:  # one fine-tune per kept checkpoint, per seed, plus a random init
@@ -105,9 +122,58 @@ def plan(experiment: str, scale: str, seeds: int, hw: str = "hw/cpu.gin", throug
     total = sum(r["train_flops"] + r["eval_flops"] for r in rows) * seeds
     for r in rows:
         r["seconds_per_seed"] = (r["train_flops"] + r["eval_flops"]) / rate if rate else None
+        r["tokens_per_param"] = r["tokens"] / r["params"]
     return {"experiment": experiment, "scale": scale, "seeds": seeds, "throughput": rate, "arms": rows,
-            "downstream": down,
+            "downstream": down, "wall": _wall(rows, down, seeds, rate, machine),
             "total_flops": total, "total_seconds": total / rate if rate else None}
+
+
+def _machine() -> dict | None:
+    """The parsed scale's wall-time model (module docstring), or None where it declares none."""
+    feed = spec.macro("FEED_TOKENS_PER_S", None)
+    if feed is None:
+        return None
+    return {"feed_tokens_per_s": float(feed), "feed_workers": int(spec.value("data.mixture_or_task.feed_workers", 0)),
+            "compile_s": float(spec.macro("COMPILE_S")), "run_overhead_s": float(spec.macro("RUN_OVERHEAD_S")),
+            "finetune_s": float(spec.macro("FINETUNE_S")), "machine": spec.macro("MACHINE", "")}
+
+
+def finetune_count(down: dict | None) -> int:
+    """Fine-tunes an experiment runs: every encoder (and its random init) on every task for each
+    pre-training seed and fine-tuning seed, the downstream curve's, and the generation rows'."""
+    if not down:
+        return 0
+    runs = down["pretraining_seeds"] * down["finetune_seeds"]
+    n = len(down["encoders"]) * len(down["tasks"]) * runs
+    c = down.get("curve")
+    n += (sum(c["checkpoints"].values()) + 1) * c["seeds"] if c else 0
+    generation = down["generation"]
+    return n + (len(generation) + 1) * runs if generation else n  # + their random init
+
+
+def _wall(rows: list[dict], down: dict | None, seeds: int, rate: float | None, machine: dict | None) -> dict | None:
+    if not machine or not rate:
+        return None
+    single = machine["feed_tokens_per_s"]  # input tokens per second and feed process
+    feed = single * max(machine["feed_workers"], 1)
+    runs = [r for r in rows if r["op"] == "train"]
+    device = sum(r["train_flops"] + r["eval_flops"] for r in rows) / rate * seeds
+
+    def inputs(r, steps):
+        return steps * r["batch_size"] * r["lengths"][0]
+
+    # training batches come from the feed workers; evaluation batches are built in-process
+    busy = sum(max(r["train_flops"] / rate, inputs(r, r["steps"]) / feed)
+               + max(r["eval_flops"] / rate, inputs(r, r["eval_passes"] * r["eval_batches"]) / single)
+               for r in rows) * seeds
+    programs = {(r["kind"], tuple(r["layers"]), r["d_model"], ph["phase"], k)
+                for r in runs for ph in r["phases"] for k in range(ph["programs"])}
+    programs |= {(r["kind"], tuple(r["layers"]), r["d_model"], "eval") for r in rows}
+    finetunes = finetune_count(down)
+    parts = {"training": busy, "compile": len(programs) * machine["compile_s"],
+             "overhead": len(rows) * seeds * machine["run_overhead_s"], "finetune": finetunes * machine["finetune_s"]}
+    return {**machine, "device_s": device, "feed_bound": busy > device * 1.01, "programs": len(programs),
+            "finetunes": finetunes, "parts": parts, "seconds": sum(parts.values())}
 
 
 def _si(x: float) -> str:
@@ -144,15 +210,32 @@ def text(p: dict) -> str:
     total = _duration(p["total_seconds"])
     lines += ["", f"total for {p['seeds']} seed(s): {_si(p['total_flops'])}FLOP (training + evaluation) = {total} "
               "at the throughput above (compile, checkpoint and data time not included)"]
+    trained = [r for r in p["arms"] if r["op"] == "train"]
+    if trained:
+        least = min(trained, key=lambda r: r["tokens_per_param"])
+        lines.append("tokens per parameter: " + ", ".join(f"{r['arm']} {r['tokens_per_param']:.1f}" for r in trained)
+                     + f" (least: {least['arm']})")
+    w = p.get("wall")
+    if w:
+        parts = w["parts"]
+        lines += [f"expected wall time on {w['machine'] or 'the declared machine'}: {_duration(w['seconds'])} = "
+                  f"training {_duration(parts['training'])} ({'feed' if w['feed_bound'] else 'device'}-bound: device "
+                  f"{_duration(w['device_s'])}, feed {_si(w['feed_tokens_per_s'])} tokens/s x {max(w['feed_workers'], 1)} "
+                  f"workers) + compile {_duration(parts['compile'])} ({w['programs']} programs x {w['compile_s']:g} s) + "
+                  f"runs {_duration(parts['overhead'])} + fine-tunes {_duration(parts['finetune'])} "
+                  f"({w['finetunes']} x {w['finetune_s']:g} s)"]
     d = p.get("downstream")
     if d:
-        lines.append(f"downstream (not in the total): {len(d['encoders'])} encoders ({', '.join(d['encoders'])}) x "
-                     f"{len(d['tasks'])} tasks x {d['seeds']} seed(s), {d['train']} English training examples, "
+        n_ft = len(d["encoders"]) * len(d["tasks"]) * d["pretraining_seeds"] * d["finetune_seeds"]
+        where = "in the wall time, not the FLOP total" if w else "not in the total"
+        lines.append(f"downstream ({where}): {len(d['encoders'])} encoders ({', '.join(d['encoders'])}) x "
+                     f"{len(d['tasks'])} tasks x {d['pretraining_seeds']} pre-training seed(s) x {d['finetune_seeds']} "
+                     f"fine-tuning seed(s) = {n_ft} fine-tunes, {d['train']} English training examples, "
                      f"{d['epochs']:g} epoch(s), length {d['length']}")
         c = d.get("curve")
         if c:
             kept = ", ".join(f"{arm} {n}" for arm, n in c["checkpoints"].items())
-            lines.append(f"downstream curve (not in the total): {c['task']} fine-tunes of every kept checkpoint "
+            lines.append(f"downstream curve ({where}): {c['task']} fine-tunes of every kept checkpoint "
                          f"(every {c['every']} steps: {kept}) and a random init, x {c['seeds']} seed(s) = "
                          f"{(sum(c['checkpoints'].values()) + 1) * c['seeds']} fine-tunes")
     return "\n".join(lines) + "\n"

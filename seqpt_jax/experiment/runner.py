@@ -35,6 +35,13 @@ def evaluate_init(config) -> dict:
     return {**trainer.evaluate(params), "params": params, "model": trainer.model, "kind": trainer.kind}
 
 
+def evaluate_params(config, params) -> dict:
+    """A run's validation loss and accuracy of `params` on its held-out batches, and each
+    batch's mean loss ("batch_losses": the eval noise of savings.eval_noise)."""
+    from seqpt_jax.train import loop
+    return loop.setup(config).evaluate(params)
+
+
 class Runner:
     def __init__(self, experiment: str, scale: str, seeds: int, out: str | os.PathLike, *, hw: str = "hw/cpu.gin",
                  corpus: str | None = None, vocab: str | None = None, log: Callable[[str], None] = print,
@@ -71,11 +78,13 @@ class Runner:
         write_json_atomic(path, asked)
 
     def _corpus_dir(self) -> str:
+        from seqpt_jax.data import exported
         from seqpt_jax.data.corpus import default_dir
         if self.corpus:
             path = Path(self.corpus).expanduser()
-            if not (path / "text").is_dir():
-                raise UserError(f"--corpus {path} has no text/ folder; give a folder `seqpt corpus build` made.")
+            if not (path / "text").is_dir() and not exported.is_export(path):
+                raise UserError(f"--corpus {path} has no text/ folder; give a folder `seqpt corpus build` or "
+                                f"`seqpt corpus export` made.")
             return str(path)
         if not (default_dir() / "COMPLETE").is_file():
             raise UserError(f"no corpus at {default_dir()}; run `seqpt corpus build` first (about 11 minutes), "
@@ -83,6 +92,9 @@ class Runner:
         return str(default_dir())
 
     def _vocab(self, corpus: str) -> str:
+        from seqpt_jax.data import exported
+        if exported.is_export(corpus):  # its tokens are in its own vocabulary
+            return exported.check_vocab(corpus, self.vocab)
         if self.vocab:
             if not Path(self.vocab).is_file():
                 raise UserError(f"--vocab {self.vocab} does not exist; train one with `seqpt vocab train`.")
@@ -139,12 +151,15 @@ class Runner:
                      f"of {summary['steps']}; rerun the same command to continue")
             raise Stopped(summary["stopped"], summary.get("stopped_at"))
         points = [[0.0, start["loss"]], *curve(str(model_dir / "tb"))]
+        from seqpt_jax import params_io
+        final = evaluate_params(config, params_io.load(str(model_dir))[2])  # per batch: the eval noise
         return {"arm": arm.name, "seed": seed, "op": "train", "checkpoint": str(model_dir),
                 "params": models.count_params(models.param_shapes(config.model)), "steps": summary["steps"],
                 "train_flops": float(summary["train_flops"]), "flops_by_phase": summary.get("flops_by_phase", {}),
                 "tokens": summary["tokens"], "phases": summary.get("phases"), "curve": points,
                 "init_val_loss": start["loss"],
                 "final_val_loss": points[-1][1] if points else None,
+                "final_batch_losses": final["batch_losses"],
                 "train_loss": [summary.get("first_loss"), summary.get("last_loss")],
                 "throughput": summary.get("throughput")}
 
@@ -156,7 +171,8 @@ class Runner:
                                      overwrite=True)
         return {"arm": arm.name, "seed": seed, "op": "init", "checkpoint": path,
                 "params": models.count_params(res["params"]), "steps": 0, "train_flops": 0.0, "tokens": 0,
-                "curve": [[0.0, res["loss"]]], "init_val_loss": res["loss"], "final_val_loss": res["loss"]}
+                "curve": [[0.0, res["loss"]]], "init_val_loss": res["loss"], "final_val_loss": res["loss"],
+                "final_batch_losses": res["batch_losses"]}
 
     def run(self) -> dict:
         self._check_request()
@@ -185,12 +201,13 @@ class Runner:
         if not encoders:
             return
         data = self._downstream_data(settings)
-        for seed in range(min(self.seeds, settings["seeds"])):
+        for seed in range(self.seeds):  # every pre-training seed, settings["seeds"] fine-tunings each
             for name in [*encoders, ds.RANDOM]:
                 def fn(work: Path, name=name, seed=seed) -> dict:
                     ckpt = (ds.random_like(self.checkpoint(encoders[0], seed), seed, work / "params")
                             if name == ds.RANDOM else ds.export(self.checkpoint(name, seed), work / "params"))
-                    res = ds.finetune(ckpt, data["corpus"], self.vocab_path, settings, work, self.progress)
+                    res = ds.finetune(ckpt, data["corpus"], self.vocab_path, settings, work, self.progress,
+                                      seeds=settings["seeds"])
                     return {"arm": name, "seed": seed, **res}
                 self.stages.run(f"downstream/{name}/seed{seed}", fn, f"fine-tune on {' + '.join(ds.TASKS)} (seed {seed})")
         self._downstream_curve(settings, data)

@@ -105,7 +105,9 @@ def make_slice(corpus: Path, dst: Path, plan: Plan) -> dict:
     """The demo's corpus: per language a bounded sample of the text, and downstream subsets
     (the `section_labels` most frequent English sections; test sets capped per language).
     Same layout as the corpus, so the data and evaluate modules read it unchanged."""
-    langs = [l for l in plan.langs if (corpus / "text" / f"{l}.train.jsonl").is_file()]
+    from seqpt_jax.data import exported
+    langs = [l for l in plan.langs if l in exported.manifest(corpus)["languages"]] if exported.is_export(corpus) \
+        else [l for l in plan.langs if (corpus / "text" / f"{l}.train.jsonl").is_file()]
     if "en" not in langs:
         raise UserError(f"{corpus} has no English text; the demo fine-tunes on English. Rebuild "
                         "it with `seqpt corpus build` (English is always included).")
@@ -157,10 +159,12 @@ def make_slice(corpus: Path, dst: Path, plan: Plan) -> dict:
 
 
 def finetune(checkpoint: str, corpus: str, voc: dict, plan: Plan, work: Path,
-             progress: bool | None = None, tasks: tuple | None = None, epochs: dict | None = None) -> dict:
+             progress: bool | None = None, tasks: tuple | None = None, epochs: dict | None = None,
+             seed: int = 0) -> dict:
     """Fine-tuning in each task's source language (English for the corpus tasks) and zero-shot
     tests on every other language, per task (`tasks`, default the demo's). `epochs` overrides
-    plan.finetune_epochs per task. Each task also reports its majority-label baseline."""
+    plan.finetune_epochs per task; `seed` the fine-tuning seed. Each task also reports its
+    majority-label baseline."""
     from seqpt_jax import params_io
     from seqpt_jax.data import vocab as vocab_lib
     from seqpt_jax.evaluate import finetune as ft, protocol, tasks as ev_tasks
@@ -169,7 +173,7 @@ def finetune(checkpoint: str, corpus: str, voc: dict, plan: Plan, work: Path,
     vocabulary = vocab_lib.load(voc["path"])
     options = ft.Options(epochs=plan.finetune_epochs, batch_size=32, max_length=plan.finetune_length,
                          target_length=plan.finetune_length, learning_rate=5e-4, in_language=False,
-                         progress=progress)
+                         progress=progress, seed=seed)
     out = {}
     for name in tasks or TASKS:
         task = ev_tasks.from_corpus(name, corpus)

@@ -31,24 +31,36 @@ def mixture_or_task(split: str, batch_size: int, seed: int, shard: tuple[int, in
                     name: str = "seqpt_local_mlm", task_feature_lengths: dict | None = None,
                     module: str | Sequence[str] | None = None, vocab_path: str | None = None,
                     corpus_dir: str | None = None, tfds_data_dir: str | None = None,
-                    mc4_langs: Sequence[str] | None = None, pack: bool = True) -> Source:
+                    mc4_langs: Sequence[str] | None = None, pack: bool = True, feed_workers: int = 0) -> Source:
     """Batches of the seqio task or mixture `name` (T5X's MIXTURE_OR_TASK_NAME).
 
     `module` (MIXTURE_OR_TASK_MODULE) is imported first so its tasks register; the project's
     own names (seqpt_local_*, seqpt_mc4_*) are registered here for `vocab_path`, `corpus_dir`
     and `tfds_data_dir`. Embedded-corpus tasks are fed by the numpy pipeline (`feeding`: O(1)
     exact resume); every other task by seqio's tf.data pipeline (`seqio_feed`: count-and-skip
-    resume).
+    resume). With `corpus_dir` at an exported corpus (`seqpt corpus export`), the embedded-corpus
+    names are fed from it by the same numpy pipeline, importing neither seqio nor TensorFlow.
+    `feed_workers`: processes building the numpy pipeline's training batches (`feed_workers`:
+    the same batches; 0 builds them in this process).
     """
+    from seqpt_jax.data import exported, feeding, names
+    lengths = dict(task_feature_lengths or {"inputs": 128})
+    def numpy_feed(specs):
+        args = (specs, split, batch_size, lengths, seed, pack, shard)
+        if feed_workers and split == "train":
+            from seqpt_jax.data import feed_workers as workers
+            return workers.ParallelPipeline(args, feed_workers)
+        return feeding.Pipeline(*args)
+
+    if exported.is_export(corpus_dir) and name.startswith(names.LOCAL):
+        return numpy_feed(exported.fast_specs(corpus_dir, name, vocab_path))
     from seqpt_jax.data import tasks
     tasks.import_module(module)
     tasks.register_project_tasks(name, vocab_path, corpus_dir, tfds_data_dir, mc4_langs)
     provider = tasks.get(name)
-    lengths = dict(task_feature_lengths or {"inputs": 128})
     specs = tasks.fast_specs(provider)
     if specs is not None:
-        from seqpt_jax.data import feeding
-        return feeding.Pipeline(specs, split, batch_size, lengths, seed, pack, shard)
+        return numpy_feed(specs)
     from seqpt_jax.data import seqio_feed
     return seqio_feed.SeqioSource(provider, split, batch_size, lengths, seed, shard, pack)
 

@@ -154,15 +154,18 @@ class Trainer:
                                        self.config.recipe.encoder_mlm_weight)
 
     def evaluate(self, params) -> dict:
-        """Mean loss and accuracy over `eval_batches` validation batches (the same ones each time)."""
+        """Mean loss and accuracy over `eval_batches` validation batches (the same ones each time),
+        and each batch's mean loss ("batch_losses": the eval noise of experiment.savings)."""
         s = self.config.schedule
         source = self.config.data("validation", s.batch_size, s.seed, (jax.process_index(), jax.process_count()))
-        total = None
+        total, batch_losses = None, []
         for _ in range(self.config.evaluation.eval_batches):
             sums = self.eval_step(params, data_lib.to_global(next(source), self.mesh))
+            batch_losses.append(float(sums.loss) / max(float(sums.weight), 1.0))
             total = sums if total is None else type(sums)(*(a + b for a, b in zip(total, sums)))
         weight = max(float(total.weight), 1.0)
-        return {"loss": float(total.loss) / weight, "accuracy": float(total.correct) / weight}
+        return {"loss": float(total.loss) / weight, "accuracy": float(total.correct) / weight,
+                "batch_losses": batch_losses}
 
     def record(self, first: dict) -> dict:
         """What run.json records and compares on resume (`run_dir.RECORDED` / `MAY_CHANGE`)."""
@@ -312,7 +315,8 @@ def run(config: TrainConfig) -> dict:
                 run_log.log(done, values)
             if e.eval_every and (done % e.eval_every == 0 or done == steps):
                 timer.close()
-                run_log.log(done, trainer.evaluate(state.params), prefix="eval")
+                scores = trainer.evaluate(state.params)
+                run_log.log(done, {k: scores[k] for k in ("loss", "accuracy")}, prefix="eval")
                 timer.start(phase.group)
 
             # checkpoints, after checking the loss (nor is saving training time)

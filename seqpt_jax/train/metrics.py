@@ -5,60 +5,10 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 import jax
 
-
-class _RemoteEventFile:
-    """TensorBoard's event file format written through etils epath, as MODEL_DIR's other files,
-    so a gs:// logdir uses the same storage client (TensorFlow's gfile, or fsspec). Flushed at
-    most every `flush_secs`, as tensorboard's writer does, and on close."""
-
-    def __init__(self, logdir: str, flush_secs: float = 120.0):
-        import socket
-        from etils import epath
-        from tensorboard.compat.proto.event_pb2 import Event
-        from tensorboard.summary.writer.record_writer import RecordWriter
-        path = epath.Path(logdir) / f"events.out.tfevents.{time.time():.6f}.{socket.gethostname()}"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = path.open("wb")
-        self._records, self._flush_secs, self._flushed = RecordWriter(self._file), flush_secs, time.time()
-        self.add_event(Event(wall_time=time.time(), file_version="brain.Event:2"))
-
-    def add_event(self, event) -> None:
-        self._records.write(event.SerializeToString())
-        if time.time() - self._flushed > self._flush_secs:
-            self.flush()
-
-    def flush(self) -> None:
-        self._file.flush()
-        self._flushed = time.time()
-
-    def close(self) -> None:
-        self._file.close()
-
-
-class _Events:
-    """A minimal TensorBoard scalar writer (the tensorboard package, no TensorFlow import)."""
-
-    def __init__(self, logdir: str):
-        from tensorboard.summary.writer.event_file_writer import EventFileWriter
-        if "://" in logdir:
-            self._writer = _RemoteEventFile(logdir)
-            return
-        os.makedirs(logdir, exist_ok=True)
-        self._writer = EventFileWriter(logdir)
-
-    def scalars(self, step: int, values: dict) -> None:
-        from tensorboard.compat.proto.event_pb2 import Event
-        from tensorboard.compat.proto.summary_pb2 import Summary
-        summary = Summary(value=[Summary.Value(tag=k, simple_value=float(v)) for k, v in values.items()])
-        self._writer.add_event(Event(wall_time=time.time(), step=int(step), summary=summary))
-
-    def close(self) -> None:
-        self._writer.flush()
-        self._writer.close()
+from seqpt_jax.train import events
 
 
 def _fmt(values: dict) -> str:
@@ -82,7 +32,7 @@ class RunLog:
         self.enabled = jax.process_index() == 0
         if not self.enabled:
             return
-        self.events = _Events(os.path.join(model_dir, "tb"))
+        self.events = events.EventFile(os.path.join(model_dir, "tb"))
         tty = sys.stderr.isatty() if progress is None else progress
         self.bar = None
         if tty:

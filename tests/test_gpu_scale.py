@@ -1,0 +1,49 @@
+"""--scale gpu: the plans' wall time on an H200 and tokens per parameter, and the size of the
+exported corpus it trains on (docs/experiments.md: `seqpt corpus export --max-tokens 1000000
+--max-examples 2000` of the default 15-language corpus)."""
+
+import numpy as np
+import pytest
+
+from seqpt_jax.data import exported
+from seqpt_jax.experiment import plan
+
+
+
+def _plan(experiment):
+    return plan.plan(experiment, "gpu", seeds=3, hw="hw/gpu.gin")
+
+
+def test_growth_fits_nine_minutes_on_an_h200_with_every_target_at_20_tokens_per_parameter():
+    p = _plan("growth")
+    wall = p["wall"]
+    assert wall["seconds"] <= 9 * 60, plan.text(p)
+    assert wall["seconds"] == pytest.approx(sum(wall["parts"].values()))
+    assert wall["parts"]["compile"] > 0 and wall["feed_workers"] >= 1      # compiles and the feed are counted
+    targets = [r for r in p["arms"] if r["role"] in ("scratch", "recipe", "control")]
+    assert len(targets) >= 8 and all(r["tokens_per_param"] >= 20 for r in targets), plan.text(p)
+    assert p["seeds"] >= 3
+    assert "expected wall time on one H200" in plan.text(p) and "tokens per parameter" in plan.text(p)
+
+
+def test_sequential_pretrains_every_model_at_20_tokens_per_parameter_and_counts_its_fine_tunes():
+    p = _plan("sequential")
+    trained = [r for r in p["arms"] if r["op"] == "train" and r["arm"] != "enc_continued"]  # continued: a top-up
+    assert all(r["tokens_per_param"] >= 20 for r in trained), plan.text(p)
+    d = p["downstream"]
+    encoders_x_tasks = len(d["encoders"]) * len(d["tasks"])
+    assert p["wall"]["finetunes"] >= encoders_x_tasks * 3 * d["seeds"]       # every pre-training seed x fine-tuning seeds
+    assert d["seeds"] >= 3 and d["train"] >= 2000
+
+
+def test_the_exported_corpus_for_the_gpu_scale_fits_48_mb():
+    """Token shards: 15 languages x at most 1.0 M training tokens (validation and test a tenth each)
+    in uint16 (the 8,100-id vocabulary fits); 12 MB left for document offsets, task files (at most
+    2,000 examples each) and the vocabulary, which the manifest's `bytes` measures at export."""
+    languages, max_tokens, vocab_size = 15, 1_000_000, plan.plan("growth", "gpu", 1, "hw/gpu.gin")["arms"][0]["vocab_size"]
+    assert exported._token_dtype(vocab_size) == np.uint16
+    tokens = languages * max_tokens * (1 + 2 / exported.HELD_OUT_SHARE)
+    assert tokens * 2 <= 36e6
+    for experiment in ("growth", "sequential"):   # the corpus is seen a few times over, not hundreds
+        most = max(r["tokens"] for r in _plan(experiment)["arms"])
+        assert most / (languages * max_tokens) < 8
