@@ -116,6 +116,25 @@ def test_tagging_first_subword_span_f1(setup, tmp_path):
     assert scores["f1"] >= 0.8 and scores["token_accuracy"] >= 0.9, scores
 
 
+def test_results_table_rows_have_the_header_columns(setup, tmp_path):
+    """Plain tags (part of speech) have no span scores: their cells are "—", so every row of
+    results.md has the header's columns and each number sits under its own name."""
+    rng = setup["rng"]
+    pos = lambda s: [(w, "NOUN" if t != "O" else "DET") for w, t in s]
+    train = _write_conll(tmp_path / "train.conll", [pos(s) for s in _tagged(rng, 32)])
+    out = tmp_path / "out"
+    rc = _run(["finetune", "--task", "tagging", "--init", setup["ckpt"], "--vocab", setup["vocab"],
+               "--train", train, "--test", train, "--out", str(out), "--gin.Options.epochs=1", *FAST])
+    assert rc == 0
+    header, _, *rows = [l.split("|")[1:-1] for l in (out / "results.md").read_text().splitlines() if l.startswith("|")]
+    names = [c.strip() for c in header]
+    assert rows and all(len(r) == len(header) for r in rows), (header, rows)
+    model_row = dict(zip(names, (c.strip() for c in rows[0])))
+    scores = json.loads((out / "results.json").read_text())["runs"][0]["test"]["user"]
+    assert model_row["token_accuracy"] == f"{100 * scores['token_accuracy']:.1f}"
+    assert model_row["f1"] == model_row["precision"] == "—" and model_row["n"] == "32"
+
+
 def test_generation_runs_and_reports_text_metrics(setup, tmp_path):
     rows = [{"source": f"the {w}", "target": w} for w in FRUIT + VEHICLE] * 2
     train = _write_jsonl(tmp_path / "train.jsonl", rows)
