@@ -253,3 +253,31 @@ def test_same_seed_same_numbers(setup, tmp_path):  # noqa: F811
             for name, seed in (("a", 5), ("b", 5), ("c", 6))]
     assert runs[0]["runs"] == runs[1]["runs"]
     assert runs[0]["runs"][0]["final_loss"] != runs[2]["runs"][0]["final_loss"]  # the seed is what decides
+
+
+def test_experiment_downstream_adds_the_xtreme_tasks_present(setup, tmp_path, monkeypatch, capsys):  # noqa: F811
+    """$SEQPT_XTREME_DIR/<task>/: the tasks found join the downstream table (capped like the corpus
+    tasks); each missing one is skipped with one line, said once."""
+    from seqpt_jax.experiment import downstream as ds
+    root = tmp_path / "xtreme"
+    _pawsx(root / "pawsx", random.Random(5))
+    _udpos(root / "udpos", random.Random(5))
+    monkeypatch.setenv(ds.XTREME_ENV, str(root))
+    monkeypatch.setattr(ds, "_SAID", set())
+    s = {"train": 16, "test": 4, "epochs": 1.0, "ner_epochs": 1.0, "length": 16, "seeds": 1}
+    (tmp_path / "work").mkdir()
+    recs = ds.finetune_xtreme(setup["ckpt"], setup["vocab"], s, tmp_path / "work")
+    ds.finetune_xtreme(setup["ckpt"], setup["vocab"], s, tmp_path / "work")
+    skipped = [l for l in capsys.readouterr().out.splitlines() if "skipped" in l]
+    assert sorted(l.split()[1] for l in skipped) == ["wikiann", "xnli"], skipped  # once each
+    assert sorted(recs) == ["pawsx", "udpos"]
+    assert recs["pawsx"]["n"] == {"de": 4, "en": 4} and recs["pawsx"]["steps"] == 1  # 16 examples, batch 32
+    assert recs["udpos"]["metric"] == "token_accuracy" and "token_accuracy" in recs["udpos"]["majority"]
+    table = ds.table({"mlm": {0: {"tasks": recs}}})
+    assert table["pawsx"]["mlm"]["zero_shot"] == [recs["pawsx"]["scores"]["de"]]
+    assert table["udpos"][ds.MAJORITY]["en"] == [recs["udpos"]["majority"]["scores"]["en"]]
+
+    monkeypatch.delenv(ds.XTREME_ENV)
+    monkeypatch.setattr(ds, "_SAID", set())
+    assert ds.finetune_xtreme(setup["ckpt"], setup["vocab"], s, tmp_path / "work") == {}
+    assert len([l for l in capsys.readouterr().out.splitlines() if "is not set" in l]) == 4

@@ -20,6 +20,7 @@ Pre-training that does not beat the random-init row has not worked yet.
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 from seqpt_jax.experiment import spec
@@ -77,8 +78,11 @@ def random_like(checkpoint: str, seed: int, dst: Path) -> str:
 def finetune(checkpoint: str, corpus: str, vocab_path: str, s: dict, work: Path, progress=None,
              tasks: tuple = TASKS) -> dict:
     from seqpt_jax.demo import backend
-    return backend.finetune(checkpoint, corpus, {"path": vocab_path}, demo_plan(s), work, progress,
-                            tasks=tasks, epochs={"ja_ner": s["ner_epochs"]})
+    out = backend.finetune(checkpoint, corpus, {"path": vocab_path}, demo_plan(s), work, progress,
+                           tasks=tasks, epochs={"ja_ner": s["ner_epochs"]})
+    if tasks == TASKS:  # the XTREME tasks whose data is present ($SEQPT_XTREME_DIR) join the table
+        out["tasks"].update(finetune_xtreme(checkpoint, vocab_path, s, work, progress))
+    return out
 
 
 def make_slice(corpus: str, dst: Path, s: dict) -> dict:
@@ -88,6 +92,63 @@ def make_slice(corpus: str, dst: Path, s: dict) -> dict:
     out = recipe.make_slice(Path(corpus), dst, demo_plan(s))
     out["tasks"]["ja_ner"] = packaged.materialise("ja_ner", Path(out["corpus"]) / "tasks" / "ja_ner",
                                                   {"train": s["train"], "test": s["test"]})
+    return out
+
+
+# ------------------------------------------------------------------------------ XTREME rows (optional)
+
+XTREME_ENV = "SEQPT_XTREME_DIR"  # DIR/<task>/ holds a task's files as `seqpt finetune --data` reads them
+_SAID: set = set()
+
+
+def xtreme_tasks() -> dict:
+    """{name: Task} of the XTREME tasks whose files are under $SEQPT_XTREME_DIR/<name>/; one line
+    (once per process) for each that is skipped."""
+    import os
+
+    from seqpt_jax.errors import UserError
+    from seqpt_jax.evaluate import tasks as ev_tasks
+    root, out = os.environ.get(XTREME_ENV), {}
+    for name in ev_tasks.XTREME_TASKS:
+        try:
+            if not root:
+                raise UserError(f"${XTREME_ENV} is not set")
+            out[name] = ev_tasks.from_xtreme(name, data_dir=os.path.join(root, name))
+        except UserError as e:
+            if name not in _SAID:
+                _SAID.add(name)
+                print(f"downstream: {name} skipped ({e})")
+    return out
+
+
+def finetune_xtreme(checkpoint: str, vocab_path: str, s: dict, work: Path, progress=None) -> dict:
+    """The XTREME tasks present (`xtreme_tasks`), in `finetune`'s record schema: English fine-tuning
+    on the first s["train"] examples, zero-shot tests on the first s["test"] of every language."""
+    from seqpt_jax import params_io
+    from seqpt_jax.data import vocab as vocab_lib
+    from seqpt_jax.evaluate import finetune as ft, protocol
+    present = xtreme_tasks()
+    if not present:
+        return {}
+    kind, cfg, params = params_io.load(checkpoint)
+    vocab = vocab_lib.load(vocab_path)
+    out = {}
+    for name, task in present.items():
+        epochs = s["ner_epochs"] if task.kind == "tagging" else s["epochs"]
+        opts = ft.Options(epochs=epochs, max_length=s["length"], target_length=s["length"], learning_rate=5e-4,
+                          in_language=False, max_train=s["train"], max_eval=s["test"], progress=progress)
+        result = protocol.run(task, kind, cfg, params, vocab, opts)
+        (work / f"{name}.json").write_text(json.dumps(result, ensure_ascii=False))
+        run, metric = result["runs"][0], result["primary_metric"]
+        per_lang = lambda key, test=run["test"]: {l: r[key] for l, r in test.items()}
+        out[name] = {"metric": metric, "lang": run["train_lang"], "scores": per_lang(metric), "n": per_lang("n"),
+                     "steps": run["steps"], "epochs": epochs, "final_loss": run["final_loss"],
+                     "majority": {"label": next(iter(run["test"].values()))["majority"]["label"],
+                                  "scores": {l: r["majority"][metric] for l, r in run["test"].items()}}}
+        if task.kind == "tagging":
+            out[name]["token_accuracy"] = per_lang("token_accuracy")
+            out[name]["majority"]["token_accuracy"] = {l: r["majority"]["token_accuracy"]
+                                                       for l, r in run["test"].items()}
     return out
 
 
