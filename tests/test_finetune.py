@@ -233,3 +233,34 @@ def test_finetune_inits_from_a_train_model_dir_and_from_a_finetuned_model(setup,
     rc = _run(["finetune", "--task", "classification", "--init", str(out / "model"), "--vocab", setup["vocab"],
                "--train", train, "--test", train, "--out", str(tmp_path / "again"), "--gin.Options.epochs=1", *FAST])
     assert rc == 0
+
+
+def test_validation_keeps_the_best_epoch_and_patience_stops(setup):
+    """finetune.train scores validation after every epoch, returns the best epoch's params and,
+    with patience, stops after that many epochs without a gain."""
+    import dataclasses
+
+    import numpy as np
+
+    from seqpt_jax.evaluate import data, finetune
+    vocab = vocab_lib.load(setup["vocab"])
+    _, cfg, ckpt = params_io.load(setup["ckpt"])
+    rows = [{"text_a": r["text"], "text_b": None, "label": r["label"]} for r in _classification(setup["rng"], 32)]
+    arrays = data.encode_classification(vocab, rows, ["fruit", "vehicle"], 16).arrays
+    model = finetune.build_model("classification", cfg, 2)
+    fresh = models.init(model, jax.random.key(0), finetune.model_inputs({k: v[:1] for k, v in arrays.items()}))
+    start = finetune.transfer("encoder_mlm", ckpt, fresh)
+    options = finetune.Options(epochs=5, batch_size=16, learning_rate=3e-3)
+
+    def scorer(seen):
+        scores = iter([0.1, 0.9, 0.2, 0.3, 0.4])
+        return lambda p: seen.append(p) or next(scores)
+
+    seen = []
+    params, losses, curve = finetune.train(model, start, "classification", arrays, options, validate=scorer(seen))
+    assert [c["step"] for c in curve] == [2, 4, 6, 8, 10] and len(losses) == 10
+    assert params is seen[1]  # epoch 2 scored best
+    assert not np.array_equal(jax.tree.leaves(params)[0], jax.tree.leaves(seen[-1])[0])
+    _, losses, curve = finetune.train(model, start, "classification", arrays,
+                                      dataclasses.replace(options, patience=2), validate=scorer([]))
+    assert [c["step"] for c in curve] == [2, 4, 6, 8] and len(losses) == 8  # epochs 3 and 4 gained nothing

@@ -147,20 +147,21 @@ def run(task: Task, init_kind: str, cfg, init_params: dict, vocab, options,
         fresh = models.init(model, jax.random.key(options.seed), finetune.model_inputs(sample))
         params = finetune.transfer(init_kind, init_params, fresh)
         train_enc = _encode(task.kind, vocab, train_examples, labels, options)
-        metric = primary_metric(task.kind, labels)
-        validate = ((lambda p: score(task.kind, model, p, vocab, val, labels, options, train_lang)[metric])
-                    if val else None)
+        metric, val_scores = primary_metric(task.kind, labels), []
+
+        def validate(p):  # after every epoch (finetune.train); the scores of each kept for the entry
+            val_scores.append(score(task.kind, model, p, vocab, val, labels, options, train_lang))
+            return val_scores[-1][metric]
+
         params, losses, curve = finetune.train(model, params, task.kind, train_enc.arrays, options,
-                                               desc=f"{task.name} [{train_lang}]", validate=validate)
+                                               desc=f"{task.name} [{train_lang}]", validate=validate if val else None)
         entry = {"train_lang": train_lang, "mode": mode, "labels": labels, "n_train": len(train_examples),
                  "train_truncated": train_enc.truncated, "steps": len(losses),
                  "first_loss": losses[0], "final_loss": float(np.mean(losses[-5:])), "test": {}}
-        if curve:  # the per-epoch validation scores, and the epoch whose model is scored below
-            best = max(range(len(curve)), key=lambda i: (curve[i]["score"], -i))
-            entry["validation_curve"] = curve
-            entry["selected_step"] = curve[best]["step"] if options.select_on_validation else len(losses)
-        if val:
-            entry["validation"] = score(task.kind, model, params, vocab, val, labels, options, train_lang)
+        if curve:  # the per-epoch validation scores, and the epoch whose model is tested below
+            chosen = (max(range(len(curve)), key=lambda i: (curve[i]["score"], -i))
+                      if options.select_on_validation else len(curve) - 1)
+            entry.update(validation=val_scores[chosen], validation_curve=curve, selected_step=curve[chosen]["step"])
         for lang, examples in evals.items():
             entry["test"][lang] = score(task.kind, model, params, vocab, examples, labels, options, lang)
             base = majority(task.kind, train_examples, examples, labels)
