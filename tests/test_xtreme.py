@@ -159,12 +159,26 @@ def test_xtreme_learns_from_the_english_train(setup, tmp_path):  # noqa: F811
     assert scores["en"]["accuracy"] >= 0.75 and scores["de"]["accuracy"] >= 0.75, scores  # chance: 1/3
 
 
-def test_xtreme_missing_data_is_one_clear_line(setup, tmp_path, capsys):  # noqa: F811
-    (tmp_path / "empty").mkdir()
-    rc = cli.main(["finetune", "--task", "udpos", "--data", str(tmp_path / "empty"), "--init", setup["ckpt"],
-                   "--vocab", setup["vocab"], "--out", str(tmp_path / "out")])
+@pytest.mark.parametrize("case", ["no_data", "bad_conllu", "bad_wikiann", "no_header"])
+def test_xtreme_bad_data_is_one_clear_line(setup, tmp_path, capsys, case):  # noqa: F811
+    root = tmp_path / "data"
+    task, expect = {"no_data": ("udpos", "conllu"), "bad_conllu": ("udpos", "en_ewt-ud-train.conllu:3:"),
+                    "bad_wikiann": ("wikiann", "train:1:"), "no_header": ("pawsx", "'sentence1'")}[case]
+    root.mkdir()
+    if case != "no_data":
+        WRITERS[task](root, random.Random(6))
+    if case == "bad_conllu":
+        path = root / "UD_English-EWT" / "en_ewt-ud-train.conllu"
+        path.write_text("# sent_id = 1\n# text = apple\n1\tapple\tNOUN\n")
+    elif case == "bad_wikiann":
+        (root / "en" / "train").write_text("apple B-LOC\n")
+    elif case == "no_header":
+        path = root / "x-final" / "en" / "train.tsv"
+        path.write_text("\n".join(path.read_text().splitlines()[1:]) + "\n")
+    rc = cli.main(["finetune", "--task", task, "--data", str(root), "--init", setup["ckpt"],
+                   "--vocab", setup["vocab"], "--out", str(tmp_path / "out"), *FAST])
     err = capsys.readouterr().err.strip()
-    assert rc == 2 and len(err.splitlines()) == 1 and "conllu" in err, err
+    assert rc == 2 and len(err.splitlines()) == 1 and expect in err, err
 
 
 def _mock_tfds(root, task, langs):
@@ -183,7 +197,8 @@ def _mock_tfds(root, task, langs):
 def test_xtreme_task_from_tfds(setup, tmp_path, task):  # noqa: F811
     """The TFDS builders of tensorflow-datasets 4.9.x (paws_x_wiki, wikiann, xtreme_pos, xnli +
     multi_nli + xtreme_xnli), read through `tfds.testing.mock_data` (random examples of the real
-    features), end to end through `seqpt finetune --tfds`."""
+    features): every split of every language read, and one task end to end through
+    `seqpt finetune --tfds`."""
     tfds = pytest.importorskip("tensorflow_datasets")
     _mock_tfds(tmp_path / "tfds", task, LANGS)
 
@@ -205,15 +220,25 @@ def test_xtreme_task_from_tfds(setup, tmp_path, task):  # noqa: F811
         return tf.data.Dataset.from_generator(lambda: iter(rows), output_signature={
             **spec, "label": tf.TensorSpec((), tf.int64)})
 
-    fn = as_dataset if task == "xnli" else None
-    with tfds.testing.mock_data(num_examples=8, as_dataset_fn=fn):
-        res = _finetune(setup, task, ["--tfds", str(tmp_path / "tfds"), "--langs", ",".join(LANGS)], tmp_path / "out")
-    assert res["runs"][0]["mode"] == "zero-shot" and sorted(res["runs"][0]["test"]) == ["de", "en"]
-    assert all(t["n"] == 8 for t in res["runs"][0]["test"].values())
-    names = {"pawsx": {"different_meaning", "paraphrase"}, "xnli": {"entailment", "neutral", "contradiction"}}
-    if task in names:
-        assert set(res["runs"][0]["labels"]) <= names[task]
-    _table_rows_match_header((tmp_path / "out" / "results.md").read_text())
+    from seqpt_jax.evaluate import tasks, xtreme
+    names = {"pawsx": set(xtreme.PAWS_LABELS), "xnli": set(xtreme.NLI_LABELS), "udpos": None,
+             "wikiann": {"O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC"}}[task]
+    with tfds.testing.mock_data(num_examples=8, as_dataset_fn=as_dataset if task == "xnli" else None):
+        found = tasks.from_xtreme(task, tfds_dir=str(tmp_path / "tfds"), langs=list(LANGS))
+        assert {split: sorted(by_lang) for split, by_lang in found.files.items()} == {
+            split: ["de", "en"] for split in ("train", "validation", "test")}
+        for split, by_lang in found.files.items():
+            for lang in by_lang:
+                examples = found.read(split, lang)
+                labels = {t for ex in examples for t in ex["tags"]} if found.kind == "tagging" else \
+                    {ex["label"] for ex in examples}
+                assert len(examples) == 8 and (names is None or labels <= names), (split, lang, labels)
+        if task == "udpos":  # one of them end to end (the others: from their own files, above)
+            res = _finetune(setup, task, ["--tfds", str(tmp_path / "tfds"), "--langs", "en,de"], tmp_path / "out")
+            assert [(r["mode"], sorted(r["test"])) for r in res["runs"]] == [
+                ("zero-shot", ["de", "en"]), ("in-language", ["de"])]
+            assert all(t["n"] == 8 for t in res["runs"][0]["test"].values())
+            _table_rows_match_header((tmp_path / "out" / "results.md").read_text())
 
 
 def test_reinit_keeps_a_non_preset_shape_with_fresh_weights(setup, tmp_path):  # noqa: F811

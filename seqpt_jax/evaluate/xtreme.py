@@ -144,8 +144,9 @@ def read_pawsx(path: str) -> list[dict]:
     return out
 
 
-def read_wikiann(path: str) -> list[dict]:
-    """`lang:token<TAB>tag` lines, a blank line between sentences."""
+def _sentences(path: str, word_tag) -> list[dict]:
+    """[{words, tags}] of a one-word-per-line file with a blank line between sentences;
+    `word_tag(line, n)` gives a line's (word, tag), or None for a line that holds no word."""
     out, words, tags = [], [], []
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate([*f, ""], 1):
@@ -154,40 +155,33 @@ def read_wikiann(path: str) -> list[dict]:
                 if words:
                     out.append({"words": words, "tags": tags})
                     words, tags = [], []
-                continue
-            cols = line.split("\t")
-            if len(cols) < 2 or ":" not in cols[0]:
-                raise UserError(f"{path}:{n}: expected 'lang:token<TAB>tag' (WikiANN/PAN-X), got {line[:40]!r}.")
-            words.append(cols[0].split(":", 1)[1])
-            tags.append(cols[-1].strip())
+            elif (pair := word_tag(line, n)) is not None:
+                words.append(pair[0])
+                tags.append(pair[1])
     return out
+
+
+def read_wikiann(path: str) -> list[dict]:
+    """`lang:token<TAB>tag` lines, a blank line between sentences."""
+    def word_tag(line, n):
+        cols = line.split("\t")
+        if len(cols) < 2 or ":" not in cols[0]:
+            raise UserError(f"{path}:{n}: expected 'lang:token<TAB>tag' (WikiANN/PAN-X), got {line[:40]!r}.")
+        return cols[0].split(":", 1)[1], cols[-1].strip()
+    return _sentences(path, word_tag)
 
 
 def read_conllu(paths: tuple) -> list[dict]:
-    """Words (FORM) and UPOS of every sentence; multi-word token ranges (1-2) and empty nodes (1.1)
-    are not words of the tagging task."""
-    out = []
-    for path in paths:
-        words, tags = [], []
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate([*f, ""], 1):
-                line = line.rstrip("\n")
-                if not line.strip():
-                    if words:
-                        out.append({"words": words, "tags": tags})
-                        words, tags = [], []
-                    continue
-                if line.startswith("#"):
-                    continue
-                cols = line.split("\t")
-                if len(cols) != 10:
-                    raise UserError(f"{path}:{n}: a CoNLL-U word line has 10 tab-separated columns, this one "
-                                    f"{len(cols)}.")
-                if "-" in cols[0] or "." in cols[0]:
-                    continue
-                words.append(cols[1])
-                tags.append(cols[3])
-    return out
+    """Words (FORM) and UPOS of every sentence of every file; comments, multi-word token ranges
+    (1-2) and empty nodes (1.1) are not words of the tagging task."""
+    def word_tag(line, n, path=None):
+        if line.startswith("#"):
+            return None
+        cols = line.split("\t")
+        if len(cols) != 10:
+            raise UserError(f"{path}:{n}: a CoNLL-U word line has 10 tab-separated columns, this one {len(cols)}.")
+        return None if "-" in cols[0] or "." in cols[0] else (cols[1], cols[3])
+    return [s for path in paths for s in _sentences(path, lambda line, n, path=path: word_tag(line, n, path))]
 
 
 # ------------------------------------------------------------------------------ TFDS
