@@ -76,10 +76,12 @@ def find_files(name: str, root: str) -> dict:
             files.setdefault(split, {})[lang] = source
 
     if name == "xnli":
-        for path in _under(root, "xnli.*.tsv"):
-            split = _SPLIT_NAMES.get(os.path.basename(path).split(".")[1])
-            for lang in sorted({r["language"] for r in _tsv(path)}) if split else ():
-                add(split, lang, path)
+        for base, split in (("xnli.dev.tsv", "validation"), ("xnli.test.tsv", "test")):  # XNLI-1.0's
+            for path in _under(root, base):
+                rows = _tsv(path)
+                _need(path, rows[0] if rows else {}, "language")
+                for lang in sorted({r["language"] for r in rows}):
+                    add(split, lang, path)
         for path in _under(root, "multinli.train.*.tsv"):
             add("train", os.path.basename(path).split(".")[2], path)
     elif name == "pawsx":
@@ -219,8 +221,11 @@ def find_tfds(name: str, data_dir: str) -> dict:
 
 def read_tfds(ref: str, lang: str, data_dir: str) -> list[dict]:
     """The examples of one TFDS split (`find_tfds`'s reference), in data.py's formats."""
-    import tensorflow_datasets as tfds
-
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError:
+        raise UserError("--tfds needs tensorflow-datasets (`pip install tensorflow-datasets`); or pass the "
+                        "dataset's own files with --data DIR.") from None
     _, builder_name, split = ref.split(":")
     try:
         builder = tfds.builder(builder_name, data_dir=data_dir)
