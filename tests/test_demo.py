@@ -117,6 +117,8 @@ def test_summary_states_every_claim_and_plots_both_experiments(tmp_path):
     assert "- **FPI starts at the source's loss**: holds. seed 0: source 5.1, FPI 5.1" in text
     assert "- **ordering**: does not hold. aki: 50.0%" in text
     assert "- **(a) labeling gap**: cannot tell. null: downstream not run" in text
+    assert "With 1 seed(s) there is no way to tell a real difference from luck" in text   # said in plain words
+    assert 'says "cannot tell" below' in text and "at least 3 seeds" in text
     assert text.index("## growth") < text.index("| aki | recipe |") < text.index("## sequential")
     assert "| warm_frozen25 | recipe | 1 | 1.00M | 4e+12 | 4.800 | 1/1 | 50.0% [50.0%, 50.0%] | 25.0%" in text
     summary = json.loads(Path(out["json"]).read_text())

@@ -174,7 +174,8 @@ def test_train_loop_runs_the_variant_end_to_end_and_extract_keeps_its_head(tmp_p
 
 
 def test_masked_encoder_batches_carry_the_encoder_mlm_features():
-    """span_corruption_masked -> feeding: mlm_targets/mlm_weights aligned with the encoder input."""
+    """span_corruption_masked -> feeding: mlm_targets/mlm_weights at the masked positions of the
+    encoder input (compacted like an MLM batch's: the encoder MLM head runs on those only)."""
     from seqpt_jax.data import feeding, sources
     from seqpt_jax.data import vocab as V
     info = V.synthetic_token_info(1000)
@@ -185,7 +186,26 @@ def test_masked_encoder_batches_carry_the_encoder_mlm_features():
                             "span_corruption_masked")
     b = next(feeding.make_pipeline([(spec, 1.0)], "train", 4, {"inputs": 32, "targets": 16}, seed=0, shard=(0, 1)))
     w = b["mlm_weights"] > 0
-    assert b["mlm_targets"].shape == b["encoder_input_tokens"].shape and w.sum() >= 4
-    assert (b["encoder_input_tokens"][~w] == b["mlm_targets"][~w]).all()
-    assert (b["encoder_input_tokens"][w] == info.mask_id).mean() > 0.5
+    assert b["mlm_targets"].shape == b["mlm_positions"].shape == (4, 5) and w.sum() >= 4   # ceil(.15 * 32)
+    at = np.take_along_axis(b["encoder_input_tokens"], b["mlm_positions"], 1)
+    assert (at[w] == info.mask_id).mean() > 0.5
     assert "decoder_target_tokens" in b
+
+
+def test_the_encoder_mlm_head_gathers_the_masked_positions_as_encoder_mlm_does():
+    """With `mlm_positions` (the corpus feed's compacted MLM features) the head runs on those
+    positions only, [B, P, vocab], the same logits as the all-positions head there; the loss
+    is unchanged."""
+    from seqpt_jax.data import mlm_positions
+    params, batch = _params(), _batch()
+    model = models.EncoderDecoder(_cfg(), encoder_mlm_head=True)
+    _, full = model.apply({"params": params}, batch, method="forward_with_encoder_mlm")
+    p = int(batch["mlm_weights"].sum(1).max())                       # room for every masked position
+    compact = {**batch, **mlm_positions.compact(batch["mlm_targets"], batch["mlm_weights"], p)}
+    _, gathered = model.apply({"params": params}, compact, method="forward_with_encoder_mlm")
+    assert gathered.shape == (2, p, full.shape[-1]) and p < ENC_LEN
+    want = np.take_along_axis(np.asarray(full), compact["mlm_positions"][..., None], 1)
+    np.testing.assert_allclose(gathered, want, rtol=1e-5, atol=1e-5)
+    a = _loss_sums(model, params, batch, None, 0.0, train=False, encoder_mlm_weight=1.0)
+    b = _loss_sums(model, params, compact, None, 0.0, train=False, encoder_mlm_weight=1.0)
+    np.testing.assert_allclose(float(a.loss), float(b.loss), rtol=1e-5)

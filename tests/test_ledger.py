@@ -82,9 +82,11 @@ def measure(kind, cfg, phase, batch=BATCH, enc=ENC, dec=DEC, grad_accum=1, encod
     objective = "seq2seq" if kind == "encoder_decoder" else "mlm"
     example = next(data.synthetic("train", batch, 0, (0, 1), objective=objective, vocab_size=cfg.vocab_size,
                                   length=enc, target_length=dec))
-    if encoder_mlm_weight:  # span_corruption_masked's features: MLM targets aligned with the input
-        example["mlm_targets"] = example["encoder_input_tokens"]
-        example["mlm_weights"] = (np.arange(enc)[None] % 7 == 0).repeat(batch, 0).astype(np.float32)
+    if encoder_mlm_weight:  # span_corruption_masked's features, compacted to the masked positions as fed
+        from seqpt_jax.data import mlm_positions
+        weights = (np.arange(enc)[None] % 7 == 0).repeat(batch, 0).astype(np.float32)
+        example.update(mlm_positions.compact(example["encoder_input_tokens"], weights,
+                                             mlm_positions.max_predictions(0.15, enc)))
     measured = jaxpr_flops.jaxpr_flops(fn.trace(state, example))
     head = example["mlm_positions"].shape[1] if "mlm_positions" in example else None
     counted = loop.phase_flops(kind, cfg, shapes, phase, batch, enc, dec if kind == "encoder_decoder" else 0,
@@ -112,7 +114,7 @@ def test_ledger_equals_the_jaxpr_with_gradient_accumulation():
 
 @pytest.mark.parametrize("family", ["t5", "bert"])
 def test_ledger_equals_the_jaxpr_of_the_masked_encoder_variant(family):
-    """seq2seq denoising + encoder MLM: the encoder's MLM head runs on every encoder position."""
+    """seq2seq denoising + encoder MLM: the encoder's MLM head runs on the masked positions only."""
     cfg = _cfg(family)
     shapes = models.param_shapes(models.EncoderDecoder(cfg, encoder_mlm_head=True))
     counted, measured = measure("encoder_decoder", cfg, _phase("full")(shapes), encoder_mlm_weight=1.0)

@@ -339,3 +339,27 @@ def test_warm_start_and_extraction_refuse_mismatched_configs():
         mappings.encoder_to_seq2seq(mlm, cfg, cfg, decoder_init="copy")
     with pytest.raises(UserError, match="not a seq2seq"):
         mappings.seq2seq_to_encoder(mlm, cfg)
+
+
+def _copied_units(kernel) -> int:
+    """How many output units (last axis) of a [.., in, out] kernel equal another exactly."""
+    cols = np.asarray(kernel).reshape(-1, kernel.shape[-1]).T
+    return len(cols) - len(np.unique(cols, axis=0))
+
+
+def test_fpi_noise_breaks_copy_symmetry_and_keeps_the_function_close():
+    """Net2Net's noise: FPI's copied MLP / hidden units are exact copies without it (identical
+    gradients forever at dropout 0), all distinct with it, the output barely moved."""
+    src = _cfg("bert")
+    dst = src.replace(**WIDER)
+    params, key = _init("encoder_mlm", src), jax.random.key(3)
+    plain = checks.flat(mappings.grow(params, src, dst, method="fpi", rng=key))
+    noisy = mappings.grow(params, src, dst, method="fpi", rng=key, noise=1e-3)
+    wi, emb = ("encoder", "layers", "mlp", "wi", "kernel"), ("token_embedder", "embedding")
+    assert _copied_units(plain[wi][0]) > 0 and _copied_units(plain[emb]) > 0
+    assert _copied_units(checks.flat(noisy)[wi][0]) == 0 and _copied_units(checks.flat(noisy)[emb]) == 0
+    batch = _batch("encoder_mlm")
+    ref = _apply("encoder_mlm", dst, checks.unflat(plain), batch)
+    np.testing.assert_allclose(_apply("encoder_mlm", dst, noisy, batch), ref, atol=0.05)
+    with pytest.raises(UserError, match="width methods"):
+        mappings.grow(params, src, dst, method="direct_copy", rng=key, noise=1e-3)

@@ -87,6 +87,23 @@ def test_mlm_rate_and_80_10_10_split():
     assert abs(kept / selected - 0.1) < 0.015
 
 
+def test_electra_generator_input_is_85_0_15():
+    """ELECTRA's objective: of the selected tokens 85% [MASK], none random, 15% kept; and the
+    ELECTRA run feeds it (BERT's 80/10/10 gave the generator random tokens to detect)."""
+    from seqpt_jax.experiment import spec
+    ids = _ids(512)
+    masked = kept = selected = 0
+    for seed in range(100):
+        out = P.objective("electra_mlm")(ids, P.example_rng(seed, 0, 0), BIG)
+        sel = out["weights"].astype(bool)
+        selected += sel.sum()
+        masked += (out["inputs"][sel] == BIG.mask_id).sum()
+        kept += (out["inputs"][sel] == ids[sel]).sum()
+    assert masked + kept == selected and abs(masked / selected - 0.85) < 0.015
+    spec.read_arm("sequential", "electra", "test")
+    assert spec.macro("MIXTURE_OR_TASK_NAME") == "seqpt_local_electra_mlm"
+
+
 def test_mlm_rates_configurable():
     ids = _ids(1000)
     out = P.mlm(ids, np.random.default_rng(0), BIG, rate=0.3, mask_prob=1.0, random_prob=0.0)

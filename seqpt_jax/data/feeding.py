@@ -131,8 +131,8 @@ class Pipeline:
                         for s in self.specs]
         self.fns = [preprocessors.objective(s.objective, **s.options) for s in self.specs]
         self.step, self.taken = 0, [0] * len(self.specs)
-        self.max_predictions = max(mlm_positions.max_predictions(s.options.get("rate", 0.15), lengths["inputs"])
-                                   for s in self.specs)
+        self.max_predictions = max(mlm_positions.max_predictions(
+            s.options.get("rate", s.options.get("mask_rate", 0.15)), lengths["inputs"]) for s in self.specs)
         self._perms: dict[int, tuple[int, np.ndarray]] = {}
 
     # ----- position -----------------------------------------------------------------------
@@ -166,7 +166,7 @@ class Pipeline:
             self._fill(batch, out_row, t, self._item(t, self.taken[t] + int(rank[row])), row)
         self.taken = [k + int((choices == t).sum()) for t, k in enumerate(self.taken)]
         self.step += 1
-        if self.kind == ENCODER:  # the MLM head runs on the masked positions only
+        if "mlm_targets" in batch:  # an MLM head (also a seq2seq's encoder one) runs on the masked positions only
             batch.update(mlm_positions.compact(batch["mlm_targets"], batch["mlm_weights"],
                                                self.max_predictions))
         return batch

@@ -15,8 +15,10 @@ Objectives:
   span_corruption_masked  span corruption whose encoder input is additionally MLM-masked
                     (seq2seq -> encoder extraction). -> inputs, targets, mlm_targets, mlm_weights
   prefix_lm, causal_lm    for objective mixes.  -> inputs, targets
-ELECTRA's replaced-token detection needs only the generator's MLM inputs: use
-`mlm(..., mask_prob=1.0, random_prob=0.0)`; the replacement happens in the train step.
+  electra_mlm       ELECTRA's generator input (Clark et al. 2020): mlm with 85/0/15
+                    mask/random/keep (the paper's code: no random replacement).
+ELECTRA's replaced-token detection needs only the generator's MLM inputs; the replacement by
+the generator's samples happens in the train step.
 """
 
 from __future__ import annotations
@@ -240,12 +242,13 @@ OBJECTIVES: dict[str, Callable[..., dict]] = {
     "mlm": mlm,
     "wwm": functools.partial(mlm, whole_word=True),
     "span_mlm": functools.partial(mlm, whole_word=True, spans=True),
+    "electra_mlm": functools.partial(mlm, mask_prob=0.85, random_prob=0.0),
     "span_corruption": span_corruption,
     "span_corruption_masked": span_corruption_masked,
     "prefix_lm": prefix_lm,
     "causal_lm": causal_lm,
 }
-ENCODER_OBJECTIVES = ("mlm", "wwm", "span_mlm")
+ENCODER_OBJECTIVES = ("mlm", "wwm", "span_mlm", "electra_mlm")
 
 
 def objective(name: str, **options) -> Callable[..., dict]:

@@ -51,10 +51,12 @@ def curve(logdir: str) -> list[list[float]]:
 
 
 def finetune(checkpoint: str, corpus: str, voc: dict, plan: Plan, work: Path,
-             progress: bool | None = None, tasks: tuple | None = None, epochs: dict | None = None) -> dict:
+             progress: bool | None = None, tasks: tuple | None = None, epochs: dict | None = None,
+             seed: int = 0) -> dict:
     """Fine-tuning in each task's source language (English for the corpus tasks) and zero-shot
     tests on every other language, per task (`tasks`, default the demo's). `epochs` overrides
-    plan.finetune_epochs per task. Each task also reports its majority-label baseline."""
+    plan.finetune_epochs per task; `seed` the fine-tuning seed. Each task also reports its
+    majority-label baseline."""
     import dataclasses
 
     from seqpt_jax import params_io
@@ -66,7 +68,7 @@ def finetune(checkpoint: str, corpus: str, voc: dict, plan: Plan, work: Path,
     vocabulary = vocab_lib.load(voc["path"])
     options = ft.Options(epochs=plan.finetune_epochs, batch_size=32, max_length=plan.finetune_length,
                          target_length=plan.finetune_length, learning_rate=5e-4, in_language=False,
-                         progress=progress)
+                         progress=progress, seed=seed)
     out = {}
     for name in tasks or TASKS:
         task = ev_tasks.from_corpus(name, corpus)

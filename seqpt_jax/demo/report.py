@@ -25,9 +25,11 @@ def markdown(reps: dict[str, dict], scale: str) -> str:
              "Every recipe arm is measured against a scratch baseline of the same shape trained in the same "
              "run: target = the baseline's final validation loss; saving = 1 - the arm's FLOPs to reach it / "
              "the baseline's FLOPs, without and with the FLOPs of the model it starts from "
-             "(seqpt_jax/experiment/savings.py). With one seed an interval is a single point: a verdict "
-             "below reads this run at demo size, not a measurement (`seqpt experiment run NAME --scale cpu "
-             "--seeds 3` is one).", "",
+             "(seqpt_jax/experiment/savings.py).", "",
+             *([f"With {seeds} seed(s) there is no way to tell a real difference from luck, so every claim that "
+                "compares arms says \"cannot tell\" below: the numbers show what this one run did, not what is "
+                "true. Deciding a claim takes at least 3 seeds (`seqpt experiment run NAME --scale cpu --seeds 3`).",
+                ""] if seeds < 3 else []),
              "Plot: loss_vs_flops.png (left: each arm's own training FLOPs; right: plus its source's).", ""]
     for name, rep in reps.items():
         lines += [f"## {TITLES.get(name, name)}", "", f"Full report: {name}/report.md", "",

@@ -8,13 +8,15 @@ of predicting the most frequent training label (tag) everywhere, computed on the
 
 The scale gin switches it on and sizes it:
     DOWNSTREAM = True
-    DOWNSTREAM_SEEDS = 1          # seeds fine-tuned (the first N)
+    DOWNSTREAM_SEEDS = 3          # fine-tuning seeds per pre-training seed (every one is fine-tuned)
     FINETUNE_EPOCHS = 1.0
     FINETUNE_NER_EPOCHS = 10.0    # ja_ner: 450 training sentences, so more passes
     FINETUNE_LENGTH = 64
     FINETUNE_TRAIN = 1500         # training examples per task (ja_ner has 450)
     FINETUNE_TEST = 300           # test examples per language (ja_ner has 50)
-Pre-training that does not beat the random-init row has not worked yet.
+Pre-training that does not beat the random-init row has not worked yet. Claims pair arms by
+pre-training seed (the random init of seed k is drawn from seed k), each the mean over its
+fine-tuning seeds (claims.per_seed).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ def settings() -> dict | None:
     """The parsed scale's downstream settings, or None when it has none."""
     if not spec.macro("DOWNSTREAM", False):
         return None
-    return {"seeds": int(spec.macro("DOWNSTREAM_SEEDS", 1)), "epochs": float(spec.macro("FINETUNE_EPOCHS", 1.0)),
+    return {"seeds": int(spec.macro("DOWNSTREAM_SEEDS", 3)), "epochs": float(spec.macro("FINETUNE_EPOCHS", 1.0)),
             "length": int(spec.macro("FINETUNE_LENGTH", 64)), "train": int(spec.macro("FINETUNE_TRAIN", 1500)),
             "test": int(spec.macro("FINETUNE_TEST", 300)),
             "ner_epochs": float(spec.macro("FINETUNE_NER_EPOCHS", 10.0))}
@@ -76,13 +78,19 @@ def random_like(checkpoint: str, seed: int, dst: Path) -> str:
 
 
 def finetune(checkpoint: str, corpus: str, vocab_path: str, s: dict, work: Path, progress=None,
-             tasks: tuple = TASKS) -> dict:
+             tasks: tuple = TASKS, seeds: int = 1) -> dict:
+    """`backend.finetune` with fine-tuning seeds 0 .. seeds-1: the first's result, and every
+    seed's under "finetunes" ([{"seed", "tasks"}])."""
     from seqpt_jax.demo import backend
-    out = backend.finetune(checkpoint, corpus, {"path": vocab_path}, demo_plan(s), work, progress,
-                           tasks=tasks, epochs={"ja_ner": s["ner_epochs"]})
-    if tasks == TASKS:  # the XTREME tasks whose data is present ($SEQPT_XTREME_DIR) join the table
-        out["tasks"].update(finetune_xtreme(checkpoint, vocab_path, s, work, progress))
-    return out
+    runs = []
+    for k in range(seeds):
+        sub = work / f"ft{k}" if seeds > 1 else work
+        sub.mkdir(parents=True, exist_ok=True)
+        runs.append({"seed": k, **backend.finetune(checkpoint, corpus, {"path": vocab_path}, demo_plan(s), sub,
+                                                   progress, tasks=tasks, epochs={"ja_ner": s["ner_epochs"]}, seed=k)})
+        if tasks == TASKS:  # the XTREME tasks whose data is present ($SEQPT_XTREME_DIR) join the table
+            runs[-1]["tasks"].update(finetune_xtreme(checkpoint, vocab_path, s, sub, progress, seed=k))
+    return {"tasks": runs[0]["tasks"], "finetunes": runs}
 
 
 def make_slice(corpus: str, dst: Path, s: dict) -> dict:
@@ -125,9 +133,10 @@ def xtreme_tasks() -> dict:
     return out
 
 
-def finetune_xtreme(checkpoint: str, vocab_path: str, s: dict, work: Path, progress=None) -> dict:
+def finetune_xtreme(checkpoint: str, vocab_path: str, s: dict, work: Path, progress=None, seed: int = 0) -> dict:
     """The XTREME tasks present (`xtreme_tasks`), in `finetune`'s record schema: English fine-tuning
-    on the first s["train"] examples, zero-shot tests on the first s["test"] of every language."""
+    on the first s["train"] examples, zero-shot tests on the first s["test"] of every language;
+    `seed` the fine-tuning seed."""
     from seqpt_jax import params_io
     from seqpt_jax.data import vocab as vocab_lib
     from seqpt_jax.evaluate import finetune as ft, protocol
@@ -140,7 +149,7 @@ def finetune_xtreme(checkpoint: str, vocab_path: str, s: dict, work: Path, progr
     for name, task in present.items():
         epochs = s["ner_epochs"] if task.kind == "tagging" else s["epochs"]
         opts = ft.Options(epochs=epochs, max_length=s["length"], target_length=s["length"], learning_rate=5e-4,
-                          in_language=False, max_train=s["train"], max_eval=s["test"], progress=progress)
+                          in_language=False, max_train=s["train"], max_eval=s["test"], progress=progress, seed=seed)
         result = protocol.run(task, kind, cfg, params, vocab, opts)
         (work / f"{name}.json").write_text(json.dumps(result, ensure_ascii=False))
         run, metric = result["runs"][0], result["primary_metric"]
@@ -157,7 +166,8 @@ def finetune_xtreme(checkpoint: str, vocab_path: str, s: dict, work: Path, progr
 
 
 def table(downstream: dict) -> dict:
-    """{task: {arm: {"metric", "lang", "en": [per seed], "zero_shot": [per seed]}}} from the records.
+    """{task: {arm: {"metric", "lang", "en": [...], "zero_shot": [...], "seeds": [...]}}} from the
+    records: one entry per pre-training seed x fine-tuning seed, "seeds" naming the former.
 
     "en" holds the score in the language fine-tuned on, `lang` (English but for ja_ner, kept
     under "en" so every task has one schema); "zero_shot" the mean over the other test
@@ -167,18 +177,21 @@ def table(downstream: dict) -> dict:
     out: dict = {}
     for arm, by_seed in downstream.items():
         for seed in sorted(by_seed):
-            for task, res in by_seed[seed].get("tasks", {}).items():
-                lang = res.get("lang", "en")
-                rows = [(arm, res)] + ([(MAJORITY, res["majority"])] if res.get("majority") else [])
-                for name, r in rows:
-                    row = out.setdefault(task, {}).setdefault(name, {"metric": res["metric"], "lang": lang,
-                                                                     "en": [], "zero_shot": []})
-                    if name == MAJORITY and row["en"]:
-                        continue  # the same training labels for every arm and seed: one value
-                    scores = r["scores"]
-                    others = [v for l, v in scores.items() if l != lang and v is not None]
-                    row["en"].append(scores.get(lang))
-                    row["zero_shot"].append(sum(others) / len(others) if others else None)
-                    if "token_accuracy" in r:
-                        row.setdefault("token_accuracy", []).append(r["token_accuracy"].get(lang))
+            rec = by_seed[seed]
+            for run in rec.get("finetunes") or [{"tasks": rec.get("tasks", {})}]:
+                for task, res in run["tasks"].items():
+                    lang = res.get("lang", "en")
+                    rows = [(arm, res)] + ([(MAJORITY, res["majority"])] if res.get("majority") else [])
+                    for name, r in rows:
+                        row = out.setdefault(task, {}).setdefault(name, {"metric": res["metric"], "lang": lang,
+                                                                         "en": [], "zero_shot": [], "seeds": []})
+                        if name == MAJORITY and row["en"]:
+                            continue  # the same training labels for every arm and seed: one value
+                        scores = r["scores"]
+                        others = [v for l, v in scores.items() if l != lang and v is not None]
+                        row["en"].append(scores.get(lang))
+                        row["zero_shot"].append(sum(others) / len(others) if others else None)
+                        row["seeds"].append(seed)
+                        if "token_accuracy" in r:
+                            row.setdefault("token_accuracy", []).append(r["token_accuracy"].get(lang))
     return out

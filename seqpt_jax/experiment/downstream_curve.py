@@ -9,7 +9,7 @@ ELECTRA with BERT (GLUE against pre-training FLOPs), with savings.py's definitio
 - target: REF's score at its final checkpoint, the mean over its seeds;
 - FLOPs-to-target of a seed: the first pre-training FLOPs at which its score, linear between
   checkpoints, reaches the target (score >= target); none reached: "not reached";
-- saving = 1 - arm / REF's training FLOPs, with a bootstrap interval over seeds.
+- saving = 1 - arm / REF's training FLOPs, per paired seed, with savings.py's Student-t interval.
 One fine-tuning run per point: the interval includes fine-tuning noise only through the seeds.
 
 Stages: downstream_curve/<arm>/seed<k>/step<n>/DONE {"arm", "seed", "step", "flops", "score", ...}.
@@ -77,7 +77,9 @@ def stats(table: dict) -> dict:
         st = savings.arm_savings(neg(row["curves"]), neg(ref["curves"]), ref["train_flops"])
         out[arm] = {"reference": row["reference"], "target": -st["target"], "reached": st["reached"],
                     "reference_flops": st["scratch_flops"], "flops_to_target": st["flops_to_target"],
-                    "saving": st["saving"], "saving_ci": st["saving_ci"],
+                    "saving": st["saving"], "saving_ci": st["saving_ci"], "seeds_paired": st["seeds_paired"],
+                    "saving_per_seed": st["saving_per_seed"],
+                    "min_effect": True,  # no held-out loss here: the fine-tuning noise is in the seeds' spread
                     "closest_gap": st["closest_gap"], "final_score": row["final_score"]}
     return out
 
@@ -98,8 +100,8 @@ def lines(section: dict | None) -> list[str]:
     out = ["", f"## Downstream against pre-training FLOPs ({section['task']} {section['metric']})", "",
            "Each kept checkpoint fine-tuned alone on the task; FLOPs 0 is a random init of the same shape. "
            "Target = the reference arm's final score (mean over seeds); FLOPs-to-target = first pre-training "
-           "FLOPs at which an arm's score reaches it; saving = 1 - arm / reference FLOPs, 95% bootstrap "
-           "interval over seeds (experiment/downstream_curve.py).", "",
+           "FLOPs at which an arm's score reaches it; saving = 1 - arm / reference FLOPs, 95% Student-t "
+           "interval over paired seeds (experiment/downstream_curve.py).", "",
            "| arm | seeds | score at each checkpoint (pre-training FLOPs: mean score) | final |", "|---|---|---|---|"]
     for arm, row in section["arms"].items():
         n = min(len(c) for c in row["curves"])

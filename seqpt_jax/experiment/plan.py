@@ -41,7 +41,7 @@ def describe_parsed(teacher: tuple | None = None) -> dict:
     (config, param shapes) of the model it distils from, when it does."""
     from seqpt_jax import models
     from seqpt_jax.train import freezing, perf
-    model = spec.train_value("model")
+    model, mlm_weight = spec.trained_model()
     kind = {cls: name for name, cls in models.KINDS.items()}[type(model)]
     cfg = model.cfg
     shapes = models.param_shapes(model)
@@ -52,9 +52,10 @@ def describe_parsed(teacher: tuple | None = None) -> dict:
     two_stage = spec.train_value("two_stage")
     freeze = tuple(spec.train_value("freeze") or ())
     unfreeze = int(spec.train_value("unfreeze_step") or 0)
-    # The corpus feed gives MLM batches their masked positions: the head runs on those only.
+    # The corpus feed gives MLM batches their masked positions: the head runs on those only
+    # (a seq2seq's encoder MLM head too).
     from seqpt_jax.data import mlm_positions
-    head = mlm_positions.max_predictions(0.15, enc) if kind in ("encoder_mlm", "electra") else None
+    head = mlm_positions.max_predictions(0.15, enc) if kind in ("encoder_mlm", "electra") or mlm_weight else None
     distill = spec.train_value("distill")
     distill_steps = distill.steps if distill is not None and distill.active else 0
     if distill_steps and teacher is None:
@@ -96,15 +97,15 @@ def plan(experiment: str, scale: str, seeds: int, hw: str = "hw/cpu.gin", throug
                **describe_parsed(shapes_of[arm.teacher] if arm.teacher else None)}
         if arm.op == "init":  # the run's init only: no training, one evaluation
             row.update(steps=0, tokens=0, train_flops=0.0, phases=[], eval_flops=row["eval_pass_flops"])
-        else:  # + the step-0 evaluation of the init
-            row["eval_flops"] += row["eval_pass_flops"]
+        else:  # + the step-0 evaluation of the init and the final per-batch one (the eval noise)
+            row["eval_flops"] += 2 * row["eval_pass_flops"]
         rows.append(row)
     from seqpt_jax.experiment import downstream as ds
     spec.parse(experiment, rows[0]["arm"], scale, hw, [], spec.placeholder_bindings())
     settings = ds.settings()
     encoders = [r["arm"] for r, a in zip(rows, arms) if a.downstream]
-    down = ({"encoders": [*encoders, ds.RANDOM], "tasks": list(ds.TASKS),
-             "seeds": min(seeds, settings["seeds"]), **settings} if settings and encoders else None)
+    down = ({"encoders": [*encoders, ds.RANDOM], "tasks": list(ds.TASKS), **settings,
+             "pretraining_seeds": seeds, "finetune_seeds": settings["seeds"]} if settings and encoders else None)
     from seqpt_jax.experiment import downstream_curve as dc
     every, curved = dc.every(), [(r, a) for r, a in zip(rows, arms) if a.downstream_curve]
     if down and every and curved:  # one fine-tune per kept checkpoint, per seed, plus a random init
@@ -156,8 +157,10 @@ def text(p: dict) -> str:
               "at the throughput above (compile, checkpoint and data time not included)"]
     d = p.get("downstream")
     if d:
+        n_ft = len(d["encoders"]) * len(d["tasks"]) * d["pretraining_seeds"] * d["finetune_seeds"]
         lines.append(f"downstream (not in the total): {len(d['encoders'])} encoders ({', '.join(d['encoders'])}) x "
-                     f"{len(d['tasks'])} tasks x {d['seeds']} seed(s), {d['train']} English training examples, "
+                     f"{len(d['tasks'])} tasks x {d['pretraining_seeds']} pre-training seed(s) x {d['finetune_seeds']} "
+                     f"fine-tuning seed(s) = {n_ft} fine-tunes, {d['train']} English training examples, "
                      f"{d['epochs']:g} epoch(s), length {d['length']}")
         c = d.get("curve")
         if c:

@@ -49,24 +49,41 @@ def arm_table(records: dict, arms_decl: dict) -> dict:
                        "init_val_loss": [r.get("init_val_loss") for r in recs],
                        "train_flops": [r.get("train_flops") for r in recs],
                        "source_flops": [_source_cost(records, arms_decl, name, s) for s in seeds],
-                       "curves": [r.get("curve") or [] for r in recs]}
+                       "curves": [r.get("curve") or [] for r in recs],
+                       "final_batch_losses": [r.get("final_batch_losses") for r in recs]}
     return table
 
 
+def _paired(arm: dict, ref: dict) -> tuple[dict, dict]:
+    """The two arms restricted to the seeds both have, in the same order."""
+    seeds = [s for s in arm["seeds"] if s in ref["seeds"]]
+
+    def pick(a: dict) -> dict:  # per-seed lists re-indexed to `seeds`; everything else as is
+        per_seed = lambda v: isinstance(v, list) and len(v) == len(a["seeds"])  # noqa: E731
+        return {k: [v[a["seeds"].index(s)] for s in seeds] if per_seed(v) else v
+                for k, v in a.items() if k != "seeds"} | {"seeds": seeds}
+    return pick(arm), pick(ref)
+
+
 def arm_stats(table: dict) -> dict:
-    """Savings of every arm that names a scratch arm to compare with (seeds both have)."""
+    """Savings of every arm that names a scratch arm to compare with, on the seeds both have
+    (paired), with the eval noise of their final per-batch losses (savings.eval_noise)."""
     stats = {}
-    for name, arm in table.items():
-        ref = table.get(arm.get("compare") or "")
-        if not ref or not ref["seeds"] or not arm["seeds"] or any(not c for c in ref["curves"] + arm["curves"]):
+    for name, whole in table.items():
+        ref = table.get(whole.get("compare") or "")
+        if not ref or not ref["seeds"]:
+            continue
+        arm, ref = _paired(whole, ref)
+        if not arm["seeds"] or any(not c for c in ref["curves"] + arm["curves"]):
             continue
         src = [s if s is not None else 0.0 for s in arm["source_flops"]]
-        st = savings.arm_savings(arm["curves"], ref["curves"], ref["train_flops"], src)
+        noise = savings.eval_noise(arm.get("final_batch_losses") or [None], ref.get("final_batch_losses") or [None])
+        st = savings.arm_savings(arm["curves"], ref["curves"], ref["train_flops"], src, noise=noise)
         st["compare"] = arm["compare"]
         # both models wanted (Soltan et al.): (source + arm) against (source + scratch)
         if any(src):
             both = savings.arm_savings(arm["curves"], ref["curves"],
-                                       [f + float(np.mean(src)) for f in ref["train_flops"]], src)
+                                       [f + s for f, s in zip(ref["train_flops"], src)], src, noise=noise)
             st["saving_both"], st["saving_both_ci"] = both["saving_with_source"], both["saving_with_source_ci"]
         full = float(np.mean(ref["train_flops"]))
         st["savings_curve"] = [{**row, "fraction": row["budget"] / full} for row in savings.savings_curve(
@@ -120,7 +137,11 @@ def _cell(a: dict, key: str) -> str:
     if a.get(key) is None:
         gaps = [g for g in a.get("closest_gap", []) if g is not None and g > 0]
         return "not reached" + (f" (gap {min(gaps):.3f})" if gaps else "")
+    if key == "saving" and a.get("vacuous"):
+        return "— (at 0 own FLOPs)"
     lo, hi = a.get(key + "_ci") or (None, None)
+    if lo is None and hi is None:
+        return f"{_pct(a[key])} [no interval]"
     return f"{_pct(a[key])} [{_pct(lo) if lo is not None else 'n.r.'}, {_pct(hi) if hi is not None else 'n.r.'}]"
 
 
@@ -167,21 +188,34 @@ def markdown(rep: dict) -> str:
     lines = [f"# {rep['experiment']} at --scale {rep['scale']}", "",
              "Target = the scratch arm's final validation loss (mean over seeds); FLOPs-to-target = first "
              "counted training FLOPs at which an arm's validation loss reaches it (linear between evaluations); "
-             "saving = 1 - arm / scratch, without and with the source model's FLOPs; 95% bootstrap intervals "
-             "over seeds. Definitions: seqpt_jax/experiment/savings.py.", ""]
+             "saving = 1 - arm / scratch per paired seed (arm seed k against scratch seed k), without and with the "
+             "source model's FLOPs; 95% Student-t intervals over the seeds, the held-out set's noise included; "
+             f"none below {savings.MIN_SEEDS} seeds; '—' where a saving is 100% by construction (reached at 0 own "
+             "FLOPs). A claim holds only when its interval excludes 0 and the loss gap at the target exceeds "
+             f"{savings.NOISE_Z} x the eval noise. Definitions: seqpt_jax/experiment/savings.py.", ""]
     lines += [*target_lines(rep), "", *arm_lines(rep), *downstream_lines(rep),
               *downstream_curve.lines(rep.get("downstream_curve")), "", "## Claims", "", *claim_lines(rep)]
     if rep["savings_curve"]:
         lines += ["", "## Saving against the scratch budget", "",
                   "The target at budget B is the scratch curve's loss at B (read off runs trained to the full "
-                  "budget, whose learning-rate schedule had not ended at B).", ""]
+                  "budget, whose learning-rate schedule had not ended at B). Each cell: without the source's FLOPs, "
+                  "then with them (point estimates).", ""]
         lines += ["| arm (against) | " + " | ".join(f"{100 * f:.0f}% of scratch" for f in BUDGET_FRACTIONS) + " |",
                   "|---|" + "---|" * len(BUDGET_FRACTIONS)]
         for name, rows in rep["savings_curve"].items():
             by = {round(r["fraction"], 6): r for r in rows}
-            cells = [_pct(by[round(f, 6)]["saving"]) if round(f, 6) in by else "—" for f in BUDGET_FRACTIONS]
+            cells = [_budget_cell(by.get(round(f, 6)), rep["arms"][name]) for f in BUDGET_FRACTIONS]
             lines.append(f"| {name} ({rep['arms'][name].get('compare')}) | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _budget_cell(row: dict | None, arm: dict) -> str:
+    """One savings-curve cell: "without / with the source", "—" where vacuous or missing."""
+    if row is None:
+        return "—"
+    vacuous = row.get("flops_to_target") == 0.0
+    without = "—" if vacuous else _pct(row.get("saving"))
+    return without if not any(arm.get("source_flops") or []) else f"{without} / {_pct(row.get('saving_with_source'))}"
 
 
 def _plot_rows(rep: dict) -> list[tuple[str | None, list[str]]]:

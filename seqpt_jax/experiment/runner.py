@@ -30,10 +30,10 @@ def evaluate_init() -> dict:
     import jax
 
     from seqpt_jax import models
-    from seqpt_jax.train import data as data_lib, partitioning, state as state_lib, step as step_lib
-    model = spec.train_value("model")
+    from seqpt_jax.train import partitioning, state as state_lib
+    model, _ = spec.trained_model()
     init = spec.train_value("init") or state_lib.fresh_init(model)
-    seed, batch_size = int(spec.train_value("seed")), int(spec.train_value("batch_size"))
+    seed = int(spec.train_value("seed"))
     mesh = partitioning.make_mesh(spec.train_value("mesh_shape"))
     table = partitioning.rules(spec.train_value("rules"))
     shapes = models.param_shapes(model)
@@ -41,15 +41,29 @@ def evaluate_init() -> dict:
     abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, shardings)
     init_rng, _ = jax.random.split(jax.random.PRNGKey(seed))  # as state.create splits it
     params = init(init_rng, abstract)
-    fn = step_lib.make_eval_step(model, mesh, table, float(spec.train_value("z_loss")))
+    return {**evaluate_params(params), "params": params, "model": model}
+
+
+def evaluate_params(params) -> dict:
+    """The parsed arm's validation loss and accuracy of `params` on its held-out batches, and
+    each batch's mean loss ("batch_losses": the eval noise of savings.eval_noise)."""
+    import jax
+
+    from seqpt_jax.train import data as data_lib, partitioning, step as step_lib
+    model, mlm_weight = spec.trained_model()
+    mesh = partitioning.make_mesh(spec.train_value("mesh_shape"))
+    table = partitioning.rules(spec.train_value("rules"))
+    fn = step_lib.make_eval_step(model, mesh, table, float(spec.train_value("z_loss")), mlm_weight)
+    seed, batch_size = int(spec.train_value("seed")), int(spec.train_value("batch_size"))
     source = spec.train_value("data")("validation", batch_size, seed, (jax.process_index(), jax.process_count()))
-    total = None
+    total, batch_losses = None, []
     for _ in range(int(spec.train_value("eval_batches"))):
         sums = fn(params, data_lib.to_global(next(source), mesh))
+        batch_losses.append(float(sums.loss) / max(float(sums.weight), 1.0))
         total = sums if total is None else type(sums)(*(a + b for a, b in zip(total, sums)))
     weight = max(float(total.weight), 1.0)
-    return {"loss": float(total.loss) / weight, "accuracy": float(total.correct) / weight, "params": params,
-            "model": model}
+    return {"loss": float(total.loss) / weight, "accuracy": float(total.correct) / weight,
+            "batch_losses": batch_losses}
 
 
 class Runner:
@@ -162,12 +176,15 @@ class Runner:
             raise Stopped(summary["stopped"], summary.get("stopped_at"))
         points = [[0.0, start["loss"]], *curve(str(model_dir / "tb"))]
         model = spec.train_value("model")
+        from seqpt_jax import params_io
+        final = evaluate_params(params_io.load(str(model_dir))[2])  # per batch: the eval noise
         return {"arm": arm.name, "seed": seed, "op": "train", "checkpoint": str(model_dir),
                 "params": models.count_params(models.param_shapes(model)), "steps": summary["steps"],
                 "train_flops": float(summary["train_flops"]), "flops_by_phase": summary.get("flops_by_phase", {}),
                 "tokens": summary["tokens"], "phases": summary.get("phases"), "curve": points,
                 "init_val_loss": start["loss"],
                 "final_val_loss": points[-1][1] if points else None,
+                "final_batch_losses": final["batch_losses"],
                 "train_loss": [summary.get("first_loss"), summary.get("last_loss")],
                 "throughput": summary.get("throughput")}
 
@@ -180,7 +197,8 @@ class Runner:
         path = params_io.save_params(str(work / "params"), kind, res["model"].cfg, res["params"], overwrite=True)
         return {"arm": arm.name, "seed": seed, "op": "init", "checkpoint": path,
                 "params": models.count_params(res["params"]), "steps": 0, "train_flops": 0.0, "tokens": 0,
-                "curve": [[0.0, res["loss"]]], "init_val_loss": res["loss"], "final_val_loss": res["loss"]}
+                "curve": [[0.0, res["loss"]]], "init_val_loss": res["loss"], "final_val_loss": res["loss"],
+                "final_batch_losses": res["batch_losses"]}
 
     def run(self) -> dict:
         self._check_request()
@@ -209,12 +227,13 @@ class Runner:
         if not encoders:
             return
         data = self._downstream_data(settings)
-        for seed in range(min(self.seeds, settings["seeds"])):
+        for seed in range(self.seeds):  # every pre-training seed, settings["seeds"] fine-tunings each
             for name in [*encoders, ds.RANDOM]:
                 def fn(work: Path, name=name, seed=seed) -> dict:
                     ckpt = (ds.random_like(self.checkpoint(encoders[0], seed), seed, work / "params")
                             if name == ds.RANDOM else ds.export(self.checkpoint(name, seed), work / "params"))
-                    res = ds.finetune(ckpt, data["corpus"], self.vocab_path, settings, work, self.progress)
+                    res = ds.finetune(ckpt, data["corpus"], self.vocab_path, settings, work, self.progress,
+                                      seeds=settings["seeds"])
                     return {"arm": name, "seed": seed, **res}
                 self.stages.run(f"downstream/{name}/seed{seed}", fn, f"fine-tune on {' + '.join(ds.TASKS)} (seed {seed})")
         self._downstream_curve(settings, data)

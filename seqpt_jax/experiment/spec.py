@@ -127,6 +127,14 @@ def train_value(name: str):
     return value(f"loop.train.{name}", train_default(name))
 
 
+def trained_model() -> tuple:
+    """(the model train.loop trains, its encoder MLM weight): a seq2seq run with an encoder MLM
+    loss has the head (as the loop builds it), so its every evaluation and ledger sees it."""
+    model = train_value("model")
+    weight = float(train_value("encoder_mlm_weight") or 0.0)
+    return (model.clone(encoder_mlm_head=True) if weight else model), weight
+
+
 def required_macros() -> list[str]:
     """Every macro some gin file declares `%gin.REQUIRED` (MODEL_DIR, VOCAB, checkpoints...)."""
     names = set()

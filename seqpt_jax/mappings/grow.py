@@ -11,6 +11,10 @@ Methods (width first, then depth when the target has more layers, as bert2BERT d
 - "stack" / "interpolate": depth only (StackBERT / layer repetition); widths must match.
 - "random":       a fresh random init of the target (the from-scratch baseline).
 
+`noise` (fpi / aki): Net2Net's symmetry breaking. Every kernel and embedding is multiplied by (1 + noise * N(0, 1)),
+elementwise, after the expansion. Without it, a copied unit and its original get the same
+gradient at dropout 0 and stay exact copies forever (the grown model is the source, trained longer).
+
 Unit maps and layer maps are numpy arrays drawn from `rng` outside `jit` (`growth_plan`
 returns them, so tests and notebooks can read back which unit copied which). The array work
 runs under `jax.jit(out_shardings=...)`, so a large target is built directly sharded
@@ -103,7 +107,14 @@ def embed_top_left(flat: dict, base: dict) -> dict:
     return {p: base[p].at[tuple(slice(0, s) for s in x.shape)].set(x) for p, x in flat.items()}
 
 
-def _grow(params, init_key, *, plan: GrowthPlan, method: str):
+def break_symmetry(flat: dict, key, noise: float) -> dict:
+    """Every kernel and embedding times (1 + noise * N(0, 1)), elementwise: copies of one unit stop being equal."""
+    keys = dict(zip(sorted(flat), jax.random.split(key, len(flat))))
+    return {p: x * (1 + noise * jax.random.normal(keys[p], x.shape, x.dtype)) if p[-1] in ("kernel", "embedding") else x
+            for p, x in flat.items()}
+
+
+def _grow(params, init_key, *, plan: GrowthPlan, method: str, noise: float = 0.0):
     model = models.build(plan.kind, plan.dst)
     if method == "random":
         return models.init(model, init_key)
@@ -111,19 +122,23 @@ def _grow(params, init_key, *, plan: GrowthPlan, method: str):
     if method == "direct_copy":
         base = checks.flat(models.init(model, init_key))
         return checks.unflat(embed_top_left(grow_depth(flat, plan.layers), base))
-    return checks.unflat(map_flat(flat, plan, method))
+    out = map_flat(flat, plan, method)
+    return checks.unflat(break_symmetry(out, jax.random.fold_in(init_key, 1), noise) if noise else out)
 
 
 def grow(params, src_cfg: TransformerConfig, dst_cfg: TransformerConfig, *, method: str = "fpi",
-         rng=None, unit_map: str = "random", depth: str = "stack", out_shardings=None) -> dict:
+         rng=None, unit_map: str = "random", depth: str = "stack", out_shardings=None, noise: float = 0.0) -> dict:
     """The target's params grown from `params` (see the module docstring for the methods).
 
     `out_shardings`: a pytree of shardings for the result (see `grow_sharded`).
+    `noise`: Net2Net symmetry-breaking noise for fpi / aki (the module docstring).
     """
     kind = _validate(params, src_cfg, dst_cfg, method)
+    if noise and method not in ("fpi", "aki"):
+        raise UserError(f"noise={noise} applies to the width methods fpi and aki, not {method!r}; drop it.")
     depth = method if method in DEPTHS else depth
     plan = growth_plan(kind, src_cfg, dst_cfg, rng=rng, unit_map_kind=unit_map, depth=depth)
-    fn = jax.jit(functools.partial(_grow, plan=plan, method=method), out_shardings=out_shardings)
+    fn = jax.jit(functools.partial(_grow, plan=plan, method=method, noise=float(noise)), out_shardings=out_shardings)
     return fn(params, _keys(rng)[1])
 
 

@@ -61,13 +61,15 @@ def extracted_from(path: str):
     return init
 
 
-def grown_from(path: str, method: str = "aki", unit_map: str = "random", depth: str = "stack", seed: int = 0):
-    """Init grown (bert2BERT) from the smaller checkpoint at `path` to the trained model's size."""
+def grown_from(path: str, method: str = "aki", unit_map: str = "random", depth: str = "stack", seed: int = 0,
+               noise: float = 0.0):
+    """Init grown (bert2BERT) from the smaller checkpoint at `path` to the trained model's size
+    (`noise`: grow's Net2Net symmetry-breaking noise)."""
     def init(rng, abstract):
         del rng  # the unit maps follow `seed`, so a grown run is reproducible from its gin
         _, cfg, params = params_io.load(path)
         dst = config_from_shapes(cfg, abstract)
         out = grow(params, cfg, dst, method=method, rng=jax.random.key(seed), unit_map=unit_map,
-                   depth=depth, out_shardings=_shardings(abstract))
+                   depth=depth, out_shardings=_shardings(abstract), noise=noise)
         return _checked(out, abstract, path)
     return init

@@ -88,7 +88,8 @@ class EncoderDecoder(nn.Module):
         return self._run("forward", batch, enable_dropout=enable_dropout)
 
     def forward_with_encoder_mlm(self, batch: Batch, *, enable_dropout: bool = False) -> tuple[Array, Array]:
-        """(decoder logits, encoder MLM logits `[batch, encoder length, vocab]`), float32."""
+        """(decoder logits, encoder MLM logits `[batch, encoder length, vocab]`, or `[batch, P, vocab]`
+        at `mlm_positions` when the batch has them), float32."""
         return self._run("forward_with_encoder_mlm", batch, enable_dropout=enable_dropout)
 
     def encode(self, batch: Batch) -> tuple[Array, Array]:
@@ -116,7 +117,10 @@ class EncoderDecoder(nn.Module):
                 return encoded, segments
             y = decode(cfg, embedders, inputs, encoded, segments, not enable_dropout)
             if self.encoder_mlm_head and (mode == "forward_with_encoder_mlm" or self.is_initializing()):
-                mlm_logits = MlmHead(cfg, name="mlm_head")(encoded, embedders).astype(jnp.float32)
+                hidden = encoded
+                if "mlm_positions" in inputs:  # as EncoderMLM: the head on the masked positions only
+                    hidden = jnp.take_along_axis(encoded, inputs["mlm_positions"][..., None].astype(jnp.int32), 1)
+                mlm_logits = MlmHead(cfg, name="mlm_head")(hidden, embedders).astype(jnp.float32)
         if cfg.tie_embeddings and cfg.family == "t5":
             y = y * cfg.d_model ** -0.5  # T5 rescales before the tied projection.
         logits = _vocab_logits(self, cfg, embedders, y, "lm_head").astype(jnp.float32)
