@@ -116,6 +116,25 @@ def test_tagging_first_subword_span_f1(setup, tmp_path):
     assert scores["f1"] >= 0.8 and scores["token_accuracy"] >= 0.9, scores
 
 
+def test_results_table_rows_have_the_header_columns(setup, tmp_path):
+    """Plain tags (part of speech) have no span scores: their cells are "—", so every row of
+    results.md has the header's columns and each number sits under its own name."""
+    rng = setup["rng"]
+    pos = lambda s: [(w, "NOUN" if t != "O" else "DET") for w, t in s]
+    train = _write_conll(tmp_path / "train.conll", [pos(s) for s in _tagged(rng, 32)])
+    out = tmp_path / "out"
+    rc = _run(["finetune", "--task", "tagging", "--init", setup["ckpt"], "--vocab", setup["vocab"],
+               "--train", train, "--test", train, "--out", str(out), "--gin.Options.epochs=1", *FAST])
+    assert rc == 0
+    header, _, *rows = [l.split("|")[1:-1] for l in (out / "results.md").read_text().splitlines() if l.startswith("|")]
+    names = [c.strip() for c in header]
+    assert rows and all(len(r) == len(header) for r in rows), (header, rows)
+    model_row = dict(zip(names, (c.strip() for c in rows[0])))
+    scores = json.loads((out / "results.json").read_text())["runs"][0]["test"]["user"]
+    assert model_row["token_accuracy"] == f"{100 * scores['token_accuracy']:.1f}"
+    assert model_row["f1"] == model_row["precision"] == "—" and model_row["n"] == "32"
+
+
 def test_generation_runs_and_reports_text_metrics(setup, tmp_path):
     rows = [{"source": f"the {w}", "target": w} for w in FRUIT + VEHICLE] * 2
     train = _write_jsonl(tmp_path / "train.jsonl", rows)
@@ -214,3 +233,34 @@ def test_finetune_inits_from_a_train_model_dir_and_from_a_finetuned_model(setup,
     rc = _run(["finetune", "--task", "classification", "--init", str(out / "model"), "--vocab", setup["vocab"],
                "--train", train, "--test", train, "--out", str(tmp_path / "again"), "--gin.Options.epochs=1", *FAST])
     assert rc == 0
+
+
+def test_validation_keeps_the_best_epoch_and_patience_stops(setup):
+    """finetune.train scores validation after every epoch, returns the best epoch's params and,
+    with patience, stops after that many epochs without a gain."""
+    import dataclasses
+
+    import numpy as np
+
+    from seqpt_jax.evaluate import data, finetune
+    vocab = vocab_lib.load(setup["vocab"])
+    _, cfg, ckpt = params_io.load(setup["ckpt"])
+    rows = [{"text_a": r["text"], "text_b": None, "label": r["label"]} for r in _classification(setup["rng"], 32)]
+    arrays = data.encode_classification(vocab, rows, ["fruit", "vehicle"], 16).arrays
+    model = finetune.build_model("classification", cfg, 2)
+    fresh = models.init(model, jax.random.key(0), finetune.model_inputs({k: v[:1] for k, v in arrays.items()}))
+    start = finetune.transfer("encoder_mlm", ckpt, fresh)
+    options = finetune.Options(epochs=5, batch_size=16, learning_rate=3e-3)
+
+    def scorer(seen):
+        scores = iter([0.1, 0.9, 0.2, 0.3, 0.4])
+        return lambda p: seen.append(p) or next(scores)
+
+    seen = []
+    params, losses, curve = finetune.train(model, start, "classification", arrays, options, validate=scorer(seen))
+    assert [c["step"] for c in curve] == [2, 4, 6, 8, 10] and len(losses) == 10
+    assert params is seen[1]  # epoch 2 scored best
+    assert not np.array_equal(jax.tree.leaves(params)[0], jax.tree.leaves(seen[-1])[0])
+    _, losses, curve = finetune.train(model, start, "classification", arrays,
+                                      dataclasses.replace(options, patience=2), validate=scorer([]))
+    assert [c["step"] for c in curve] == [2, 4, 6, 8] and len(losses) == 8  # epochs 3 and 4 gained nothing

@@ -31,13 +31,27 @@ SHARED = ("token_embedder", "position_embedder", "token_type_embedder", "embeddi
 
 @dataclasses.dataclass(frozen=True)
 class Options:
-    """Fine-tuning and decoding settings (bound from gin files by `seqpt finetune`)."""
+    """Fine-tuning and decoding settings (bound from gin files by `seqpt finetune`).
+
+    The defaults follow BERT's fine-tuning recipe (Devlin et al. 2019, appendix A.3: batch 16 or
+    32, 2-4 epochs, Adam lr 2e-5..5e-5 for BERT-base): AdamW, 10% linear warmup then linear decay,
+    batch 32, 3 epochs. The rate is 1e-4 because the project pre-trains small models, which take
+    larger rates (the google-research/bert grid for its small BERTs runs 3e-5..3e-4); sweep it
+    for a model of BERT-base size or larger. When the training language has a
+    validation split, it is scored after every epoch and the model of the best epoch is kept
+    (XTREME selects on the English dev set); `patience` stops after that many epochs without a gain.
+    Everything random (head init, dropout, batch order) comes from `seed`: same seed, same numbers.
+    """
 
     learning_rate: float = 1e-4
     weight_decay: float = 0.01
     warmup_fraction: float = 0.1
     epochs: float = 3.0
     batch_size: int = 32
+    select_on_validation: bool = True  # keep the epoch with the best validation score
+    patience: int = 0  # stop after this many epochs without a validation gain; 0: run every epoch
+    max_train: int = 0  # use the first N training examples; 0: all
+    max_eval: int = 0  # use the first N examples of each validation/test split; 0: all
     max_length: int = 128  # encoder tokens; longer inputs are cut and counted
     target_length: int = 64  # generation targets and decoding length
     beam_size: int = 1  # 1 = greedy
@@ -99,8 +113,14 @@ def batches(arrays: dict, batch_size: int, rng: np.random.Generator | None = Non
         yield {**{k: v[idx] for k, v in arrays.items()}, "weights": weights}
 
 
-def train(model, params: dict, kind: str, arrays: dict, options: Options, desc: str = "fine-tune") -> tuple[dict, list]:
-    """Fine-tunes `params` on `arrays`; returns (params, per-step losses)."""
+def train(model, params: dict, kind: str, arrays: dict, options: Options, desc: str = "fine-tune",
+          validate=None) -> tuple[dict, list, list]:
+    """Fine-tunes `params` on `arrays`; returns (params, per-step losses, validation curve).
+
+    `validate(params) -> score` (higher is better), when given, runs after every epoch and at the
+    last step; the params returned are then those of the best score (`Options.select_on_validation`),
+    and `Options.patience` epochs without a gain end training early. The curve lists
+    {"step", "score"} per evaluation."""
     n = len(arrays["encoder_input_tokens"])
     steps_per_epoch = -(-n // options.batch_size)
     total = max(1, int(round(options.epochs * steps_per_epoch)))
@@ -124,8 +144,8 @@ def train(model, params: dict, kind: str, arrays: dict, options: Options, desc: 
 
     opt_state = tx.init(params)
     data_rng, key = np.random.default_rng(options.seed), jax.random.key(options.seed)
-    losses, bar = [], tqdm(total=total, desc=desc, leave=False,
-                              disable=None if options.progress is None else not options.progress)
+    losses, curve, best = [], [], None
+    bar = tqdm(total=total, desc=desc, leave=False, disable=None if options.progress is None else not options.progress)
     while len(losses) < total:
         for batch in batches(arrays, options.batch_size, data_rng):
             key, sub = jax.random.split(key)
@@ -135,8 +155,16 @@ def train(model, params: dict, kind: str, arrays: dict, options: Options, desc: 
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
             if len(losses) >= total:
                 break
+        if validate is not None:
+            curve.append({"step": len(losses), "score": float(validate(params))})
+            if best is None or curve[-1]["score"] > best[0]:
+                best = (curve[-1]["score"], len(curve), params)
+            if options.patience and len(curve) - best[1] >= options.patience:
+                break
     bar.close()
-    return params, losses
+    if best is not None and options.select_on_validation:
+        params = best[2]
+    return params, losses, curve
 
 
 def predict_labels(model, params: dict, arrays: dict, batch_size: int) -> np.ndarray:

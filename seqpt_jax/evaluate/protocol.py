@@ -22,6 +22,11 @@ from seqpt_jax.evaluate.tasks import Task
 PRIMARY = {"classification": "accuracy", "tagging": "f1", "generation": "chrf"}
 
 
+def primary_metric(kind: str, labels) -> str:
+    """The score a task is ranked by: span F1 for BIO tags, token accuracy for plain tags (POS)."""
+    return "token_accuracy" if kind == "tagging" and not metrics.is_bio(labels) else PRIMARY[kind]
+
+
 def _encode(kind, vocab, examples, labels, options):
     if kind == "classification":
         return data.encode_classification(vocab, examples, labels, options.max_length)
@@ -59,8 +64,6 @@ def score(kind: str, model, params, vocab, examples, labels, options, lang: str)
         if metrics.is_bio(labels):
             spans = metrics.span_f1(gold, guess)
             result.update(precision=spans["precision"], recall=spans["recall"], f1=spans["f1"])
-        else:
-            result["f1"] = result["token_accuracy"]  # plain tags: the primary score is accuracy
     else:
         hyps = _decode_text(vocab, finetune.generate(model, params, enc.arrays, options))
         refs = [ex["target"] for ex in examples]
@@ -84,13 +87,16 @@ def majority(kind: str, train: list[dict], examples: list[dict], labels: list[st
         gold = [ex["tags"] for ex in examples]
         guess = [[top] * len(tags) for tags in gold]
         out = {"label": top, "token_accuracy": metrics.token_accuracy(gold, guess)}
-        out["f1"] = metrics.span_f1(gold, guess)["f1"] if metrics.is_bio(labels) else out["token_accuracy"]
+        if metrics.is_bio(labels):
+            out["f1"] = metrics.span_f1(gold, guess)["f1"]
         return out
     return None
 
 
-def _read(task: Task, split: str, lang: str) -> list[dict]:
-    return data.read(task.kind, task.files[split][lang], split)
+def _read(task: Task, split: str, lang: str, limit: int = 0) -> list[dict]:
+    """The examples of one split, the first `limit` only when limit > 0."""
+    examples = task.read(split, lang)
+    return examples[:limit] if limit > 0 else examples
 
 
 def _check_lengths(cfg, options) -> None:
@@ -122,15 +128,15 @@ def run(task: Task, init_kind: str, cfg, init_params: dict, vocab, options,
 
     runs = []
     for train_lang, mode in plan:
-        train_examples = _read(task, "train", train_lang)
+        train_examples = _read(task, "train", train_lang, options.max_train)
         labels = data.label_list(task.kind, train_examples)
         if task.kind != "generation" and len(labels) < 2:
             raise UserError(f"{task.files['train'][train_lang]} has a single label {labels}; a "
                             "classifier needs at least two.")
         test_langs = task.langs("test") if mode == "zero-shot" else [train_lang]
         test_langs = [l for l in test_langs if l in task.files.get("test", {})]
-        evals = {l: _read(task, "test", l) for l in test_langs}
-        val = (_read(task, "validation", train_lang)
+        evals = {l: _read(task, "test", l, options.max_eval) for l in test_langs}
+        val = (_read(task, "validation", train_lang, options.max_eval)
                if train_lang in task.files.get("validation", {}) else None)
         for lang, examples in [*evals.items(), *([("validation", val)] if val else [])]:
             data.check_labels(task.kind, examples, labels,
@@ -141,13 +147,21 @@ def run(task: Task, init_kind: str, cfg, init_params: dict, vocab, options,
         fresh = models.init(model, jax.random.key(options.seed), finetune.model_inputs(sample))
         params = finetune.transfer(init_kind, init_params, fresh)
         train_enc = _encode(task.kind, vocab, train_examples, labels, options)
-        params, losses = finetune.train(model, params, task.kind, train_enc.arrays, options,
-                                        desc=f"{task.name} [{train_lang}]")
+        metric, val_scores = primary_metric(task.kind, labels), []
+
+        def validate(p):  # after every epoch (finetune.train); the scores of each kept for the entry
+            val_scores.append(score(task.kind, model, p, vocab, val, labels, options, train_lang))
+            return val_scores[-1][metric]
+
+        params, losses, curve = finetune.train(model, params, task.kind, train_enc.arrays, options,
+                                               desc=f"{task.name} [{train_lang}]", validate=validate if val else None)
         entry = {"train_lang": train_lang, "mode": mode, "labels": labels, "n_train": len(train_examples),
                  "train_truncated": train_enc.truncated, "steps": len(losses),
                  "first_loss": losses[0], "final_loss": float(np.mean(losses[-5:])), "test": {}}
-        if val:
-            entry["validation"] = score(task.kind, model, params, vocab, val, labels, options, train_lang)
+        if curve:  # the per-epoch validation scores, and the epoch whose model is tested below
+            chosen = (max(range(len(curve)), key=lambda i: (curve[i]["score"], -i))
+                      if options.select_on_validation else len(curve) - 1)
+            entry.update(validation=val_scores[chosen], validation_curve=curve, selected_step=curve[chosen]["step"])
         for lang, examples in evals.items():
             entry["test"][lang] = score(task.kind, model, params, vocab, examples, labels, options, lang)
             base = majority(task.kind, train_examples, examples, labels)
@@ -156,7 +170,7 @@ def run(task: Task, init_kind: str, cfg, init_params: dict, vocab, options,
         runs.append(entry)
         if save_dir and len(runs) == 1:
             finetune.save(save_dir, task.kind, cfg, labels, params)
-    return {"task": task.name, "kind": task.kind, "primary_metric": PRIMARY[task.kind],
+    return {"task": task.name, "kind": task.kind, "primary_metric": primary_metric(task.kind, runs[0]["labels"]),
             "skipped_empty_files": task.skipped, "runs": runs}
 
 
@@ -172,4 +186,5 @@ def evaluate_saved(task: Task, cfg, labels: list, params: dict, vocab, options) 
         examples = _read(task, "test", lang)
         data.check_labels(task.kind, examples, labels, f"{task.name} {lang} (test)")
         entry["test"][lang] = score(task.kind, model, params, vocab, examples, labels, options, lang)
-    return {"task": task.name, "kind": task.kind, "primary_metric": PRIMARY[task.kind], "runs": [entry]}
+    return {"task": task.name, "kind": task.kind, "primary_metric": primary_metric(task.kind, labels),
+            "runs": [entry]}

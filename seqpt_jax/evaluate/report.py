@@ -12,11 +12,11 @@ _COLUMNS = {
 }
 
 
-def _values(m: dict, cols, blank: bool = False) -> str:
-    """Percent for the 0..1 scores, plain for BLEU/chrF; `blank`: a column m lacks is "—"."""
+def _values(m: dict, cols) -> str:
+    """One cell per column, so every row has the header's columns: percent for the 0..1
+    scores, plain for BLEU/chrF, "—" for a metric m lacks (plain tags have no span scores)."""
     pct = ("accuracy", "macro_f1", "f1", "precision", "recall", "token_accuracy", "exact_match")
-    return " | ".join(("—" if blank else None) if c not in m else f"{100 * m[c]:.1f}" if c in pct
-                      else f"{m[c]:.1f}" for c in cols if blank or c in m)
+    return " | ".join("—" if c not in m else f"{100 * m[c]:.1f}" if c in pct else f"{m[c]:.1f}" for c in cols)
 
 
 def markdown(results: dict) -> str:
@@ -31,7 +31,7 @@ def markdown(results: dict) -> str:
                          f"{m['truncated']} |")
             if m.get("majority"):  # protocol.majority: the most frequent training label everywhere
                 lines.append(f"| {run['train_lang']} | majority {m['majority']['label']!r} | {lang} | "
-                             f"{_values(m['majority'], cols, blank=True)} | {m['n']} | — |")
+                             f"{_values(m['majority'], cols)} | {m['n']} | — |")
     return "\n".join(lines) + "\n"
 
 

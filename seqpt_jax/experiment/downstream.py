@@ -22,6 +22,7 @@ fine-tuning seeds (claims.per_seed).
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 from seqpt_jax.experiment import spec
@@ -87,6 +88,8 @@ def finetune(checkpoint: str, corpus: str, vocab_path: str, s: dict, work: Path,
         sub.mkdir(parents=True, exist_ok=True)
         runs.append({"seed": k, **subsets.finetune(checkpoint, corpus, {"path": vocab_path}, demo_plan(s), sub,
                                                    progress, tasks=tasks, epochs={"ja_ner": s["ner_epochs"]}, seed=k)})
+        if tasks == TASKS:  # the XTREME tasks whose data is present ($SEQPT_XTREME_DIR) join the table
+            runs[-1]["tasks"].update(finetune_xtreme(checkpoint, vocab_path, s, sub, progress, seed=k))
     return {"tasks": runs[0]["tasks"], "finetunes": runs}
 
 
@@ -99,6 +102,68 @@ def make_slice(corpus: str, dst: Path, s: dict) -> dict:
     out["tasks"]["ja_ner"] = packaged.materialise("ja_ner", Path(out["corpus"]) / "tasks" / "ja_ner",
                                                   {"train": s["train"], "test": s["test"]},
                                                   source=shipped if shipped.is_dir() else None)
+    return out
+
+
+# ------------------------------------------------------------------------------ XTREME rows (optional)
+
+XTREME_ENV = "SEQPT_XTREME_DIR"  # DIR/<task>/ holds a task's files as `seqpt finetune --data` reads them
+_SAID: set = set()
+
+
+def xtreme_tasks() -> dict:
+    """{name: Task} of the XTREME tasks whose files are under $SEQPT_XTREME_DIR/<name>/; one line
+    (once per process) for each that is skipped, or for all when the variable is unset."""
+    import os
+
+    from seqpt_jax.errors import UserError
+    from seqpt_jax.evaluate import tasks as ev_tasks
+    root, out = os.environ.get(XTREME_ENV), {}
+    if not root:
+        if not _SAID:
+            _SAID.add("unset")
+            print(f"downstream: XTREME tasks ({', '.join(ev_tasks.XTREME_TASKS)}) skipped: ${XTREME_ENV} is not set "
+                  "(docs/experiments.md, XTREME tasks).")
+        return out
+    for name in ev_tasks.XTREME_TASKS:
+        try:
+            out[name] = ev_tasks.from_xtreme(name, data_dir=os.path.join(root, name))
+        except UserError as e:
+            if name not in _SAID:
+                _SAID.add(name)
+                print(f"downstream: {name} skipped ({e})")
+    return out
+
+
+def finetune_xtreme(checkpoint: str, vocab_path: str, s: dict, work: Path, progress=None, seed: int = 0) -> dict:
+    """The XTREME tasks present (`xtreme_tasks`), in `finetune`'s record schema: English fine-tuning
+    on the first s["train"] examples, zero-shot tests on the first s["test"] of every language;
+    `seed` the fine-tuning seed."""
+    from seqpt_jax import params_io
+    from seqpt_jax.data import vocab as vocab_lib
+    from seqpt_jax.evaluate import finetune as ft, protocol
+    present = xtreme_tasks()
+    if not present:
+        return {}
+    kind, cfg, params = params_io.load(checkpoint)
+    vocab = vocab_lib.load(vocab_path)
+    out = {}
+    for name, task in present.items():
+        epochs = s["ner_epochs"] if task.kind == "tagging" else s["epochs"]
+        opts = ft.Options(epochs=epochs, max_length=s["length"], target_length=s["length"], learning_rate=5e-4,
+                          in_language=False, max_train=s["train"], max_eval=s["test"], progress=progress, seed=seed)
+        result = protocol.run(task, kind, cfg, params, vocab, opts)
+        (work / f"{name}.json").write_text(json.dumps(result, ensure_ascii=False))
+        run, metric = result["runs"][0], result["primary_metric"]
+        per_lang = lambda key, test=run["test"]: {l: r[key] for l, r in test.items()}
+        out[name] = {"metric": metric, "lang": run["train_lang"], "scores": per_lang(metric), "n": per_lang("n"),
+                     "steps": run["steps"], "epochs": epochs, "final_loss": run["final_loss"],
+                     "majority": {"label": next(iter(run["test"].values()))["majority"]["label"],
+                                  "scores": {l: r["majority"][metric] for l, r in run["test"].items()}}}
+        if task.kind == "tagging":
+            out[name]["token_accuracy"] = per_lang("token_accuracy")
+            out[name]["majority"]["token_accuracy"] = {l: r["majority"]["token_accuracy"]
+                                                       for l, r in run["test"].items()}
     return out
 
 

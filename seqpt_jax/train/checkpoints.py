@@ -340,7 +340,7 @@ def restore_params(model_dir: str, step: int | None = None, shardings=None):
                 tree = getattr(tree, "tree", tree)["params"]
                 # Any mesh or host count may have saved it: restore onto this host's first device.
                 device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-                where = jax.tree.map(lambda _: device, tree) if shardings is None else shardings  # noqa: B023
+                where = jax.tree.map(lambda _: device, tree) if shardings is None else shardings
                 item = jax.tree.map(lambda m, d: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=d), tree, where)
                 args = jax.tree.map(lambda d: ocp.ArrayRestoreArgs(sharding=d), where)
                 out = ckptr.restore(path, args=ocp.args.PyTreeRestore(
