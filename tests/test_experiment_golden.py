@@ -1,6 +1,7 @@
 """`seqpt experiment run growth --scale test` gives the numbers it gave before the run-as-a-value
 refactor (issue 21): every arm's FLOPs, tokens, losses and validation curve, against
-tests/fixtures/growth_test_golden.json, recorded from the code before the refactor.
+tests/fixtures/growth_test_golden.json, recorded from the code before the refactor (main at a6c425b,
+with issues 22-25 merged).
 
 Regenerate only for an intended change of results: SEQPT_WRITE_GOLDEN=1 pytest this file.
 """

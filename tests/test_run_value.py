@@ -87,6 +87,7 @@ def test_bench_phases_times_the_encoder_mlm_step_that_training_runs():
 
 
 def test_plan_counts_the_masked_encoder_arm_as_the_trainer_books_it():
+    from seqpt_jax.data import mlm_positions
     from seqpt_jax.experiment import plan, spec
     from seqpt_jax.train import loop
     (row,) = plan.plan("sequential", "test", 1, only=["s2s_masked"])["arms"]
@@ -95,7 +96,8 @@ def test_plan_counts_the_masked_encoder_arm_as_the_trainer_books_it():
     trainer = loop.setup(spec.train_config())
     assert "mlm_head" in trainer.shapes
     lengths = spec.value("data.mixture_or_task.task_feature_lengths")
-    booked = trainer.phase_flops(trainer.phases[-1], lengths["inputs"], lengths["targets"])
+    head = mlm_positions.max_predictions(0.15, lengths["inputs"])   # the feed gathers the masked positions
+    booked = trainer.phase_flops(trainer.phases[-1], lengths["inputs"], lengths["targets"], head)
     assert row["train_flops"] == pytest.approx(booked * trainer.config.schedule.steps, rel=1e-9)
 
 

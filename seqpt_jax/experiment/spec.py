@@ -93,11 +93,12 @@ def train_config(**overrides):
 
 
 def train_value(name: str):
-    """`loop.train`'s argument `name` as the parsed arm's config holds it."""
-    from seqpt_jax.train.config import GROUPS
-    config = train_config()
-    groups = [config, *(getattr(config, g) for g in GROUPS)]
-    return next(getattr(g, name) for g in groups if name in {f.name for f in dataclasses.fields(g)})
+    """One `loop.train` argument as the parsed arm binds it (or its default), evaluating only
+    that binding (a check of one setting need not build the model; `train_config` builds all)."""
+    import inspect
+
+    from seqpt_jax.train import loop
+    return value(f"loop.train.{name}", inspect.signature(loop.train).parameters[name].default)
 
 
 def read_arm(experiment: str, name: str, scale: str, hw: str = "hw/cpu.gin") -> Arm:

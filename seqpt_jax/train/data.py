@@ -105,7 +105,7 @@ class SyntheticSource:
             if self.objective == "seq2seq_masked":  # + the encoder MLM targets (seq2seq_masked_encoder.gin)
                 weights = ((rng.random((b, n)) < 0.15) & (tokens != 0)).astype(np.float32)
                 batch.update(encoder_input_tokens=np.where(weights > 0, 1, tokens).astype(np.int32),
-                             mlm_targets=tokens, mlm_weights=weights)
+                             **mlm_positions.compact(tokens, weights, mlm_positions.max_predictions(0.15, n)))
         return {k: x[self.rows] for k, x in batch.items()}
 
 
