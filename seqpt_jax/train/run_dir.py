@@ -49,7 +49,7 @@ MAY_CHANGE = {
     "save_every, keep, keep_every, async_checkpoints, eval_every, eval_batches, log_every, progress": "cadence",
     "init": "only used when there is no checkpoint yet",
 }
-MODEL_FIELDS_MAY_CHANGE = ("dtype", "remat", "scan_unroll")  # hardware settings (hw/*.gin)
+MODEL_FIELDS_MAY_CHANGE = ("dtype", "remat", "scan_unroll", "attention_impl", "loss_chunk")  # hardware settings (hw/*.gin)
 
 
 def check_writable(model_dir: str) -> None:
