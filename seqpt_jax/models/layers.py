@@ -65,6 +65,18 @@ class Norm(nn.Module):
         return (y * scale + bias).astype(cfg.compute_dtype)
 
 
+def dense(x: Array, kernel: Array, n_in: int, dtype) -> Array:
+    """x @ kernel in `dtype`, contracting the last `n_in` axes of x with the first of kernel."""
+    # Contract a 2-D [tokens, features] operand: the weight gradient's transpose then folds
+    # into the dot. Over [batch, length, ...] XLA CPU materialises the transposed activation
+    # gradient instead (a copy as large as the MLP's hidden state, ~40% of a small T5 step).
+    lead = x.shape[:x.ndim - n_in]
+    x = x.reshape((-1,) + x.shape[len(lead):])
+    contract = (tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in)))
+    y = jax.lax.dot_general(x.astype(dtype), kernel.astype(dtype), (contract, ((), ())))
+    return y.reshape(lead + y.shape[x.ndim - n_in:])
+
+
 class DenseGeneral(nn.Module):
     """y = x @ kernel (+ bias) contracting the last `len(in_shape)` axes of x.
 
@@ -84,15 +96,7 @@ class DenseGeneral(nn.Module):
         fan_in = self.init_fan_in or int(np.prod(self.in_shape))
         kernel = _param(self, "kernel", _init(cfg, fan_in), self.in_shape + self.out_shape, self.axes)
         n_in = len(self.in_shape)
-        # Contract a 2-D [tokens, features] operand: the weight gradient's transpose then folds
-        # into the dot. Over [batch, length, ...] XLA CPU materialises the transposed activation
-        # gradient instead (a copy as large as the MLP's hidden state, ~40% of a small T5 step).
-        lead = x.shape[:x.ndim - n_in]
-        x = x.reshape((-1,) + x.shape[len(lead):])
-        contract = (tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in)))
-        y = jax.lax.dot_general(x.astype(cfg.compute_dtype), kernel.astype(cfg.compute_dtype),
-                                (contract, ((), ())))
-        y = y.reshape(lead + y.shape[x.ndim - n_in:])
+        y = dense(x, kernel, n_in, cfg.compute_dtype)
         if cfg.use_bias:
             bias = _param(self, "bias", nn.initializers.zeros, self.out_shape, self.axes[n_in:])
             y = y + bias.astype(cfg.compute_dtype)
