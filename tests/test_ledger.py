@@ -180,3 +180,14 @@ def test_bench_phases_builds_every_phase_of_a_gin_run():
     results = bench.measure(built, rounds=1, steps=1)
     assert results[-1]["ratio"] == 1.0 and all(r["ms_per_step"] > 0 for r in results)
     assert "stage1/sub2" in bench.report(built, results)
+
+
+def test_walker_counts_cudnn_fused_attention_as_the_matmuls_it_replaces():
+    """On a GPU the attention is one custom call (not traceable here without cuDNN): forward =
+    scores + weighted sum, backward = dQ, dK, dP, dV, as the ledger's `attention` counts."""
+    from types import SimpleNamespace as NS
+    b, t, s, n, h = 2, 8, 6, 3, 16
+    q, k = NS(aval=NS(shape=(b, t, n, h))), NS(aval=NS(shape=(b, s, n, h)))
+    for name, matmuls in (("dot_product_attention_fwd_wrapper", 2), ("dot_product_attention_bwd_wrapper", 4)):
+        eqn = NS(primitive=NS(name=name), invars=[q, k, k], params={})
+        assert jaxpr_flops.jaxpr_flops(NS(eqns=[eqn])) == matmuls * 2 * b * n * t * s * h

@@ -1,0 +1,54 @@
+"""`seqpt bench gpu-suite` and `seqpt bench train --vs hf --size ...`: the GPU benchmark machinery,
+run here on the CPU at a tiny size (the figures themselves come from a GPU: docs/performance.md)."""
+
+import json
+
+import pytest
+
+from seqpt_jax import models
+from seqpt_jax.bench import gpu_suite, vs_hf
+from seqpt_jax.errors import UserError
+
+
+@pytest.mark.slow  # ~90 s on 2 cores at load 7: ~12 small compiles, 3 HF steps x 4
+def test_gpu_suite_runs_every_stage_on_cpu_at_tiny_size(tmp_path):
+    pytest.importorskip("transformers")
+    rc = gpu_suite.main(["--out", str(tmp_path), "--size", "tiny", "--steps", "1"])
+    results = json.loads((tmp_path / "gpu_suite.json").read_text())
+    assert rc == 0 and results["errors"] == {}
+    for family in ("bert", "t5"):
+        row = results["attention"]["models"][family]
+        assert row["cudnn"].startswith("not run: backend cpu") and row["auto_grad_rel_diff"] == 0.0
+    assert results["attention"]["auto_choice"]["t5-tiny"] == {
+        "encoder self-attention": "xla", "decoder self-attention (causal)": "xla", "cross-attention": "xla"}
+    for dtype, tol in (("float32", 1e-5), ("bfloat16", 3e-2)):
+        assert results["loss"][dtype]["loss_rel_diff"] < tol and results["loss"][dtype]["grad_rel_diff"] < tol
+    bench = results["bench"]["t5-tiny"]
+    assert set(bench["seqpt"]) == set(gpu_suite.VARIANTS)
+    for side in bench["seqpt"].values():
+        assert side["ms"] > 0 and side["jaxpr_gflop"] == pytest.approx(bench["gflop_per_step"], rel=0.01)
+    md = (tmp_path / "gpu_suite.md").read_text()
+    assert "## t5-tiny (vocab 512, 8 x 32 -> 8)" in md and "| seqpt, hw gin |" in md
+
+
+def test_gpu_suite_rejects_unknown_stages(tmp_path):
+    with pytest.raises(UserError, match="--stages 'timing' is unknown"):
+        gpu_suite.main(["--out", str(tmp_path), "--stages", "attention,timing"])
+
+
+@pytest.mark.parametrize("name,published", [("bert-base", "bert-base"), ("mt5-small", "mt5-small")])
+def test_gpu_sizes_are_the_published_architectures_at_issue_23s_shapes(name, published):
+    spec = vs_hf.CONFIGS[name]
+    cfg = models.preset(spec["preset"], **spec["dims"])
+    assert cfg == models.preset(published, vocab_size=spec["dims"]["vocab_size"], dropout_rate=0.0)
+    shape = {"bert-base": (32000, 64, 512, 0), "mt5-small": (250112, 64, 512, 114)}[name]
+    assert (cfg.vocab_size, spec["batch"], spec["inputs"], spec["targets"]) == shape
+    assert spec["clip"] == 1.0
+
+
+@pytest.mark.parametrize("name", ["t5-tiny", "bert-tiny"])
+def test_tiny_comparison_configs_build_the_same_model_in_transformers(name):
+    pytest.importorskip("transformers")
+    spec = vs_hf.CONFIGS[name]
+    ours = models.count_params(models.param_shapes(models.build(spec["kind"], models.preset(spec["preset"], **spec["dims"]))))
+    assert ours == sum(p.numel() for p in vs_hf.hf_model(spec, "sdpa").parameters())
