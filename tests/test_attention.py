@@ -164,6 +164,7 @@ def test_auto_leaves_the_cpu_model_bit_for_bit(family):
                    dropout_rate=0.0, attention_impl=impl)
         model = models.build(kind, cfg)
         params = models.init(model, jax.random.key(0), {k: v for k, v in batch.items() if k.endswith("input_tokens")})
-        out[impl] = jax.value_and_grad(lambda p: losses.loss_for(batch)(model.apply({"params": p}, batch), batch).loss)(params)
+        loss = lambda p: losses.loss_for(batch)(model.apply({"params": p}, batch), batch).loss  # noqa: E731
+        out[impl] = jax.value_and_grad(loss)(params)
     for a, b in zip(jax.tree.leaves(out["auto"]), jax.tree.leaves(out["xla"])):
         np.testing.assert_array_equal(a, b)

@@ -50,5 +50,15 @@ def test_gpu_sizes_are_the_published_architectures_at_issue_23s_shapes(name, pub
 def test_tiny_comparison_configs_build_the_same_model_in_transformers(name):
     pytest.importorskip("transformers")
     spec = vs_hf.CONFIGS[name]
-    ours = models.count_params(models.param_shapes(models.build(spec["kind"], models.preset(spec["preset"], **spec["dims"]))))
+    model = models.build(spec["kind"], models.preset(spec["preset"], **spec["dims"]))
+    ours = models.count_params(models.param_shapes(model))
     assert ours == sum(p.numel() for p in vs_hf.hf_model(spec, "sdpa").parameters())
+
+
+def test_comparison_configs_take_the_hw_gin_and_bindings():
+    """On a GPU the comparison defaults to hw/gpu.gin; any hw gin and bindings can be given."""
+    cfg = vs_hf.seqpt_config("mt5-small", ["hw/gpu.gin"], ["models.preset.attention_impl = 'xla'"])
+    assert (cfg.dtype, cfg.scan_unroll, cfg.attention_impl, cfg.loss_chunk) == ("bfloat16", 0, "xla", 2048)
+    assert cfg.vocab_size == 250112
+    cpu = vs_hf.seqpt_config("bert-base", [], [])  # this CPU: hw/cpu.gin
+    assert (cpu.dtype, cpu.loss_chunk, cpu.vocab_size) == ("float32", 0, 32000)

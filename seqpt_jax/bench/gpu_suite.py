@@ -56,6 +56,12 @@ def _environment() -> dict:
     return env
 
 
+def _positions(segments: np.ndarray) -> np.ndarray:
+    """Positions of two examples packed per row (segment 2 starts halfway): each counts from 0."""
+    n = segments.shape[-1]
+    return np.where(segments == 2, np.arange(n) - n // 2, np.arange(n)).astype(np.int32)
+
+
 def _model_and_batch(family: str, vocab: int = 1000, b: int = 8, length: int = 128, targets: int = 32,
                      d_model: int = 128, layers: int = 2, **kw):
     """A small model with cuDNN-friendly heads (head_dim 64) and a packed + padded batch."""
@@ -69,17 +75,15 @@ def _model_and_batch(family: str, vocab: int = 1000, b: int = 8, length: int = 1
     seg[:, length // 2:] = 2  # two packed examples per row ...
     seg[::2, -length // 8:] = 0  # ... and trailing padding in every other row
     tokens[seg == 0] = 0
-    batch = {"encoder_input_tokens": tokens, "encoder_segment_ids": seg,
-             "encoder_positions": np.where(seg == 2, np.arange(length) - length // 2, np.arange(length)).astype(np.int32)}
+    batch = {"encoder_input_tokens": tokens, "encoder_segment_ids": seg, "encoder_positions": _positions(seg)}
     if family == "t5":
         kind = "encoder_decoder"
         t = rng.integers(5, vocab, (b, targets)).astype(np.int32)
         dseg = np.ones((b, targets), np.int32)
         dseg[:, targets // 2:] = 2
-        batch.update(decoder_target_tokens=t, decoder_input_tokens=np.concatenate([np.zeros_like(t[:, :1]), t[:, :-1]], 1),
-                     decoder_loss_weights=np.ones(t.shape, np.float32), decoder_segment_ids=dseg,
-                     decoder_positions=np.where(dseg == 2, np.arange(targets) - targets // 2,
-                                                np.arange(targets)).astype(np.int32))
+        shifted = np.concatenate([np.zeros_like(t[:, :1]), t[:, :-1]], 1)
+        batch.update(decoder_target_tokens=t, decoder_input_tokens=shifted, decoder_segment_ids=dseg,
+                     decoder_loss_weights=np.ones(t.shape, np.float32), decoder_positions=_positions(dseg))
     else:
         kind = "encoder_mlm"
         w = ((rng.random((b, length)) < 0.15) & (seg > 0)).astype(np.float32)
@@ -218,7 +222,8 @@ def markdown(results: dict) -> str:
         sh = loss["shape"]
         lines += [f"## Chunked loss (chunk {sh['chunk']}) vs materialised logits: vocab {sh['vocab']:,}, "
                   f"{sh['b']} x {sh['targets']} targets, d {sh['d_model']}", "",
-                  "| dtype | loss rel. diff | grad rel. diff | temp MB, logits | temp MB, chunked |", "|---|---|---|---|---|"]
+                  "| dtype | loss rel. diff | grad rel. diff | temp MB, logits | temp MB, chunked |",
+                  "|---|---|---|---|---|"]
         for dt in ("float32", "bfloat16"):
             r, chunked = loss[dt], f"temp_mb_loss_chunk_{sh['chunk']}"
             lines.append(f"| {dt} | {r['loss_rel_diff']:.2e} | {r['grad_rel_diff']:.2e} | "
@@ -226,7 +231,8 @@ def markdown(results: dict) -> str:
         lines.append("")
     for name, r in results.get("bench", {}).items():
         lines += [f"## {name} ({r['shape']}), medians of {len(r['rounds']['hf'])} rounds x {r['steps']} steps", "",
-                  "| side | ms/step | tokens/s | MFU | vs HF | ledger GFLOP | jaxpr GFLOP |", "|---|---|---|---|---|---|---|"]
+                  "| side | ms/step | tokens/s | MFU | vs HF | ledger GFLOP | jaxpr GFLOP |",
+                  "|---|---|---|---|---|---|---|"]
         for label, s in r["seqpt"].items():
             lines.append(f"| seqpt, {label} | {s['ms']:.1f} | {s['tokens_per_s']:,.0f} | {100 * s['mfu']:.1f}% | "
                          f"{s['ratio']:.2f}x | {r['gflop_per_step']:.1f} | {s['jaxpr_gflop']:.1f} |")
