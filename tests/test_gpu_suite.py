@@ -62,3 +62,19 @@ def test_comparison_configs_take_the_hw_gin_and_bindings():
     assert cfg.vocab_size == 250112
     cpu = vs_hf.seqpt_config("bert-base", [], [])  # this CPU: hw/cpu.gin
     assert (cpu.dtype, cpu.loss_chunk, cpu.vocab_size) == ("float32", 0, 32000)
+
+
+def test_the_suite_times_seqpt_alone_where_hf_cannot_run(monkeypatch):
+    """A GPU machine without a CUDA torch: `--vs hf` stops with the reason; the one-shot suite
+    still times the seqpt variants and says why HF is missing."""
+    monkeypatch.setattr(vs_hf, "seqpt_side", lambda spec, ids, cfg: ((lambda n: 0.01 * n), 2e9, 2e9))
+
+    def no_cuda(*_):
+        raise UserError("jax runs on a GPU but this torch has no CUDA")
+    monkeypatch.setattr(vs_hf, "hf_side", no_cuda)
+    with pytest.raises(UserError, match="no CUDA"):
+        vs_hf.compare("t5-tiny", {"a": None}, rounds=3, steps=1, log=lambda *_: None)
+    r = vs_hf.compare("t5-tiny", {"a": None, "b": None}, rounds=3, steps=1, log=lambda *_: None, require_hf=False)
+    assert r["ms_hf"] is None and r["seqpt"]["b"]["ratio"] is None and r["seqpt"]["a"]["ms"] == pytest.approx(10.0)
+    assert "hf: not run: jax runs on a GPU" in vs_hf.report(r)
+    assert "| HF: not run" in gpu_suite.markdown({"bench": {"t5-tiny": r}})

@@ -106,6 +106,11 @@ class DenseGeneral(nn.Module):
 _FUSED_DTYPES = (jnp.bfloat16, jnp.float16)  # cuDNN's fused attention takes no float32
 
 
+def _scale(cfg: TransformerConfig) -> float:
+    """T5 folds 1/sqrt(head_dim) into the query init and uses no scaling at attention time."""
+    return 1.0 if cfg.family == "t5" else 1.0 / math.sqrt(cfg.head_dim)
+
+
 def _shape_key(x: Optional[Array]):
     return None if x is None else (tuple(x.shape), jnp.dtype(x.dtype).name)
 
@@ -147,8 +152,7 @@ def attention_implementation(cfg: TransformerConfig, query: Array, key: Array, b
     backend = backend or jax.default_backend()
     if decode or backend != "gpu" or query.dtype not in _FUSED_DTYPES:
         return "xla"
-    scale = 1.0 if cfg.family == "t5" else 1.0 / math.sqrt(cfg.head_dim)
-    pattern = (_shape_key(query), _shape_key(key), _shape_key(bias), _shape_key(mask), scale, causal)
+    pattern = (_shape_key(query), _shape_key(key), _shape_key(bias), _shape_key(mask), _scale(cfg), causal)
     return "cudnn" if _compiles("cudnn", *pattern) else "xla"
 
 
@@ -158,15 +162,13 @@ def attend(cfg: TransformerConfig, query: Array, key: Array, value: Array, bias:
     `jax.nn.dot_product_attention` with the implementation `attention_implementation` picks.
     `causal` (decoder self-attention; `mask` already holds it) lets cuDNN skip the upper
     triangle; the XLA path gets the mask alone, as before."""
-    # T5 folds 1/sqrt(head_dim) into the query init and uses no scaling at attention time.
-    scale = 1.0 if cfg.family == "t5" else 1.0 / math.sqrt(cfg.head_dim)
     if bias is not None:
         bias = bias.astype(query.dtype)
     impl = attention_implementation(cfg, query, key, bias, mask, causal, decode)
     if impl == "cudnn" and jax.default_backend() != "gpu":
         raise UserError(f"attention_impl='cudnn' needs an NVIDIA GPU, and this backend is "
                         f"{jax.default_backend()}; set models.preset.attention_impl = 'auto' or 'xla'.")
-    return jax.nn.dot_product_attention(query, key, value, bias=bias, mask=mask, scale=scale,
+    return jax.nn.dot_product_attention(query, key, value, bias=bias, mask=mask, scale=_scale(cfg),
                                         is_causal=causal and impl == "cudnn", implementation=impl)
 
 
@@ -206,7 +208,7 @@ class Attention(nn.Module):
         cfg = self.cfg
         d, h, k = cfg.d_model, cfg.num_heads, cfg.head_dim
         qkv_axes = ("embed", "heads", "kv")
-        # T5's query init carries 1/sqrt(head_dim) (see `attend`).
+        # T5's query init carries 1/sqrt(head_dim) (see `_scale`).
         q_fan_in = d * k if cfg.family == "t5" else d
         query = DenseGeneral(cfg, (d,), (h, k), qkv_axes, init_fan_in=q_fan_in, name="query")(x)
         key = DenseGeneral(cfg, (d,), (h, k), qkv_axes, name="key")(kv_input)
