@@ -205,11 +205,10 @@ def _fused_loss_fwd(hidden, kernel, bias, targets, weights, tied, chunk, z_loss)
     grads = (hidden.perturbed, kernel.perturbed, bias.perturbed)
     sums, res = _over_chunks(hidden.value, kernel.value, bias.value, targets.value, weights.value, tied, chunk,
                              z_loss, grads)
-    return sums, (res, hidden.value, kernel.value, bias.value, targets.value, weights.value)
+    return sums, res  # the gradients (dh in the hidden states' dtype, dW and db float32) or None
 
 
 def _fused_loss_bwd(tied, chunk, z_loss, res, cotangents):
-    (dh, dw, db), hidden, kernel, bias, targets, weights = res
     g_loss, g_z, g_correct = cotangents
     if not all(isinstance(g, jax.custom_derivatives.SymbolicZero) for g in (g_z, g_correct)):
         raise NotImplementedError("chunked_cross_entropy differentiates `loss` only (z_loss and correct "
@@ -217,9 +216,9 @@ def _fused_loss_bwd(tied, chunk, z_loss, res, cotangents):
     if isinstance(g_loss, jax.custom_derivatives.SymbolicZero):
         g_loss = jnp.zeros((), jnp.float32)
 
-    def scaled(d, like):  # None: that operand carries no gradient (computed for none)
-        return None if d is None else (g_loss * d).astype(like.dtype)
-    return scaled(dh, hidden), scaled(dw, kernel), scaled(db, bias), None, None
+    def scaled(d):  # None: that operand carries no gradient (none was computed)
+        return None if d is None else (g_loss * d).astype(d.dtype)
+    return (*(scaled(d) for d in res), None, None)
 
 
 _fused_loss.defvjp(_fused_loss_fwd, _fused_loss_bwd, symbolic_zeros=True)
