@@ -229,21 +229,8 @@ def markdown(results: dict) -> str:
             lines.append(f"| {dt} | {r['loss_rel_diff']:.2e} | {r['grad_rel_diff']:.2e} | "
                          f"{r['temp_mb_loss_chunk_0']} | {r[chunked]} |")
         lines.append("")
-    for name, r in results.get("bench", {}).items():
-        lines += [f"## {name} ({r['shape']}), medians of {len(next(iter(r['rounds'].values())))} rounds x "
-                  f"{r['steps']} steps", "",
-                  "| side | ms/step | tokens/s | MFU | vs HF | ledger GFLOP | jaxpr GFLOP |",
-                  "|---|---|---|---|---|---|---|"]
-        for label, s in r["seqpt"].items():
-            vs = f"{s['ratio']:.2f}x" if s["ratio"] else "—"
-            lines.append(f"| seqpt, {label} | {s['ms']:.1f} | {s['tokens_per_s']:,.0f} | {100 * s['mfu']:.1f}% | "
-                         f"{vs} | {r['gflop_per_step']:.1f} | {s['jaxpr_gflop']:.1f} |")
-        if r["ms_hf"]:
-            lines.append(f"| HF ({r['hf']}) | {r['ms_hf']:.1f} | {r['tokens_per_s_hf']:,.0f} | "
-                         f"({100 * r['mfu_hf']:.1f}%) | 1.00x | | |")
-        else:
-            lines.append(f"| HF: {r['hf']} | | | | | | |")
-        lines += ["", f"peak: {r['peak']}", ""]
+    for r in results.get("bench", {}).values():
+        lines += [vs_hf.markdown(r), ""]
     for stage, err in results.get("errors", {}).items():
         lines += [f"**{stage} failed**: `{err}`", ""]
     return "\n".join(lines)

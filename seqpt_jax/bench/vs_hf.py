@@ -274,3 +274,20 @@ def report(r: dict) -> str:
         rows.append(f"  hf: {r['hf']}")
     rows.append(f"  peak: {r['peak']}")
     return "\n".join(rows)
+
+
+def markdown(r: dict) -> str:
+    """`compare`'s result as a markdown section: one row per seqpt config, then HF."""
+    rounds = len(next(iter(r["rounds"].values())))
+    lines = [f"## {r['config']} ({r['shape']}), medians of {rounds} rounds x {r['steps']} steps", "",
+             "| side | ms/step | tokens/s | MFU | vs HF | ledger GFLOP | jaxpr GFLOP |", "|---|---|---|---|---|---|---|"]
+    for label, s in r["seqpt"].items():
+        vs = f"{s['ratio']:.2f}x" if s["ratio"] else "—"
+        lines.append(f"| seqpt, {label} | {s['ms']:.1f} | {s['tokens_per_s']:,.0f} | {100 * s['mfu']:.1f}% | "
+                     f"{vs} | {r['gflop_per_step']:.1f} | {s['jaxpr_gflop']:.1f} |")
+    if r["ms_hf"]:
+        lines.append(f"| HF ({r['hf']}) | {r['ms_hf']:.1f} | {r['tokens_per_s_hf']:,.0f} | "
+                     f"({100 * r['mfu_hf']:.1f}%) | 1.00x | | |")
+    else:
+        lines.append(f"| HF: {r['hf']} | | | | | | |")
+    return "\n".join(lines + ["", f"peak: {r['peak']}"])
