@@ -280,7 +280,8 @@ def markdown(r: dict) -> str:
     """`compare`'s result as a markdown section: one row per seqpt config, then HF."""
     rounds = len(next(iter(r["rounds"].values())))
     lines = [f"## {r['config']} ({r['shape']}), medians of {rounds} rounds x {r['steps']} steps", "",
-             "| side | ms/step | tokens/s | MFU | vs HF | ledger GFLOP | jaxpr GFLOP |", "|---|---|---|---|---|---|---|"]
+             "| side | ms/step | tokens/s | MFU | vs HF | ledger GFLOP | jaxpr GFLOP |",
+             "|---|---|---|---|---|---|---|"]
     for label, s in r["seqpt"].items():
         vs = f"{s['ratio']:.2f}x" if s["ratio"] else "—"
         lines.append(f"| seqpt, {label} | {s['ms']:.1f} | {s['tokens_per_s']:,.0f} | {100 * s['mfu']:.1f}% | "
