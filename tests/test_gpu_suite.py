@@ -10,7 +10,7 @@ from seqpt_jax.bench import gpu_suite, vs_hf
 from seqpt_jax.errors import UserError
 
 
-@pytest.mark.slow  # ~90 s on 2 cores at load 7: ~12 small compiles, 3 HF steps x 4
+@pytest.mark.slow  # 30 s at load 3, 90 s at load 7 (2 cores): ~12 small compiles and HF steps
 def test_gpu_suite_runs_every_stage_on_cpu_at_tiny_size(tmp_path):
     pytest.importorskip("transformers")
     rc = gpu_suite.main(["--out", str(tmp_path), "--size", "tiny", "--steps", "1"])
