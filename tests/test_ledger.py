@@ -53,6 +53,12 @@ CASES = [
     # sampling, discriminator + RTD head on every position
     ("electra_bert", "bert", "electra", {}, _phase("full")),
     ("electra_t5", "t5", "electra", {}, _phase("full")),
+    # the chunked vocabulary loss (losses.chunked_cross_entropy; 7 and 16 leave remainder chunks):
+    # its fused gradient runs dx / dW only where autodiff would (a frozen tied table: no dW)
+    ("mlm_full_bert_loss_chunk", "bert", "encoder_mlm", {"loss_chunk": 7}, _phase("full")),
+    ("seq2seq_full_t5_loss_chunk", "t5", "encoder_decoder", {"loss_chunk": 16}, _phase("full")),
+    ("warmstart_frozen_bert_loss_chunk", "bert", "encoder_decoder", {"loss_chunk": 16},
+     _phase("frozen", freeze=freezing.ENCODER_SIDE, unfreeze_step=10)),
 ]
 
 
@@ -112,10 +118,10 @@ def test_ledger_equals_the_jaxpr_with_gradient_accumulation():
     np.testing.assert_allclose(counted, measured, rtol=0.01)
 
 
-@pytest.mark.parametrize("family", ["t5", "bert"])
-def test_ledger_equals_the_jaxpr_of_the_masked_encoder_variant(family):
+@pytest.mark.parametrize("family,chunk", [("t5", 0), ("bert", 0), ("t5", 5)])
+def test_ledger_equals_the_jaxpr_of_the_masked_encoder_variant(family, chunk):
     """seq2seq denoising + encoder MLM: the encoder's MLM head runs on the masked positions only."""
-    cfg = _cfg(family)
+    cfg = _cfg(family, loss_chunk=chunk)
     shapes = models.param_shapes(models.EncoderDecoder(cfg, encoder_mlm_head=True))
     counted, measured = measure("encoder_decoder", cfg, _phase("full")(shapes), encoder_mlm_weight=1.0)
     np.testing.assert_allclose(counted, measured, rtol=0.01)
@@ -174,3 +180,14 @@ def test_bench_phases_builds_every_phase_of_a_gin_run():
     results = bench.measure(built, rounds=1, steps=1)
     assert results[-1]["ratio"] == 1.0 and all(r["ms_per_step"] > 0 for r in results)
     assert "stage1/sub2" in bench.report(built, results)
+
+
+def test_walker_counts_cudnn_fused_attention_as_the_matmuls_it_replaces():
+    """On a GPU the attention is one custom call (not traceable here without cuDNN): forward =
+    scores + weighted sum, backward = dQ, dK, dP, dV, as the ledger's `attention` counts."""
+    from types import SimpleNamespace as NS
+    b, t, s, n, h = 2, 8, 6, 3, 16
+    q, k = NS(aval=NS(shape=(b, t, n, h))), NS(aval=NS(shape=(b, s, n, h)))
+    for name, matmuls in (("dot_product_attention_fwd_wrapper", 2), ("dot_product_attention_bwd_wrapper", 4)):
+        eqn = NS(primitive=NS(name=name), invars=[q, k, k], params={})
+        assert jaxpr_flops.jaxpr_flops(NS(eqns=[eqn])) == matmuls * 2 * b * n * t * s * h

@@ -2,9 +2,13 @@
 
   seqpt bench train --gin_file=models/bert_small.gin --gin_file=runs/pretrain_mlm.gin \
       --gin_file=hw/cpu.gin --gin.VOCAB=... [--steps 20]
-  seqpt bench train --vs hf [--model t5|bert|both] [--rounds 3] [--gin_file=hw/cpu.gin]
-                                      the same model in Hugging Face transformers (PyTorch),
-                                      timed alternately in this process: tokens/s of both, ratio
+  seqpt bench train --vs hf [--size small|bert-base|mt5-small|gpu] [--model t5|bert|both]
+      [--rounds 3] [--steps N] [--gin_file=hw/gpu.gin]
+                                      the same model in Hugging Face transformers (PyTorch) on
+                                      the same device, timed alternately in this process:
+                                      tokens/s of both, ratio, MFU (docs/performance.md)
+  seqpt bench gpu-suite --out DIR     the one-shot GPU check: cuDNN vs XLA attention numerics,
+                                      chunked-loss equality, the --vs hf table at both GPU sizes
   seqpt bench freeze [--steps 20]     frozen (encoder stop-gradient) vs unfrozen t5 steps
   seqpt bench phases --gin_file=models/t5_tiny.gin --gin_file=runs/warmstart_seq2seq.gin \
       --gin_file=hw/cpu.gin [--rounds 5 --steps 3]
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 
+from seqpt_jax.bench import vs_hf
 from seqpt_jax.errors import UserError
 
 
@@ -24,22 +29,31 @@ def main(argv: list[str]) -> int:
     if argv and argv[0] == "data":
         from seqpt_jax.bench import data as data_bench
         return int(data_bench.main_data(argv[1:]) or 0)
+    if argv and argv[0] == "gpu-suite":
+        from seqpt_jax.bench import gpu_suite
+        return int(gpu_suite.main(argv[1:]) or 0)
     from seqpt_jax.bench import train as train_bench
     from seqpt_jax.commands.train import split_gin_args
     parser = argparse.ArgumentParser(prog="seqpt bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["train", "freeze", "phases", "data"])
+    parser.add_argument("what", choices=["train", "freeze", "phases", "data", "gpu-suite"])
     parser.add_argument("--gin_file", action="append", default=[])
     parser.add_argument("--steps", type=int, default=None,
                         help="timed steps (train/freeze: default 20, the first compiles; phases: per "
                              "phase and round, default 3)")
     parser.add_argument("--rounds", type=int, default=None,
                         help="phases: timing rounds, phases alternating (default 5); with --vs hf: "
-                             "alternating timed rounds of 2 steps each (default 3; --steps unused)")
+                             "alternating timed rounds of --steps steps each (default 3; steps: 2 on "
+                             "a CPU, 10 on a GPU)")
     parser.add_argument("--vs", choices=["hf"], help="train: compare with Hugging Face transformers "
-                        "(t5 v1.1 4+4 / bert 4 layers, d 256, d_ff 1024, vocab 8000, batch 32; "
-                        "hw/cpu.gin unless --gin_file names an hw/ file)")
-    parser.add_argument("--model", choices=["t5", "bert", "both"], default="both", help="with --vs hf")
+                        "on the same device (hw/gpu.gin on a GPU, else hw/cpu.gin, unless --gin_file "
+                        "names an hw/ file)")
+    parser.add_argument("--size", choices=list(vs_hf.SIZES), default="small",
+                        help="with --vs hf: small = t5 v1.1 4+4 / bert 4 layers, d 256, d_ff 1024, "
+                             "vocab 8000, batch 32 x 128 (-> 32); bert-base = vocab 32k, 64 x 512; "
+                             "mt5-small = vocab 250,112, 64 x 512 -> 114; gpu = both of those")
+    parser.add_argument("--model", choices=["t5", "bert", "both"], default="both",
+                        help="with --vs hf --size small")
     rest, bindings = split_gin_args(argv)
     args = parser.parse_args(rest)
     if args.vs:
@@ -72,16 +86,16 @@ def main(argv: list[str]) -> int:
 
 
 def _vs_hf(args, bindings: list[str]) -> int:
-    import gin
-
-    from seqpt_jax import models
-    from seqpt_jax.bench import vs_hf
-    from seqpt_jax.commands import train as train_cmd
     if args.rounds < 3:
         raise UserError(f"--rounds {args.rounds} gives no median worth reading; use at least 3.")
-    train_cmd.parse_gin(args.gin_file or ["hw/cpu.gin"], bindings, [train_cmd.GIN_DIR])
-    for name in (["t5", "bert"] if args.model == "both" else [args.model]):
-        spec = vs_hf.CONFIGS[name]
-        cfg = gin.get_configurable(models.preset)(spec["preset"], **spec["dims"])
-        print(vs_hf.report(vs_hf.compare(name, cfg, rounds=args.rounds)), flush=True)
+    if args.steps is not None and args.steps < 1:
+        raise UserError(f"--steps {args.steps}: time at least 1 step per round.")
+    names = vs_hf.SIZES[args.size]
+    if args.size == "small" and args.model != "both":
+        names = (args.model,)
+    for name in names:
+        cfg, steps = vs_hf.seqpt_config(name, args.gin_file, bindings), args.steps
+        steps = steps or (10 if vs_hf.on_gpu() else 2)
+        print(vs_hf.report(vs_hf.compare(name, cfg, rounds=args.rounds, steps=steps)), flush=True)
     return 0
+

@@ -21,6 +21,7 @@ _CHOICES = {
     "positions": ("relative", "absolute"),
     "activation": ("gelu", "gelu_tanh", "relu"),
     "remat": ("none", "full", "dots"),
+    "attention_impl": ("auto", "xla", "cudnn"),
 }
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -64,6 +65,15 @@ class TransformerConfig:
     # 0 = every layer unrolled into straight-line code (faster steps on XLA CPU, hw/cpu.gin).
     # Execution only: the parameter tree keeps its leading `layers` axis either way.
     scan_unroll: int = 1
+    # Attention kernel (execution only, models.layers.attention_implementation): 'xla' = the
+    # jax.nn.dot_product_attention XLA path; 'cudnn' = cuDNN's fused flash kernel (bf16/fp16 on
+    # an NVIDIA GPU; an error elsewhere); 'auto' = cuDNN where it runs this call's pattern, XLA
+    # otherwise (decided at trace time).
+    attention_impl: str = "auto"
+    # Tokens per chunk of the vocabulary projection + cross-entropy in training and evaluation
+    # (train.losses.chunked_cross_entropy): no float32 [tokens, vocab] logits are built.
+    # 0 = materialised logits (the default; fastest on CPU). Execution only.
+    loss_chunk: int = 0
 
     def __post_init__(self):
         if self.family not in FAMILIES:
@@ -95,6 +105,9 @@ class TransformerConfig:
         if self.scan_unroll < 0:
             raise UserError(f"TransformerConfig.scan_unroll must be >= 0 (0 = all layers), got "
                             f"{self.scan_unroll}.")
+        if self.loss_chunk < 0:
+            raise UserError(f"TransformerConfig.loss_chunk must be >= 0 (0 = materialised logits), got "
+                            f"{self.loss_chunk}.")
         if not 0.0 <= self.dropout_rate < 1.0:
             raise UserError(f"TransformerConfig.dropout_rate must be in [0, 1), got {self.dropout_rate}.")
 

@@ -6,24 +6,66 @@ All take a batch in seqio feature-converter names (`encoder_input_tokens`, optio
 
 from __future__ import annotations
 
+from typing import Optional
+
 import flax.linen as nn
+import flax.struct
 import jax
 import jax.numpy as jnp
 
 from seqpt_jax.models.config import TransformerConfig
-from seqpt_jax.models.layers import DenseGeneral, Norm, _param, activation
+from seqpt_jax.models.layers import DenseGeneral, Norm, _init, _param, activation, dense
 from seqpt_jax.models.transformer import Batch, Embedders, decode, decode_step, encode
 
 Array = jax.Array
 
 
-def _vocab_logits(module: nn.Module, cfg: TransformerConfig, embedders: Embedders, h: Array,
-                  name: str) -> Array:
+@flax.struct.dataclass
+class VocabProjection:
+    """The vocabulary projection not yet applied: `logits()` gives what the model's logits are;
+    `train.losses` scores it in token chunks (`cfg.loss_chunk`) without the [tokens, vocab]
+    logits. `kernel` is `[embed, vocab]`, or the tied token table `[vocab, embed]` (`tied`)."""
+
+    hidden: Array  # [..., embed], the compute dtype
+    kernel: Array  # float32 parameter
+    bias: Optional[Array]  # [vocab] (BERT's MLM output bias) or None
+    tied: bool = flax.struct.field(pytree_node=False)
+    chunk: int = flax.struct.field(pytree_node=False)
+
+    def logits(self) -> Array:
+        """float32 `[..., vocab]`, computed as the model always has (compute-dtype matmul)."""
+        h = self.hidden
+        if self.tied:
+            logits = jnp.einsum("...d,vd->...v", h, self.kernel.astype(h.dtype))
+        else:
+            logits = dense(h, self.kernel, 1, h.dtype)
+        if self.bias is not None:
+            logits = logits + self.bias
+        return logits.astype(jnp.float32)
+
+
+class VocabKernel(nn.Module):
+    """An own `[embed, vocab]` output kernel (a DenseGeneral's `kernel`, no bias)."""
+
+    cfg: TransformerConfig
+
+    @nn.compact
+    def __call__(self) -> Array:
+        cfg = self.cfg
+        return _param(self, "kernel", _init(cfg, cfg.d_model), (cfg.d_model, cfg.vocab_size), ("embed", "vocab"))
+
+
+def _vocab_projection(cfg: TransformerConfig, embedders: Embedders, h: Array, name: str,
+                      bias: Optional[Array] = None) -> VocabProjection:
     """Output projection: tied to the token embedding, or an own `[embed, vocab]` kernel."""
     if cfg.tie_embeddings:
-        return embedders.token.attend(h)
-    return DenseGeneral(cfg.replace(use_bias=False), (cfg.d_model,), (cfg.vocab_size,),
-                        ("embed", "vocab"), name=name)(h)
+        return VocabProjection(h, embedders.token.embedding, bias, True, cfg.loss_chunk)
+    return VocabProjection(h, VocabKernel(cfg, name=name)(), bias, False, cfg.loss_chunk)
+
+
+def _output(projection: VocabProjection, project: bool):
+    """float32 logits, or (`project=False`: for the chunked loss) the projection itself."""
+    return projection.logits() if project else projection
 
 
 class Encoder(nn.Module):
@@ -43,32 +85,32 @@ class MlmHead(nn.Module):
     cfg: TransformerConfig
 
     @nn.compact
-    def __call__(self, hidden: Array, embedders: Embedders) -> Array:
+    def __call__(self, hidden: Array, embedders: Embedders) -> VocabProjection:
         cfg = self.cfg
         h = DenseGeneral(cfg, (cfg.d_model,), (cfg.d_model,), ("embed", "embed_out"), name="transform")(hidden)
         h = Norm(cfg, name="transform_norm")(activation(cfg)(h))
-        logits = _vocab_logits(self, cfg, embedders, h, "output")
+        bias = None
         if cfg.use_bias:
-            logits = logits + _param(self, "output_bias", nn.initializers.zeros, (cfg.vocab_size,), ("vocab",))
-        return logits
+            bias = _param(self, "output_bias", nn.initializers.zeros, (cfg.vocab_size,), ("vocab",))
+        return _vocab_projection(cfg, embedders, h, "output", bias)
 
 
 class EncoderMLM(nn.Module):
     """Encoder + MLM head; returns float32 logits `[batch, length, vocab]`, or with
     `mlm_positions` [batch, P] in the batch (training batches) `[batch, P, vocab]` at those
-    positions only: the head is most of a small model's FLOPs and ~85% of positions carry no loss."""
+    positions only: the head is most of a small model's FLOPs and ~85% of positions carry no loss.
+    `project=False`: the `VocabProjection` instead of logits (the chunked loss's input)."""
 
     cfg: TransformerConfig
 
     @nn.compact
-    def __call__(self, batch: Batch, *, enable_dropout: bool = False) -> Array:
+    def __call__(self, batch: Batch, *, enable_dropout: bool = False, project: bool = True):
         embedders = Embedders(self.cfg)
         hidden, _ = encode(self.cfg, embedders, batch, not enable_dropout)
         if "mlm_positions" in batch:
             hidden = jnp.take_along_axis(hidden, batch["mlm_positions"][..., None].astype(jnp.int32), 1)
         # The head is created at this level so the tree reads mlm_head/..., beside encoder/.
-        logits = MlmHead(self.cfg, name="mlm_head")(hidden, embedders)
-        return logits.astype(jnp.float32)
+        return _output(MlmHead(self.cfg, name="mlm_head")(hidden, embedders), project)
 
 
 class EncoderDecoder(nn.Module):
@@ -84,13 +126,15 @@ class EncoderDecoder(nn.Module):
     # encoder_mlm_weight). It runs only in `forward_with_encoder_mlm` (and at init).
     encoder_mlm_head: bool = False
 
-    def __call__(self, batch: Batch, *, enable_dropout: bool = False) -> Array:
-        return self._run("forward", batch, enable_dropout=enable_dropout)
+    def __call__(self, batch: Batch, *, enable_dropout: bool = False, project: bool = True):
+        """float32 logits; `project=False`: the `VocabProjection` (the chunked loss's input)."""
+        return self._run("forward", batch, enable_dropout=enable_dropout, project=project)
 
-    def forward_with_encoder_mlm(self, batch: Batch, *, enable_dropout: bool = False) -> tuple[Array, Array]:
+    def forward_with_encoder_mlm(self, batch: Batch, *, enable_dropout: bool = False, project: bool = True):
         """(decoder logits, encoder MLM logits `[batch, encoder length, vocab]`, or `[batch, P, vocab]`
-        at `mlm_positions` when the batch has them), float32."""
-        return self._run("forward_with_encoder_mlm", batch, enable_dropout=enable_dropout)
+        at `mlm_positions` when the batch has them), float32 (or both `VocabProjection`s with
+        `project=False`)."""
+        return self._run("forward_with_encoder_mlm", batch, enable_dropout=enable_dropout, project=project)
 
     def encode(self, batch: Batch) -> tuple[Array, Array]:
         """(encoded hidden states, encoder segment ids) for `encoder_input_tokens`."""
@@ -103,7 +147,7 @@ class EncoderDecoder(nn.Module):
         return self._run("decode_step", (tokens, encoded, encoder_segments, step, max_length))
 
     @nn.compact
-    def _run(self, mode: str, inputs, *, enable_dropout: bool = False):
+    def _run(self, mode: str, inputs, *, enable_dropout: bool = False, project: bool = True):
         # One compact method builds every submodule (Linen allows one), so every entry point
         # sees the same parameter tree.
         cfg = self.cfg
@@ -120,10 +164,10 @@ class EncoderDecoder(nn.Module):
                 hidden = encoded
                 if "mlm_positions" in inputs:  # as EncoderMLM: the head on the masked positions only
                     hidden = jnp.take_along_axis(encoded, inputs["mlm_positions"][..., None].astype(jnp.int32), 1)
-                mlm_logits = MlmHead(cfg, name="mlm_head")(hidden, embedders).astype(jnp.float32)
+                mlm_logits = _output(MlmHead(cfg, name="mlm_head")(hidden, embedders), project)
         if cfg.tie_embeddings and cfg.family == "t5":
             y = y * cfg.d_model ** -0.5  # T5 rescales before the tied projection.
-        logits = _vocab_logits(self, cfg, embedders, y, "lm_head").astype(jnp.float32)
+        logits = _output(_vocab_projection(cfg, embedders, y, "lm_head"), project)
         return (logits, mlm_logits) if mode == "forward_with_encoder_mlm" else logits
 
 

@@ -6,6 +6,7 @@ Every parameter is created through `nn.with_logical_partitioning`, so its logica
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Optional
 
@@ -14,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from seqpt_jax.errors import UserError
 from seqpt_jax.models.config import TransformerConfig
 
 Array = jax.Array
@@ -63,6 +65,18 @@ class Norm(nn.Module):
         return (y * scale + bias).astype(cfg.compute_dtype)
 
 
+def dense(x: Array, kernel: Array, n_in: int, dtype) -> Array:
+    """x @ kernel in `dtype`, contracting the last `n_in` axes of x with the first of kernel."""
+    # Contract a 2-D [tokens, features] operand: the weight gradient's transpose then folds
+    # into the dot. Over [batch, length, ...] XLA CPU materialises the transposed activation
+    # gradient instead (a copy as large as the MLP's hidden state, ~40% of a small T5 step).
+    lead = x.shape[:x.ndim - n_in]
+    x = x.reshape((-1,) + x.shape[len(lead):])
+    contract = (tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in)))
+    y = jax.lax.dot_general(x.astype(dtype), kernel.astype(dtype), (contract, ((), ())))
+    return y.reshape(lead + y.shape[x.ndim - n_in:])
+
+
 class DenseGeneral(nn.Module):
     """y = x @ kernel (+ bias) contracting the last `len(in_shape)` axes of x.
 
@@ -82,19 +96,80 @@ class DenseGeneral(nn.Module):
         fan_in = self.init_fan_in or int(np.prod(self.in_shape))
         kernel = _param(self, "kernel", _init(cfg, fan_in), self.in_shape + self.out_shape, self.axes)
         n_in = len(self.in_shape)
-        # Contract a 2-D [tokens, features] operand: the weight gradient's transpose then folds
-        # into the dot. Over [batch, length, ...] XLA CPU materialises the transposed activation
-        # gradient instead (a copy as large as the MLP's hidden state, ~40% of a small T5 step).
-        lead = x.shape[:x.ndim - n_in]
-        x = x.reshape((-1,) + x.shape[len(lead):])
-        contract = (tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in)))
-        y = jax.lax.dot_general(x.astype(cfg.compute_dtype), kernel.astype(cfg.compute_dtype),
-                                (contract, ((), ())))
-        y = y.reshape(lead + y.shape[x.ndim - n_in:])
+        y = dense(x, kernel, n_in, cfg.compute_dtype)
         if cfg.use_bias:
             bias = _param(self, "bias", nn.initializers.zeros, self.out_shape, self.axes[n_in:])
             y = y + bias.astype(cfg.compute_dtype)
         return y
+
+
+_FUSED_DTYPES = (jnp.bfloat16, jnp.float16)  # cuDNN's fused attention takes no float32
+
+
+def _scale(cfg: TransformerConfig) -> float:
+    """T5 folds 1/sqrt(head_dim) into the query init and uses no scaling at attention time."""
+    return 1.0 if cfg.family == "t5" else 1.0 / math.sqrt(cfg.head_dim)
+
+
+def _shape_key(x: Optional[Array]):
+    return None if x is None else (tuple(x.shape), jnp.dtype(x.dtype).name)
+
+
+@functools.lru_cache(maxsize=None)
+def _compiles(impl: str, q, k, bias, mask, scale: float, causal: bool) -> bool:
+    """Whether attention of this exact pattern (shapes, dtypes, bias/mask broadcast, causal)
+    lowers and compiles with `impl`, forward and backward. jax checks some limits at trace time
+    (dtype, head_dim <= 128/256 and a multiple of 8, even lengths with a bias in training) and
+    cuDNN others only when it builds its plan (e.g. which bias gradients it can produce), so the
+    probe compiles the real pattern once; a bias gets a gradient as the T5 position bias does."""
+    args = [jax.ShapeDtypeStruct(*q), jax.ShapeDtypeStruct(*k), jax.ShapeDtypeStruct(*k)]
+    args += [jax.ShapeDtypeStruct(*x) for x in (bias, mask) if x is not None]
+
+    def loss(query, key, value, *rest):
+        b = rest[0] if bias is not None else None
+        m = rest[-1] if mask is not None else None
+        out = jax.nn.dot_product_attention(query, key, value, bias=b, mask=m, scale=scale,
+                                           is_causal=causal, implementation=impl)
+        return jnp.sum(out.astype(jnp.float32))
+
+    argnums = (0, 1, 2, 3) if bias is not None else (0, 1, 2)
+    try:
+        jax.jit(jax.grad(loss, argnums)).lower(*args).compile()
+    except Exception:  # noqa: BLE001 - any refusal (trace-time check or cuDNN plan) means "no"
+        return False
+    return True
+
+
+def attention_implementation(cfg: TransformerConfig, query: Array, key: Array, bias: Optional[Array],
+                             mask: Optional[Array], causal: bool = False, decode: bool = False,
+                             backend: Optional[str] = None) -> str:
+    """'xla' or 'cudnn' for one attention call, decided at trace time from `cfg.attention_impl`,
+    the backend and the call's shapes. 'auto' takes cuDNN's fused kernel only on a GPU, in
+    bf16/fp16, outside step-by-step decoding (a growing cache), and where the pattern compiles
+    (`_compiles`); everything else runs the XLA path."""
+    if cfg.attention_impl != "auto":
+        return cfg.attention_impl
+    backend = backend or jax.default_backend()
+    if decode or backend != "gpu" or query.dtype not in _FUSED_DTYPES:
+        return "xla"
+    pattern = (_shape_key(query), _shape_key(key), _shape_key(bias), _shape_key(mask), _scale(cfg), causal)
+    return "cudnn" if _compiles("cudnn", *pattern) else "xla"
+
+
+def attend(cfg: TransformerConfig, query: Array, key: Array, value: Array, bias: Optional[Array],
+           mask: Optional[Array], causal: bool = False, decode: bool = False) -> Array:
+    """softmax(q k^T * scale + bias, masked) v over `[batch, length, heads, kv]` operands, through
+    `jax.nn.dot_product_attention` with the implementation `attention_implementation` picks.
+    `causal` (decoder self-attention; `mask` already holds it) lets cuDNN skip the upper
+    triangle; the XLA path gets the mask alone, as before."""
+    if bias is not None:
+        bias = bias.astype(query.dtype)
+    impl = attention_implementation(cfg, query, key, bias, mask, causal, decode)
+    if impl == "cudnn" and jax.default_backend() != "gpu":
+        raise UserError(f"attention_impl='cudnn' needs an NVIDIA GPU, and this backend is "
+                        f"{jax.default_backend()}; set models.preset.attention_impl = 'auto' or 'xla'.")
+    return jax.nn.dot_product_attention(query, key, value, bias=bias, mask=mask, scale=_scale(cfg),
+                                        is_causal=causal and impl == "cudnn", implementation=impl)
 
 
 class Attention(nn.Module):
@@ -109,6 +184,7 @@ class Attention(nn.Module):
 
     cfg: TransformerConfig
     decode: bool = False
+    causal: bool = False  # decoder self-attention (the mask is causal): see `attend`
 
     def _update_cache(self, key: Array, value: Array, mask: Optional[Array]):
         initialized = self.has_variable("cache", "cached_key")
@@ -132,7 +208,7 @@ class Attention(nn.Module):
         cfg = self.cfg
         d, h, k = cfg.d_model, cfg.num_heads, cfg.head_dim
         qkv_axes = ("embed", "heads", "kv")
-        # T5 folds 1/sqrt(head_dim) into the query init and uses no scaling at attention time.
+        # T5's query init carries 1/sqrt(head_dim) (see `_scale`).
         q_fan_in = d * k if cfg.family == "t5" else d
         query = DenseGeneral(cfg, (d,), (h, k), qkv_axes, init_fan_in=q_fan_in, name="query")(x)
         key = DenseGeneral(cfg, (d,), (h, k), qkv_axes, name="key")(kv_input)
@@ -142,10 +218,7 @@ class Attention(nn.Module):
         value = _constrain(value, ("batch", "length", "heads", "kv"))
         if self.decode:
             key, value, mask = self._update_cache(key, value, mask)
-        scale = 1.0 if cfg.family == "t5" else 1.0 / math.sqrt(k)
-        if bias is not None:
-            bias = bias.astype(query.dtype)
-        out = jax.nn.dot_product_attention(query, key, value, bias=bias, mask=mask, scale=scale)
+        out = attend(cfg, query, key, value, bias, mask, self.causal, self.decode)
         if cfg.dropout_rate and not deterministic:
             out = nn.Dropout(cfg.dropout_rate)(out, deterministic=False)
         out = _constrain(out, ("batch", "length", "heads", "kv"))

@@ -75,7 +75,7 @@ class DecoderLayer(nn.Module):
     def __call__(self, x: Array, encoded: Array, self_mask: Array, cross_mask: Array,
                  bias: Optional[Array]):
         cfg, det = self.cfg, self.deterministic
-        self_attn = Attention(cfg, decode=self.decode, name="self_attention")
+        self_attn = Attention(cfg, decode=self.decode, causal=True, name="self_attention")
         cross_attn = Attention(cfg, name="cross_attention")
         mlp = Mlp(cfg, name="mlp")
         if cfg.norm_position == "pre":

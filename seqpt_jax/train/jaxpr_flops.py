@@ -3,8 +3,11 @@
 XLA's `cost_analysis` counts a while loop's body once, so it cannot see scanned layers; the
 jaxpr can. Every `dot_general` costs 2 * prod(batch dims) * prod(contracting dims) *
 prod(free dims of both operands); sub-jaxprs (pjit, custom_jvp/vjp, remat, scan, cond) are
-walked, a scan body counting `length` times and a cond its costliest branch. Elementwise ops,
-reductions and gathers are left out, as in the ledger (train.perf).
+walked, a scan body counting `length` times and a cond its costliest branch. cuDNN's fused
+attention (`jax.nn.dot_product_attention(implementation='cudnn')`, a custom call) counts as the
+matmuls it stands for: forward the scores and the weighted sum, backward dQ, dK, dP and dV (its
+recomputed scores left out, as a rematerialisation would be). Elementwise ops, reductions and
+gathers are left out, as in the ledger (train.perf).
 """
 
 from __future__ import annotations
@@ -26,6 +29,16 @@ def dot_general_flops(eqn) -> float:
     return 2.0 * batch * contract * lhs_free * rhs_free
 
 
+# cuDNN fused-attention primitives -> how many [B, N, T, S, H] matmuls each stands for.
+FUSED_ATTENTION = {"dot_product_attention_fwd_wrapper": 2, "dot_product_attention_bwd_wrapper": 4}
+
+
+def fused_attention_flops(eqn) -> float:
+    """Query [B, T, N, H] and key [B, S, K, H] (BTNH, jax's layout): 2 * B * N * T * S * H per matmul."""
+    (b, t, n, h), s = eqn.invars[0].aval.shape, eqn.invars[1].aval.shape[1]
+    return FUSED_ATTENTION[eqn.primitive.name] * 2.0 * b * n * t * s * h
+
+
 def _jaxprs(value: Any) -> list:
     if isinstance(value, jex_core.ClosedJaxpr):
         return [value.jaxpr]
@@ -45,6 +58,9 @@ def jaxpr_flops(jaxpr) -> float:
         name = eqn.primitive.name
         if name == "dot_general":
             total += dot_general_flops(eqn)
+            continue
+        if name in FUSED_ATTENTION:
+            total += fused_attention_flops(eqn)
             continue
         if name == "cond":
             total += max((jaxpr_flops(b) for b in _jaxprs(eqn.params["branches"])), default=0.0)

@@ -68,7 +68,8 @@ MAY_CHANGE = {
     "save_every, keep, keep_every, async_checkpoints, eval_every, eval_batches, log_every, progress": "cadence",
     "init": "only used when there is no checkpoint yet",
 }
-MODEL_FIELDS_MAY_CHANGE = ("dtype", "remat", "scan_unroll")  # hardware settings (hw/*.gin)
+# Hardware settings (hw/*.gin): how the same model runs.
+MODEL_FIELDS_MAY_CHANGE = ("dtype", "remat", "scan_unroll", "attention_impl", "loss_chunk")
 
 
 def check_writable(model_dir: str) -> None:

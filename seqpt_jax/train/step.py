@@ -20,12 +20,15 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, PartitionSpec
 
+from seqpt_jax import models
 from seqpt_jax.train import distill as distill_lib, freezing, losses, partitioning
 from seqpt_jax.train.state import TrainState
 
 
 def _loss_sums(model, params, batch, rng, z_loss, train: bool, encoder_mlm_weight: float = 0.0) -> losses.LossSums:
     kwargs = {"enable_dropout": True, "rngs": {"dropout": rng}} if train else {}
+    if isinstance(model, (models.EncoderMLM, models.EncoderDecoder)) and model.cfg.loss_chunk:
+        kwargs["project"] = False  # the loss projects `loss_chunk` tokens at a time (losses.cross_entropy)
     if encoder_mlm_weight:  # seq2seq denoising + encoder MLM (seq2seq_masked_encoder.gin)
         logits, mlm_logits = model.apply({"params": params}, batch, method="forward_with_encoder_mlm", **kwargs)
         return losses.seq2seq_with_encoder_mlm(logits, mlm_logits, batch, encoder_mlm_weight, z_loss)
