@@ -20,8 +20,10 @@ PROMISES = {
 
 @pytest.mark.parametrize("hw", sorted(PROMISES))
 def test_hw_gin_parses_and_sets_what_it_promises(hw):
-    train, _ = bench._bound(["models/t5_tiny.gin", "runs/pretrain_span.gin", hw], TINY)  # noqa: SLF001
-    cfg = train["model"].cfg
+    from seqpt_jax import launcher
+    config = launcher.configure(["models/t5_tiny.gin", "runs/pretrain_span.gin", hw], ["MODEL_DIR = '/unused'", *TINY],
+                                optional=bench.DEFAULTS)   # the run's config, as bench and seqpt train read it
+    cfg = config.model.cfg
     assert {k: getattr(cfg, k) for k in PROMISES[hw]} == PROMISES[hw]
 
 

@@ -75,10 +75,9 @@ def seqpt_config(name: str, gin_files: list[str], bindings: list[str]):
     hw/cpu.gin, unless `gin_files` names one) and `bindings`."""
     import gin
 
-    from seqpt_jax import models
-    from seqpt_jax.commands import train as train_cmd
+    from seqpt_jax import gin_config, models
     hw = [] if any("hw/" in f for f in gin_files) else ["hw/gpu.gin" if on_gpu() else "hw/cpu.gin"]
-    train_cmd.parse_gin([*hw, *gin_files], bindings, [train_cmd.GIN_DIR])
+    gin_config.parse([*hw, *gin_files], bindings)
     try:
         spec = CONFIGS[name]
         return gin.get_configurable(models.preset)(spec["preset"], **spec["dims"])
