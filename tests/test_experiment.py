@@ -178,8 +178,15 @@ def test_growth_runs_is_killed_resumes_and_reports(tmp_path, capsys):
     assert spread and all(c["holds"] is None for c in spread), spread
     every = claims["every growth arm reaches the scratch target with fewer target FLOPs than scratch"]
     assert "fewer than 3 seeds" in every["evidence"]
-    # FPI's copied units are no longer copies after training (Net2Net noise): hidden and MLP
+    # the eval noise's per-batch losses are the trainer's last evaluation: a fresh one of the saved params equals them
     from seqpt_jax import params_io
+    records = runner.load_records(out)["records"]
+    for name in ("scratch", "fpi"):                                        # fpi: evaluated by the resumed process
+        config = again._configure(again.arms[name], 0, out / name / "seed0" / "train")
+        fresh = runner.evaluate_params(config, params_io.load(str(out / name / "seed0" / "train"))[2])
+        assert records[name][0]["final_batch_losses"] == pytest.approx(fresh["batch_losses"], rel=1e-6)
+        assert len(fresh["batch_losses"]) == config.evaluation.eval_batches
+    # FPI's copied units are no longer copies after training (Net2Net noise): hidden and MLP
     trained = params_io.load(str(out / "fpi/seed0/train"))[2]
     for units in (trained["encoder"]["layers"]["mlp"]["wi"]["kernel"][0], trained["token_embedder"]["embedding"]):
         cols = np.asarray(units).reshape(-1, units.shape[-1]).T

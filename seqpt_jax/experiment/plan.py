@@ -99,9 +99,10 @@ def plan(experiment: str, scale: str, seeds: int, hw: str = "hw/cpu.gin", throug
                **describe_parsed(shapes_of[arm.teacher] if arm.teacher else None)}
         if arm.op == "init":  # the run's init only: no training, one evaluation
             row.update(steps=0, tokens=0, train_flops=0.0, phases=[], eval_flops=row["eval_pass_flops"], eval_passes=1)
-        else:  # + the step-0 evaluation of the init and the final per-batch one (the eval noise)
-            row["eval_flops"] += 2 * row["eval_pass_flops"]
-            row["eval_passes"] += 2
+        else:  # + the step-0 evaluation of the init (the last step's gives the eval noise, per batch)
+            extra = 1 if row["eval_passes"] else 2   # without evaluations the runner evaluates the end itself
+            row["eval_flops"] += extra * row["eval_pass_flops"]
+            row["eval_passes"] += extra
         rows.append(row)
     from seqpt_jax.experiment import downstream as ds
     spec.parse(experiment, rows[0]["arm"], scale, hw, [], spec.placeholder_bindings())

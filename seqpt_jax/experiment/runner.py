@@ -151,8 +151,10 @@ class Runner:
                      f"of {summary['steps']}; rerun the same command to continue")
             raise Stopped(summary["stopped"], summary.get("stopped_at"))
         points = [[0.0, start["loss"]], *curve(str(model_dir / "tb"))]
-        from seqpt_jax import params_io
-        final = evaluate_params(config, params_io.load(str(model_dir))[2])  # per batch: the eval noise
+        final = summary.get("final_eval")  # the trainer's last evaluation, per batch: the eval noise
+        if final is None:  # this process did not evaluate the last step (it was trained before a restart)
+            from seqpt_jax import params_io
+            final = evaluate_params(config, params_io.load(str(model_dir))[2])
         return {"arm": arm.name, "seed": seed, "op": "train", "checkpoint": str(model_dir),
                 "params": models.count_params(models.param_shapes(config.model)), "steps": summary["steps"],
                 "train_flops": float(summary["train_flops"]), "flops_by_phase": summary.get("flops_by_phase", {}),

@@ -262,6 +262,7 @@ def run(config: TrainConfig) -> dict:
         timed = None              # the phase group being timed (sampled sub-models are timed together)
         pending = None            # (step, metrics) not yet checked for NaN
         last_loss, stop = None, None
+        final_eval = None         # the evaluation at the last step, when the run makes one
 
         def check(step, metrics) -> float:
             loss = float(metrics["loss"])
@@ -317,6 +318,8 @@ def run(config: TrainConfig) -> dict:
                 timer.close()
                 scores = trainer.evaluate(state.params)
                 run_log.log(done, {k: scores[k] for k in ("loss", "accuracy")}, prefix="eval")
+                if done == steps:  # the final parameters' scores, per batch too (the eval noise)
+                    final_eval = scores
                 timer.start(phase.group)
 
             # checkpoints, after checking the loss (nor is saving training time)
@@ -347,6 +350,7 @@ def run(config: TrainConfig) -> dict:
                    "phases": [p.name for p in trainer.phases], "throughput": timer.summary(),
                    "peak": peak_note, "stopped": stop, "stopped_at": int(state.step) if stop else None}
         run_log.message("done: " + json.dumps(summary))
+        summary["final_eval"] = final_eval  # not in the log line: its batch_losses are long
     if jax.process_index() == 0:
         run_dir.write_summary(model_dir, summary)
     return summary
