@@ -10,6 +10,7 @@ saved in the one checkpoint format (`params_io`), its task and labels in model.j
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Iterator
 
 import jax
@@ -125,31 +126,17 @@ def train(model, params: dict, kind: str, arrays: dict, options: Options, desc: 
     steps_per_epoch = -(-n // options.batch_size)
     total = max(1, int(round(options.epochs * steps_per_epoch)))
     # The trainer's AdamW + linear warmup/decay, decaying every weight and without clipping.
-    tx, _ = make_optimizer(OptimizerConfig(
-        name="adamw", learning_rate=options.learning_rate, warmup_steps=int(options.warmup_fraction * total),
-        decay="linear", weight_decay=options.weight_decay, decay_exclude=(), clip_norm=None), params, total)
-    loss_of = loss_fn(kind)
-    use_dropout = bool(model.cfg.dropout_rate)
-
-    @jax.jit
-    def step(params, opt_state, batch, rng):
-        def objective(p):
-            logits = model.apply({"params": p}, model_inputs(batch), enable_dropout=use_dropout,
-                                 rngs={"dropout": rng})
-            sums = loss_of(logits, batch)
-            return sums.loss / jnp.maximum(sums.weight, 1.0)
-        loss, grads = jax.value_and_grad(objective)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
-
-    opt_state = tx.init(params)
+    opt = OptimizerConfig(name="adamw", learning_rate=options.learning_rate,
+                          warmup_steps=int(options.warmup_fraction * total), decay="linear",
+                          weight_decay=options.weight_decay, decay_exclude=(), clip_norm=None)
+    opt_state = make_optimizer(opt, params, total)[0].init(params)
     data_rng, key = np.random.default_rng(options.seed), jax.random.key(options.seed)
     losses, curve, best = [], [], None
     bar = tqdm(total=total, desc=desc, leave=False, disable=None if options.progress is None else not options.progress)
     while len(losses) < total:
         for batch in batches(arrays, options.batch_size, data_rng):
             key, sub = jax.random.split(key)
-            params, opt_state, loss = step(params, opt_state, batch, sub)
+            params, opt_state, loss = _train_step(model, kind, opt, total, params, opt_state, batch, sub)
             losses.append(float(loss))
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
@@ -167,11 +154,33 @@ def train(model, params: dict, kind: str, arrays: dict, options: Options, desc: 
     return params, losses, curve
 
 
+# Module-level programs keyed by what they compute (the model, a hashable Flax module; the
+# optimizer's config and length), so the many fine-tunes of an experiment (every encoder x task
+# x seed) compile each shape once per process instead of once per call.
+@functools.partial(jax.jit, static_argnames=("model", "kind", "opt", "total"))
+def _train_step(model, kind: str, opt: OptimizerConfig, total: int, params, opt_state, batch, rng):
+    tx, _ = make_optimizer(opt, params, total)
+    loss_of = loss_fn(kind)
+
+    def objective(p):
+        logits = model.apply({"params": p}, model_inputs(batch), enable_dropout=bool(model.cfg.dropout_rate),
+                             rngs={"dropout": rng})
+        sums = loss_of(logits, batch)
+        return sums.loss / jnp.maximum(sums.weight, 1.0)
+    loss, grads = jax.value_and_grad(objective)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+
+@functools.partial(jax.jit, static_argnames="model")
+def _argmax_labels(model, params, inputs):
+    return jnp.argmax(model.apply({"params": params}, inputs), -1)
+
+
 def predict_labels(model, params: dict, arrays: dict, batch_size: int) -> np.ndarray:
     """Argmax labels: [n] for classification, [n, length] for tagging."""
-    apply = jax.jit(lambda p, b: jnp.argmax(model.apply({"params": p}, b), -1))
     n = len(arrays["encoder_input_tokens"])
-    out = [np.asarray(apply(params, model_inputs(b))) for b in batches(arrays, batch_size)]
+    out = [np.asarray(_argmax_labels(model, params, model_inputs(b))) for b in batches(arrays, batch_size)]
     return np.concatenate(out)[:n]
 
 
