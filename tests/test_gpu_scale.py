@@ -51,3 +51,12 @@ def test_the_exported_corpus_for_the_gpu_scale_fits_48_mb():
     for experiment in ("growth", "sequential"):   # the corpus is seen a few times over, not hundreds
         most = max(r["tokens"] for r in _plan(experiment)["arms"])
         assert most / (languages * max_tokens) < 8
+
+
+def test_the_plan_counts_the_fine_tunes_the_runner_schedules():
+    """Generation fine-tunes each seq2seq arm (and its random init) once per pre-training seed, as
+    runner._generation does, not once per pre-training x fine-tuning seed (the plan counted 36 too
+    many at --scale gpu)."""
+    down = {"encoders": ["mlm", "random_init"], "tasks": ["section"], "pretraining_seeds": 3, "finetune_seeds": 3,
+            "generation": ["s2s_scratch"]}
+    assert plan.finetune_count(down) == 2 * 1 * 3 * 3 + (1 + 1) * 3

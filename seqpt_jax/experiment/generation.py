@@ -28,6 +28,12 @@ def settings(downstream: dict) -> dict:
             "target_length": int(spec.macro("GENERATION_TARGET_LENGTH", 32))}
 
 
+def pretraining_seeds(pretraining: int, s: dict) -> range:
+    """The pre-training seeds whose seq2seq models are fine-tuned on synopses, once each (one
+    fine-tuning seed: chrF is compared on means, not on paired intervals)."""
+    return range(min(pretraining, s["seeds"]))
+
+
 def _sample(rows: list[dict], n: int) -> list[dict]:
     """At most n rows, by a content hash: deterministic, independent of file order."""
     ranked = sorted(rows, key=lambda r: hashlib.sha1(json.dumps(r, sort_keys=True).encode("utf-8")).digest())

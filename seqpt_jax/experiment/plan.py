@@ -140,16 +140,18 @@ def _machine() -> dict | None:
 
 
 def finetune_count(down: dict | None) -> int:
-    """Fine-tunes an experiment runs: every encoder (and its random init) on every task for each
-    pre-training seed and fine-tuning seed, the downstream curve's, and the generation rows'."""
+    """Fine-tunes an experiment runs (as `runner` schedules them): every encoder (and its random
+    init) on every task for each pre-training seed and fine-tuning seed, the downstream curve's,
+    and the generation rows' (each seq2seq arm and its random init, once per pre-training seed
+    that `generation.pretraining_seeds` takes)."""
     if not down:
         return 0
-    runs = down["pretraining_seeds"] * down["finetune_seeds"]
-    n = len(down["encoders"]) * len(down["tasks"]) * runs
+    from seqpt_jax.experiment import generation
+    n = len(down["encoders"]) * len(down["tasks"]) * down["pretraining_seeds"] * down["finetune_seeds"]
     c = down.get("curve")
     n += (sum(c["checkpoints"].values()) + 1) * c["seeds"] if c else 0
-    generation = down["generation"]
-    return n + (len(generation) + 1) * runs if generation else n  # + their random init
+    gen_seeds = len(generation.pretraining_seeds(down["pretraining_seeds"], {"seeds": down["finetune_seeds"]}))
+    return n + (len(down["generation"]) + 1) * gen_seeds if down["generation"] else n
 
 
 def _wall(rows: list[dict], down: dict | None, seeds: int, rate: float | None, machine: dict | None) -> dict | None:

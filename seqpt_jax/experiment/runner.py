@@ -253,7 +253,7 @@ class Runner:
         data = self.stages.run("downstream/generation_data",
                                lambda w: gen.make_subset(self.corpus_dir, w / "corpus", settings),
                                "downstream generation subsets: English synopses")
-        for seed in range(min(self.seeds, settings["seeds"])):
+        for seed in gen.pretraining_seeds(self.seeds, settings):
             for name in [*s2s, gen.RANDOM]:
                 def fn(work: Path, name=name, seed=seed) -> dict:
                     ckpt = (ds.random_like(self.checkpoint(s2s[0], seed), seed, work / "params")
