@@ -150,7 +150,7 @@ def test_generation_claim_pairs_the_named_warm_start_with_scratch_by_seed():
     judge = lambda: {c["claim"][:4]: c for c in claims.sequential(arms, {}, {"synopsis": rows})}["(c')"]  # noqa: E731
     got = judge()                                                      # 0.3-0.5 behind, tightly: within the margin
     assert got["holds"] is True and "warm_frozen25 - s2s_scratch -0.400" in got["evidence"]
-    assert "s2s_scratch 30.00" in got["evidence"] and "random_init_s2s 12.00" in got["evidence"]
+    assert "s2s_scratch 30.00" in got["evidence"] and "random init 12.00" in got["evidence"]
     rows["warm_frozen25"]["en"] = [28.0, 29.0, 27.0]                   # 2 behind in every seed; warm_frozen50
     assert judge()["holds"] is False                                   # at scratch's score cannot rescue it
     rows["warm_frozen25"]["en"] = [33.0, 26.0, 30.0]                   # ahead on the mean, but seeds disagree

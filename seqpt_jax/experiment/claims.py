@@ -297,8 +297,9 @@ def _generation_claim(rows: dict) -> dict:
     sc = lambda arm: per_seed(rows.get(arm))  # noqa: E731
     if not sc("s2s_scratch") or not sc(GENERATION_ARM):
         return claim(text, None, f"null: generation rows missing (s2s_scratch and {GENERATION_ARM})")
-    means = "; ".join(f"{n} {_mean(list(sc(n).values())):.2f}" for n in ("s2s_scratch", *WARM, "random_init_s2s")
-                      if sc(n))
+    label = {"random_init_s2s": "random init"}
+    means = "; ".join(f"{label.get(n, n)} {_mean(list(sc(n).values())):.2f}"
+                      for n in ("s2s_scratch", *WARM, "random_init_s2s") if sc(n))
     mean, lo, hi = _diff(sc(GENERATION_ARM), sc("s2s_scratch"))
     seeds = len(set(sc(GENERATION_ARM)) & set(sc("s2s_scratch")))
     ev = (f"{GENERATION_ARM} - s2s_scratch {_fmt(mean, lo, hi)} chrF over {seeds} pre-training seed"
