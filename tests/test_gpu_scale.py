@@ -60,3 +60,21 @@ def test_the_plan_counts_the_fine_tunes_the_runner_schedules():
     down = {"encoders": ["mlm", "random_init"], "tasks": ["section"], "pretraining_seeds": 3, "finetune_seeds": 3,
             "generation": ["s2s_scratch"]}
     assert plan.finetune_count(down) == 2 * 1 * 3 * 3 + (1 + 1) * 3
+
+
+def test_plan_measure_times_each_shape_and_a_fine_tune_and_plans_the_wall_from_them():
+    """`--plan --measure`: the wall time comes from this machine's timings (here the CPU), not the
+    scale gin's assumptions: every arm of one shape shares one timing, compiles are the measured
+    mean, fine-tunes the measured seconds."""
+    p = plan.plan("sequential", "test", seeds=3, only=["mlm"], measure=True)
+    m, w = p["measured"], p["wall"]
+    assert m["backend"] == "cpu" and [s["arms"] for s in m["shapes"]] == [["mlm"]]
+    shape = m["shapes"][0]
+    assert shape["step_s"] > 0 and shape["eval_step_s"] > 0 and shape["flops_per_step"] > 0 and len(m["compile_s"]) == 2
+    mlm = p["arms"][0]
+    assert mlm["seconds_per_seed"] == pytest.approx(mlm["train_flops"] / shape["flops_per_step"] * shape["step_s"]
+                                                    + mlm["eval_passes"] * mlm["eval_batches"] * shape["eval_step_s"])
+    assert w["measured"] and w["compile_s"] == pytest.approx(np.mean(m["compile_s"])) and m["finetune_s"] > 0
+    assert w["parts"]["finetune"] == pytest.approx(w["finetunes"] * m["finetune_s"])
+    assert w["seconds"] == pytest.approx(sum(w["parts"].values()))
+    assert "measured on this cpu" in plan.text(p) and "feed not modelled" in plan.text(p)

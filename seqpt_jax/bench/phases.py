@@ -29,11 +29,8 @@ def build(files: list[str], bindings: list[str]) -> dict:
     """The run's phases with their compiled steps, counted and jaxpr FLOPs, a state and a batch:
     the trainer's own set-up (`loop.setup`) of the gin config, on synthetic batches."""
     import gin
-    import jax
 
     from seqpt_jax import gin_config, launcher
-    from seqpt_jax.errors import UserError
-    from seqpt_jax.train import data as data_lib, jaxpr_flops, loop
     with tempfile.TemporaryDirectory(prefix="seqpt-bench-") as tmp:
         defined = gin_config.macros_defined_by(files)  # placeholders only for these
         defaults = [d for d in DEFAULTS if "." in d.split("=")[0] or d.split("=")[0].strip() in defined]
@@ -42,6 +39,16 @@ def build(files: list[str], bindings: list[str]) -> dict:
             lengths = gin_config.value("data.mixture_or_task.task_feature_lengths", {})
         finally:
             gin.clear_config()
+    return from_config(config, lengths)
+
+
+def from_config(config, lengths: dict, phases=None) -> dict:
+    """`build`'s result for a training config already made (the experiment's `--plan --measure`
+    passes each arm's): `phases` (names) limits which phases are compiled (default all)."""
+    import jax
+
+    from seqpt_jax.errors import UserError
+    from seqpt_jax.train import data as data_lib, jaxpr_flops, loop
     # A fresh init: timing reads no checkpoint (but a distillation teacher's).
     trainer = loop.setup(dataclasses.replace(config, recipe=dataclasses.replace(config.recipe, init=None)))
     kind, cfg, batch = trainer.kind, trainer.cfg, config.schedule.batch_size
@@ -56,10 +63,12 @@ def build(files: list[str], bindings: list[str]) -> dict:
     example = data_lib.to_global(next(source), trainer.mesh)
     rows = []
     for phase in trainer.phases:
+        if phases is not None and phase.name not in phases:
+            continue
         fn = trainer.step_fn(phase)
         rows.append({"phase": phase.name, "fn": fn, "counted": trainer.batch_flops(phase, example),
                      "jaxpr": jaxpr_flops.jaxpr_flops(fn.trace(state, example))})
-    return {"rows": rows, "state": state, "batch": example, "kind": kind, "cfg": cfg,
+    return {"rows": rows, "state": state, "batch": example, "kind": kind, "cfg": cfg, "trainer": trainer,
             "sizes": (batch, enc, dec), "devices": jax.device_count()}
 
 

@@ -1,11 +1,11 @@
-"""`seqpt experiment run NAME [--scale S] [--seeds N] [--out DIR] [--plan]` and
+"""`seqpt experiment run NAME [--scale S] [--seeds N] [--out DIR] [--plan [--measure]]` and
 `seqpt experiment report DIR`: the papers' claims measured, with seeds and scratch baselines.
 
 Experiments are gin files, one per arm, under gin/experiments/NAME/ (`growth`: bert2BERT;
 `sequential`: Soltan et al.); scale_<S>.gin sets sizes and budgets (paper | gpu | cpu | demo | test).
 `run` trains every arm x seed through `seqpt train`'s gin composition, dependencies first; a
 rerun skips finished arms and resumes unfinished ones. `--plan` prints each arm's model size,
-tokens, counted FLOPs and expected time, running nothing. `report` writes report.md,
+tokens, counted FLOPs and expected time, running nothing (`--measure`: timed here). `report` writes report.md,
 report.json and plots into DIR (savings: seqpt_jax/experiment/savings.py).
 """
 
@@ -28,7 +28,7 @@ def _run(args) -> int:
             from seqpt_jax.train import data
             vocab_size = data.vocab_size(args.vocab)
         p = plan_lib.plan(args.name, args.scale, args.seeds, args.hw, args.throughput, vocab_size,
-                          only=args.arms.split(",") if args.arms else None)
+                          only=args.arms.split(",") if args.arms else None, measure=args.measure)
         print(json.dumps(p, indent=1) if args.json else plan_lib.text(p), end="" if not args.json else "\n")
         return 0
     from seqpt_jax.experiment import report, runner
@@ -77,6 +77,9 @@ def main(argv: list[str]) -> int:
     run.add_argument("--plan", action="store_true", help="print sizes, tokens, FLOPs and time; run nothing")
     run.add_argument("--json", action="store_true", help="with --plan: the figures as JSON")
     run.add_argument("--throughput", type=float, help="with --plan: sustained FLOP/s (default: the scale's)")
+    run.add_argument("--measure", action="store_true",
+                     help="with --plan: time every model shape's train and eval steps, their compiles and a "
+                          "fine-tune on this machine, and plan the wall time from those (seconds to minutes)")
     run.add_argument("--hw", default="hw/cpu.gin", help="hardware gin (default hw/cpu.gin)")
     run.add_argument("--corpus", help="corpus folder (default: the one `seqpt corpus build` made), or an exported "
                                       "corpus (`seqpt corpus export`: its own vocabulary, no TensorFlow)")

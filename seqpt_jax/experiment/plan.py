@@ -19,6 +19,8 @@ stated in the scale gin and printed with the plan.
 
 from __future__ import annotations
 
+import statistics
+
 import jax
 
 from seqpt_jax.errors import UserError
@@ -78,12 +80,16 @@ def describe_parsed(teacher: tuple | None = None) -> dict:
 
 
 def plan(experiment: str, scale: str, seeds: int, hw: str = "hw/cpu.gin", throughput: float | None = None,
-         vocab_size: int | None = None, only: list[str] | None = None) -> dict:
+         vocab_size: int | None = None, only: list[str] | None = None, measure: bool = False) -> dict:
     """Every arm's figures and the totals for `seeds` seeds (`only`: those arms and what they
     need, as `--arms` runs them). The model's vocabulary is the scale's VOCAB_SIZE, or
-    `vocab_size` (a trained vocabulary's, which can come out smaller)."""
+    `vocab_size` (a trained vocabulary's, which can come out smaller). `measure`: time every
+    distinct shape's steps and a fine-tune on this machine (experiment/measure.py) and base the
+    wall time on those figures."""
     from seqpt_jax import models
+    from seqpt_jax.experiment import measure as measure_lib
     rows, shapes_of = [], {}  # arm -> (config, param shapes): a teacher's, for the arms distilling from it
+    timings: dict = {}  # measure: shape_key -> measure_lib.time_parsed()
     declared = None
     arms = spec.read_arms(experiment, scale, hw)
     if only:
@@ -103,6 +109,8 @@ def plan(experiment: str, scale: str, seeds: int, hw: str = "hw/cpu.gin", throug
             extra = 1 if row["eval_passes"] else 2   # without evaluations the runner evaluates the end itself
             row["eval_flops"] += extra * row["eval_pass_flops"]
             row["eval_passes"] += extra
+        if measure and measure_lib.shape_key(row) not in timings:
+            timings[measure_lib.shape_key(row)] = measure_lib.time_parsed()
         rows.append(row)
     from seqpt_jax.experiment import downstream as ds
     spec.parse(experiment, rows[0]["arm"], scale, hw, [], spec.placeholder_bindings())
@@ -119,14 +127,29 @@ def plan(experiment: str, scale: str, seeds: int, hw: str = "hw/cpu.gin", throug
         down["curve"] = {"task": dc.TASK, "every": every, "seeds": seeds,
                          "checkpoints": {r["arm"]: len({*range(every, r["steps"] + 1, every), r["steps"]})
                                          for r, _ in curved}}
+    measured = None
+    if measure:
+        import jax
+        measured = {"device": jax.devices()[0].device_kind, "backend": jax.default_backend(),
+                    "compile_s": [c for t in timings.values() for c in t["compile_s"]],
+                    "shapes": [{"arms": [r["arm"] for r in rows if measure_lib.shape_key(r) == k], **t}
+                               for k, t in timings.items()]}
+        if down:
+            measured["finetune_s"] = measure_lib.time_finetune(shapes_of[encoders[0]][0], settings)
+        for r in rows:
+            t = timings[measure_lib.shape_key(r)]
+            r["measured_s"] = (r["train_flops"] / t["flops_per_step"] * t["step_s"]
+                               + r["eval_passes"] * r["eval_batches"] * t["eval_step_s"])
     rate = throughput or declared
     total = sum(r["train_flops"] + r["eval_flops"] for r in rows) * seeds
     for r in rows:
-        r["seconds_per_seed"] = (r["train_flops"] + r["eval_flops"]) / rate if rate else None
+        r["seconds_per_seed"] = r["measured_s"] if measured else (r["train_flops"] + r["eval_flops"]) / rate if rate \
+            else None
         r["tokens_per_param"] = r["tokens"] / r["params"]
+    total_seconds = sum(r["seconds_per_seed"] for r in rows) * seeds if measured else total / rate if rate else None
     return {"experiment": experiment, "scale": scale, "seeds": seeds, "throughput": rate, "arms": rows,
-            "downstream": down, "wall": _wall(rows, down, seeds, rate, machine),
-            "total_flops": total, "total_seconds": total / rate if rate else None}
+            "downstream": down, "wall": _wall(rows, down, seeds, rate, machine, measured), "measured": measured,
+            "total_flops": total, "total_seconds": total_seconds}
 
 
 def _machine() -> dict | None:
@@ -154,29 +177,43 @@ def finetune_count(down: dict | None) -> int:
     return n + (len(down["generation"]) + 1) * gen_seeds if down["generation"] else n
 
 
-def _wall(rows: list[dict], down: dict | None, seeds: int, rate: float | None, machine: dict | None) -> dict | None:
-    if not machine or not rate:
+def _wall(rows: list[dict], down: dict | None, seeds: int, rate: float | None, machine: dict | None,
+          measured: dict | None = None) -> dict | None:
+    """The module docstring's wall-time model; with `measured` (experiment/measure.py), each run's
+    device time, the compile seconds and the fine-tune seconds are this machine's, and a scale
+    that declares no machine gets the parts it can measure (no feed or per-run overhead)."""
+    if measured:
+        machine = {"feed_tokens_per_s": None, "feed_workers": 0, "run_overhead_s": 0.0, **(machine or {}),
+                   "compile_s": statistics.mean(measured["compile_s"]), "machine": f"this {measured['device']}"}
+        machine["finetune_s"] = measured.get("finetune_s", machine.get("finetune_s", 0.0))
+    if not machine or not (rate or measured):
         return None
-    single = machine["feed_tokens_per_s"]  # input tokens per second and feed process
-    feed = single * max(machine["feed_workers"], 1)
+    single = machine["feed_tokens_per_s"]  # input tokens per second and feed process (None: not modelled)
+    feed = single * max(machine["feed_workers"], 1) if single else None
     runs = [r for r in rows if r["op"] == "train"]
-    device = sum(r["train_flops"] + r["eval_flops"] for r in rows) / rate * seeds
+
+    def device(r, part):  # seconds of a run's training or evaluation on the device
+        if measured:
+            share = r["train_flops"] / (r["train_flops"] + r["eval_flops"]) if r["train_flops"] else 0.0
+            return r["measured_s"] * (share if part == "train" else 1 - share)
+        return r[f"{part}_flops"] / rate
 
     def inputs(r, steps):
         return steps * r["batch_size"] * r["lengths"][0]
 
     # training batches come from the feed workers; evaluation batches are built in-process
-    busy = sum(max(r["train_flops"] / rate, inputs(r, r["steps"]) / feed)
-               + max(r["eval_flops"] / rate, inputs(r, r["eval_passes"] * r["eval_batches"]) / single)
-               for r in rows) * seeds
+    total_device = sum(device(r, "train") + device(r, "eval") for r in rows) * seeds
+    busy = total_device if feed is None else sum(
+        max(device(r, "train"), inputs(r, r["steps"]) / feed)
+        + max(device(r, "eval"), inputs(r, r["eval_passes"] * r["eval_batches"]) / single) for r in rows) * seeds
     programs = {(r["kind"], tuple(r["layers"]), r["d_model"], ph["phase"], k)
                 for r in runs for ph in r["phases"] for k in range(ph["programs"])}
     programs |= {(r["kind"], tuple(r["layers"]), r["d_model"], "eval") for r in rows}
     finetunes = finetune_count(down)
     parts = {"training": busy, "compile": len(programs) * machine["compile_s"],
              "overhead": len(rows) * seeds * machine["run_overhead_s"], "finetune": finetunes * machine["finetune_s"]}
-    return {**machine, "device_s": device, "feed_bound": busy > device * 1.01, "programs": len(programs),
-            "finetunes": finetunes, "parts": parts, "seconds": sum(parts.values())}
+    return {**machine, "device_s": total_device, "feed_bound": busy > total_device * 1.01, "programs": len(programs),
+            "finetunes": finetunes, "parts": parts, "seconds": sum(parts.values()), "measured": bool(measured)}
 
 
 def _si(x: float) -> str:
@@ -218,15 +255,25 @@ def text(p: dict) -> str:
         least = min(trained, key=lambda r: r["tokens_per_param"])
         lines.append("tokens per parameter: " + ", ".join(f"{r['arm']} {r['tokens_per_param']:.1f}" for r in trained)
                      + f" (least: {least['arm']})")
+    m = p.get("measured")
+    if m:
+        lines.append(f"measured on this {m['device']} ({m['backend']}), synthetic batches of each shape:")
+        for t in m["shapes"]:
+            lines.append(f"  {', '.join(t['arms'])}: train step {1e3 * t['step_s']:.1f} ms "
+                         f"({_si(t['flops_per_step'] / t['step_s'])}FLOP/s), eval step {1e3 * t['eval_step_s']:.1f} ms, "
+                         f"compile {' + '.join(f'{c:.1f}' for c in t['compile_s'])} s")
+        if "finetune_s" in m:
+            lines.append(f"  one fine-tune (the tasks' mean, compiled once): {m['finetune_s']:.2f} s")
     w = p.get("wall")
     if w:
         parts = w["parts"]
+        feed = ("feed not modelled" if not w["feed_tokens_per_s"] else
+                f"feed {_si(w['feed_tokens_per_s'])} tokens/s x {max(w['feed_workers'], 1)} workers")
         lines += [f"expected wall time on {w['machine'] or 'the declared machine'}: {_duration(w['seconds'])} = "
                   f"training {_duration(parts['training'])} ({'feed' if w['feed_bound'] else 'device'}-bound: device "
-                  f"{_duration(w['device_s'])}, feed {_si(w['feed_tokens_per_s'])} tokens/s x {max(w['feed_workers'], 1)} "
-                  f"workers) + compile {_duration(parts['compile'])} ({w['programs']} programs x {w['compile_s']:g} s) + "
-                  f"runs {_duration(parts['overhead'])} + fine-tunes {_duration(parts['finetune'])} "
-                  f"({w['finetunes']} x {w['finetune_s']:g} s)"]
+                  f"{_duration(w['device_s'])}, {feed}) + compile {_duration(parts['compile'])} ({w['programs']} "
+                  f"programs x {w['compile_s']:.3g} s) + runs {_duration(parts['overhead'])} + fine-tunes "
+                  f"{_duration(parts['finetune'])} ({w['finetunes']} x {w['finetune_s']:.3g} s)"]
     d = p.get("downstream")
     if d:
         n_ft = len(d["encoders"]) * len(d["tasks"]) * d["pretraining_seeds"] * d["finetune_seeds"]
