@@ -1,0 +1,77 @@
+"""Fine-tuning seeds trained together as replicas (finetune.train_replicas): each replica
+reports exactly what a serial fine-tune with its seed reports."""
+
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+
+from seqpt_jax import models
+from seqpt_jax.evaluate import decoding, finetune
+
+SEEDS = (0, 1, 2)
+
+
+def _tiny(kind: str):
+    """A 1-layer t5 classifier or tagger with dropout on, and 40 synthetic examples it can learn."""
+    cfg = models.TransformerConfig(family="t5", vocab_size=64, d_model=16, num_heads=2, head_dim=8, d_ff=32,
+                                   num_encoder_layers=1, num_decoder_layers=0, dropout_rate=0.1)
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(2, 64, (40, 12)).astype(np.int32)
+    arrays = ({"encoder_input_tokens": tokens, "labels": tokens[:, 0] % 3} if kind == "classification" else
+              {"encoder_input_tokens": tokens, "labels": tokens % 3, "label_weights": np.ones_like(tokens)})
+    model = finetune.build_model(kind, cfg, 3)
+    inits = [models.init(model, jax.random.key(s), {"encoder_input_tokens": tokens[:1]}) for s in SEEDS]
+    return model, arrays, inits
+
+
+# Scripted validation scores per seed and epoch; with patience 2, seed 0 stops after epoch 4 (best 2),
+# seed 1 runs all 6 (best 6), seed 2 stops after epoch 3 (best 1).
+SCRIPT = {0: [0.1, 0.5, 0.3, 0.2, 0.4, 0.6], 1: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6], 2: [0.5, 0.1, 0.1, 0.6, 0.7, 0.8]}
+
+
+@pytest.mark.parametrize("kind", ["classification", "tagging"])
+@pytest.mark.parametrize("select", [True, False])
+def test_replicas_train_like_serial_runs_with_their_own_stops_and_kept_epochs(kind, select):
+    model, arrays, inits = _tiny(kind)
+    options = finetune.Options(epochs=6, batch_size=16, learning_rate=3e-3, patience=2, select_on_validation=select,
+                               progress=False)
+    epoch = {"replicas": 0}
+
+    def validate_replicas(replicas):
+        assert len(replicas) == len(SEEDS)
+        epoch["replicas"] += 1
+        return [SCRIPT[s][epoch["replicas"] - 1] for s in SEEDS]
+
+    params, losses, curves = finetune.train_replicas(model, inits, kind, arrays, options, SEEDS,
+                                                     validate=validate_replicas)
+    assert [len(l) for l in losses] == [12, 18, 9]  # 3 steps an epoch (16 + 16 + 8 rows); each replica's stop
+    for seed, init in zip(SEEDS, inits):
+        scripted = iter(SCRIPT[seed])
+        alone, alone_losses, alone_curve = finetune.train(model, init, kind, arrays,
+                                                          dataclasses.replace(options, seed=seed),
+                                                          validate=lambda p, s=scripted: next(s))
+        assert losses[seed] == pytest.approx(alone_losses, rel=1e-5)
+        assert curves[seed] == alone_curve
+        for got, want in zip(jax.tree.leaves(params[seed]), jax.tree.leaves(alone)):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(finetune.predict_labels(model, params[seed], arrays, 16),
+                                      finetune.predict_labels(model, alone, arrays, 16))
+
+
+def test_replicas_decode_like_each_model_alone():
+    """Generation scores every replica with one vmapped decode (greedy and beam search)."""
+    cfg = models.TransformerConfig(family="t5", vocab_size=64, d_model=16, num_heads=2, head_dim=8, d_ff=32,
+                                   num_encoder_layers=1, num_decoder_layers=1)
+    model = finetune.build_model("generation", cfg, 0)
+    tokens = np.random.default_rng(0).integers(2, 64, (20, 10)).astype(np.int32)
+    inits = [models.init(model, jax.random.key(s)) for s in SEEDS]
+    for beam in (1, 2):
+        options = finetune.Options(batch_size=20, target_length=6, beam_size=beam)
+        together = finetune.generate_replicas(model, finetune.stack(inits), {"encoder_input_tokens": tokens}, options)
+        for r, params in enumerate(inits):
+            inputs = {"encoder_input_tokens": tokens}
+            alone = (decoding.greedy(model, params, inputs, max_length=6) if beam == 1 else
+                     decoding.beam_search(model, params, inputs, max_length=6, beam_size=2)[0][:, 0])
+            np.testing.assert_array_equal(together[r], alone)
