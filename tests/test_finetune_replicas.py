@@ -1,16 +1,35 @@
-"""Fine-tuning seeds trained together as replicas (finetune.train_replicas): each replica
-reports exactly what a serial fine-tune with its seed reports."""
+"""Fine-tuning seeds trained together as replicas (finetune.train_replicas, protocol.run_seeds):
+each replica reports exactly what a serial fine-tune with its seed reports."""
 
 import dataclasses
+import random
 
 import jax
 import numpy as np
 import pytest
 
-from seqpt_jax import models
-from seqpt_jax.evaluate import decoding, finetune
+from seqpt_jax import models, params_io
+from seqpt_jax.data import vocab as vocab_lib
+from seqpt_jax.evaluate import decoding, finetune, protocol, tasks
+from test_finetune import _classification, _tagged, _write_conll, _write_jsonl, setup  # noqa: F401
 
 SEEDS = (0, 1, 2)
+
+
+def assert_close(got, want, where="result"):
+    """Equal structure and values; floats within float32 reordering (vmap batches the matmuls)."""
+    if isinstance(want, dict):
+        assert got.keys() == want.keys(), where
+        for k in want:
+            assert_close(got[k], want[k], f"{where}[{k!r}]")
+    elif isinstance(want, (list, tuple)):
+        assert len(got) == len(want), where
+        for i, (g, w) in enumerate(zip(got, want)):
+            assert_close(g, w, f"{where}[{i}]")
+    elif isinstance(want, float):
+        assert got == pytest.approx(want, rel=1e-5, abs=1e-6), where
+    else:
+        assert got == want, where
 
 
 def _tiny(kind: str):
@@ -75,3 +94,28 @@ def test_replicas_decode_like_each_model_alone():
             alone = (decoding.greedy(model, params, inputs, max_length=6) if beam == 1 else
                      decoding.beam_search(model, params, inputs, max_length=6, beam_size=2)[0][:, 0])
             np.testing.assert_array_equal(together[r], alone)
+
+
+@pytest.mark.parametrize("kind", ["classification", "tagging"])
+def test_run_seeds_reports_what_a_serial_run_of_each_seed_reports(setup, tmp_path, kind):  # noqa: F811
+    """Real validation (best epoch kept) and dropout (the checkpoint's 0.1): every seed's results
+    dict equals `run` with that seed."""
+    rng = random.Random(3)
+    if kind == "classification":
+        files = [_write_jsonl(tmp_path / f"{split}.jsonl", _classification(rng, n))
+                 for split, n in (("train", 40), ("validation", 12), ("test", 12))]
+    else:
+        files = [_write_conll(tmp_path / f"{split}.conll", _tagged(rng, n))
+                 for split, n in (("train", 40), ("validation", 12), ("test", 12))]
+    task = tasks.from_files(kind, *files)
+    vocab = vocab_lib.load(setup["vocab"])
+    init_kind, cfg, init = params_io.load(setup["ckpt"])
+    options = finetune.Options(epochs=5, batch_size=16, max_length=16, target_length=8, learning_rate=3e-3,
+                               progress=False)
+    together = protocol.run_seeds(task, init_kind, cfg, init, vocab, options, SEEDS)
+    assert cfg.dropout_rate > 0 and len(together) == len(SEEDS)
+    for seed, result in zip(SEEDS, together):
+        alone = protocol.run(task, init_kind, cfg, init, vocab, dataclasses.replace(options, seed=seed))
+        assert len(alone["runs"][0]["validation_curve"]) == 5
+        assert_close(result, alone, f"seed {seed}")
+    assert together[0]["runs"][0]["first_loss"] != together[1]["runs"][0]["first_loss"]  # seeds differ
