@@ -1,7 +1,8 @@
-"""Fine-tuning seeds trained together as replicas (finetune.train_replicas, protocol.run_seeds):
-each replica reports exactly what a serial fine-tune with its seed reports."""
+"""Fine-tuning seeds trained together as replicas (finetune.train_replicas, protocol.run_seeds,
+downstream.finetune): each replica reports exactly what a serial fine-tune with its seed reports."""
 
 import dataclasses
+import json
 import random
 
 import jax
@@ -119,3 +120,40 @@ def test_run_seeds_reports_what_a_serial_run_of_each_seed_reports(setup, tmp_pat
         assert len(alone["runs"][0]["validation_curve"]) == 5
         assert_close(result, alone, f"seed {seed}")
     assert together[0]["runs"][0]["first_loss"] != together[1]["runs"][0]["first_loss"]  # seeds differ
+
+
+def test_downstream_fine_tunes_all_seeds_in_one_training_per_task(setup, tmp_path, monkeypatch):  # noqa: F811
+    """downstream.finetune(seeds=3) trains each task once, all seeds as replicas; its records and
+    per-seed results files equal serial fine-tunes of each seed."""
+    from seqpt_jax.experiment import downstream as ds, subsets
+    rng = random.Random(4)
+    root = tmp_path / "corpus" / "tasks"
+    (root / "section").mkdir(parents=True)
+    (root / "ui_tagging").mkdir()
+    for split, n in (("train", 40), ("validation", 8), ("test", 8)):
+        _write_jsonl(root / "section" / f"en.{split}.jsonl", _classification(rng, n))
+        _write_conll(root / "ui_tagging" / f"en.{split}.conll", _tagged(rng, n))
+    _write_jsonl(root / "section" / "de.test.jsonl", _classification(rng, 8))
+    corpus, names = str(tmp_path / "corpus"), ("section", "ui_tagging")
+    s = {"train": 40, "test": 8, "epochs": 3.0, "ner_epochs": 1.0, "length": 16}
+    calls, train_replicas = [], finetune.train_replicas
+
+    def counted(model, params, kind, arrays, options, seeds, desc="fine-tune", validate=None):
+        calls.append((desc, seeds))
+        return train_replicas(model, params, kind, arrays, options, seeds, desc, validate)
+    monkeypatch.setattr(finetune, "train_replicas", counted)
+
+    work = tmp_path / "work"
+    res = ds.finetune(setup["ckpt"], corpus, setup["vocab"], s, work, progress=False, tasks=names, seeds=3)
+    assert calls == [("section [en]", SEEDS), ("ui_tagging [en]", SEEDS)]
+    assert [run["seed"] for run in res["finetunes"]] == list(SEEDS) and res["tasks"] is res["finetunes"][0]["tasks"]
+    for k in SEEDS:
+        serial = tmp_path / f"serial{k}"
+        serial.mkdir()
+        (alone,) = subsets.finetune(setup["ckpt"], corpus, {"path": setup["vocab"]}, ds.demo_plan(s), [serial],
+                                    progress=False, tasks=names, epochs={"ja_ner": 1.0}, seeds=(k,))
+        assert_close(res["finetunes"][k]["tasks"], alone["tasks"], f"seed {k}")
+        for name in names:
+            assert_close(json.loads((work / f"ft{k}" / f"{name}.json").read_text()),
+                         json.loads((serial / f"{name}.json").read_text()), f"seed {k} {name}.json")
+    assert calls[2:] == [(f"{name} [en]", (k,)) for k in SEEDS for name in names]
