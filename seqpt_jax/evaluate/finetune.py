@@ -41,7 +41,8 @@ class Options:
     for a model of BERT-base size or larger. When the training language has a
     validation split, it is scored after every epoch and the model of the best epoch is kept
     (XTREME selects on the English dev set); `patience` stops after that many epochs without a gain.
-    Everything random (head init, dropout, batch order) comes from `seed`: same seed, same numbers.
+    Everything random (head init, dropout, batch order) comes from `seed`: same seed, same numbers
+    (also where several seeds train together: `train_replicas`, `protocol.run_seeds`).
     """
 
     learning_rate: float = 1e-4
@@ -121,46 +122,118 @@ def train(model, params: dict, kind: str, arrays: dict, options: Options, desc: 
     `validate(params) -> score` (higher is better), when given, runs after every epoch and at the
     last step; the params returned are then those of the best score (`Options.select_on_validation`),
     and `Options.patience` epochs without a gain end training early. The curve lists
-    {"step", "score"} per evaluation."""
+    {"step", "score"} per evaluation. The one-replica case of `train_replicas`."""
+    each = None if validate is None else (lambda replicas: [validate(replicas[0])])
+    (params,), (losses,), (curve,) = train_replicas(model, [params], kind, arrays, options, (options.seed,),
+                                                    desc, each)
+    return params, losses, curve
+
+
+def train_replicas(model, params: list, kind: str, arrays: dict, options: Options, seeds: tuple,
+                   desc: str = "fine-tune", validate=None) -> tuple[list, list, list]:
+    """Fine-tunes R models at once, one program step for all (the fine-tuning seeds of a task as a
+    leading replica axis: tiny models are latency-bound on an accelerator); per replica, returns
+    (params, per-step losses, validation curve) as `train` does.
+
+    Replica r starts from params[r] and sees exactly what `train` with Options.seed = seeds[r]
+    sees: its batch order, its dropout stream, the same step count and schedule.
+    `validate(replica params) -> replica scores` runs after every epoch; each replica keeps its own
+    best epoch. Early stopping (`patience`) is per replica: a replica that stops keeps the params
+    it would return and reports its losses and curve up to then, while the others train on (it
+    keeps stepping with them, its later numbers unused)."""
     n = len(arrays["encoder_input_tokens"])
-    steps_per_epoch = -(-n // options.batch_size)
-    total = max(1, int(round(options.epochs * steps_per_epoch)))
+    total = max(1, int(round(options.epochs * -(-n // options.batch_size))))
     # The trainer's AdamW + linear warmup/decay, decaying every weight and without clipping.
     opt = OptimizerConfig(name="adamw", learning_rate=options.learning_rate,
                           warmup_steps=int(options.warmup_fraction * total), decay="linear",
                           weight_decay=options.weight_decay, decay_exclude=(), clip_norm=None)
-    opt_state = make_optimizer(opt, params, total)[0].init(params)
-    data_rng, key = np.random.default_rng(options.seed), jax.random.key(options.seed)
-    losses, curve, best = [], [], None
+    stacked = stack(params)
+    opt_state = jax.vmap(make_optimizer(opt, params[0], total)[0].init)(stacked)
+    orders = [np.random.default_rng(seed) for seed in seeds]
+    keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
+    kept = _Kept(len(seeds), options)
+    losses = []  # [R] per step
     bar = tqdm(total=total, desc=desc, leave=False, disable=None if options.progress is None else not options.progress)
-    while len(losses) < total:
-        for batch in batches(arrays, options.batch_size, data_rng):
-            key, sub = jax.random.split(key)
-            params, opt_state, loss = _train_step(model, kind, opt, total, params, opt_state, batch, sub)
-            losses.append(float(loss))
+    while len(losses) < total and kept.running():
+        epoch = []  # read back at the epoch's end: no host sync between steps
+        for batch in replica_batches(arrays, options.batch_size, orders):
+            stacked, opt_state, loss, keys = _train_step(model, kind, opt, total, stacked, opt_state, batch, keys)
+            epoch.append(loss)
             bar.update(1)
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
-            if len(losses) >= total:
+            if len(losses) + len(epoch) >= total:
                 break
+        losses += jax.device_get(epoch)
+        bar.set_postfix(loss=f"{float(np.mean(losses[-1])):.3f}")
         if validate is not None:
-            curve.append({"step": len(losses), "score": float(validate(params))})
-            if best is None or curve[-1]["score"] > best[0]:
-                best = (curve[-1]["score"], len(curve), params)
-            if options.patience and len(curve) - best[1] >= options.patience:
-                break
+            replicas = unstack(stacked, len(seeds))
+            kept.epoch(len(losses), validate(replicas), replicas)
     bar.close()
-    if best is not None and options.select_on_validation:
-        params = best[2]
-    return params, losses, curve
+    final = kept.params if validate is not None else unstack(stacked, len(seeds))
+    per_replica = np.stack(losses, axis=1)  # [R, steps]
+    return final, [per_replica[r, :kept.steps(r, len(losses))].tolist() for r in range(len(seeds))], kept.curves
+
+
+class _Kept:
+    """Per replica: its validation curve, the params it returns, and whether patience stopped it."""
+
+    def __init__(self, replicas: int, options: Options):
+        self.options = options
+        self.curves = [[] for _ in range(replicas)]
+        self.params = [None] * replicas
+        self.best = [None] * replicas  # (score, epoch)
+        self.stopped_at = [None] * replicas  # the step where patience stopped the replica
+
+    def running(self) -> bool:
+        return None in self.stopped_at
+
+    def steps(self, r: int, done: int) -> int:
+        """How many of the `done` steps replica r reports."""
+        return done if self.stopped_at[r] is None else self.stopped_at[r]
+
+    def epoch(self, step: int, scores, replicas: list) -> None:
+        for r, (score, params) in enumerate(zip(scores, replicas)):
+            if self.stopped_at[r] is not None:
+                continue
+            curve = self.curves[r]
+            curve.append({"step": step, "score": float(score)})
+            if self.best[r] is None or curve[-1]["score"] > self.best[r][0]:
+                self.best[r] = (curve[-1]["score"], len(curve))
+                self.params[r] = params
+            elif not self.options.select_on_validation:
+                self.params[r] = params
+            if self.options.patience and len(curve) - self.best[r][1] >= self.options.patience:
+                self.stopped_at[r] = step
+
+
+def stack(trees: list) -> dict:
+    """Param trees stacked on a leading replica axis."""
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
+
+
+def unstack(stacked, replicas: int) -> list:
+    return [jax.tree.map(lambda x, r=r: x[r], stacked) for r in range(replicas)]
+
+
+def replica_batches(arrays: dict, batch_size: int, orders: list) -> Iterator[dict]:
+    """One epoch of `batches` per replica, each in its own order, stacked on a leading replica axis."""
+    for rows in zip(*(batches(arrays, batch_size, rng) for rng in orders)):
+        yield {k: np.stack([b[k] for b in rows]) for k in rows[0]}
 
 
 # Module-level programs keyed by what they compute (the model, a hashable Flax module; the
 # optimizer's config and length), so the many fine-tunes of an experiment (every encoder x task
 # x seed) compile each shape once per process instead of once per call.
 @functools.partial(jax.jit, static_argnames=("model", "kind", "opt", "total"))
-def _train_step(model, kind: str, opt: OptimizerConfig, total: int, params, opt_state, batch, rng):
+def _train_step(model, kind: str, opt: OptimizerConfig, total: int, params, opt_state, batch, keys):
+    """One step of every replica: params, opt_state, batch and keys carry a leading replica axis."""
+    step = functools.partial(_replica_step, model, kind, opt, total)
+    return jax.vmap(step)(params, opt_state, batch, keys)
+
+
+def _replica_step(model, kind: str, opt: OptimizerConfig, total: int, params, opt_state, batch, key):
     tx, _ = make_optimizer(opt, params, total)
     loss_of = loss_fn(kind)
+    key, rng = jax.random.split(key)
 
     def objective(p):
         logits = model.apply({"params": p}, model_inputs(batch), enable_dropout=bool(model.cfg.dropout_rate),
@@ -169,36 +242,51 @@ def _train_step(model, kind: str, opt: OptimizerConfig, total: int, params, opt_
         return sums.loss / jnp.maximum(sums.weight, 1.0)
     loss, grads = jax.value_and_grad(objective)(params)
     updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
+    return optax.apply_updates(params, updates), opt_state, loss, key
 
 
 @functools.partial(jax.jit, static_argnames="model")
 def _argmax_labels(model, params, inputs):
-    return jnp.argmax(model.apply({"params": params}, inputs), -1)
+    """Every replica's labels for one batch (params stacked, inputs shared)."""
+    return jax.vmap(lambda p: jnp.argmax(model.apply({"params": p}, inputs), -1))(params)
 
 
 def predict_labels(model, params: dict, arrays: dict, batch_size: int) -> np.ndarray:
     """Argmax labels: [n] for classification, [n, length] for tagging."""
+    return predict_replicas(model, stack([params]), arrays, batch_size)[0]
+
+
+def predict_replicas(model, params: dict, arrays: dict, batch_size: int) -> np.ndarray:
+    """`predict_labels` of each replica (params stacked on axis 0): [R, n] or [R, n, length]."""
     n = len(arrays["encoder_input_tokens"])
     out = [np.asarray(_argmax_labels(model, params, model_inputs(b))) for b in batches(arrays, batch_size)]
-    return np.concatenate(out)[:n]
+    return np.concatenate(out, axis=1)[:, :n]
+
+
+@functools.partial(jax.jit, static_argnames=("model", "max_length", "beam_size", "alpha", "eos_id"))
+def _decode(model, params, inputs, max_length: int, beam_size: int, alpha: float, eos_id: int):
+    """Every replica's decoded ids for one batch (params stacked, inputs shared)."""
+    def one(p):
+        if beam_size > 1:
+            seqs, _ = decoding.beam_search(model, p, inputs, max_length=max_length, beam_size=beam_size,
+                                           alpha=alpha, eos_id=eos_id)
+            return seqs[:, 0]
+        return decoding.greedy(model, p, inputs, max_length=max_length, eos_id=eos_id)
+    return jax.vmap(one)(params)
 
 
 def generate(model, params: dict, arrays: dict, options: Options, eos_id: int = 1) -> np.ndarray:
     """Decoded token ids [n, target_length] (greedy, or beam search when beam_size > 1)."""
+    return generate_replicas(model, stack([params]), arrays, options, eos_id)[0]
+
+
+def generate_replicas(model, params: dict, arrays: dict, options: Options, eos_id: int = 1) -> np.ndarray:
+    """`generate` of each replica (params stacked on axis 0), decoding vmapped: [R, n, target_length]."""
     n = len(arrays["encoder_input_tokens"])
-    out = []
-    for b in batches({"encoder_input_tokens": arrays["encoder_input_tokens"]}, options.batch_size):
-        inputs = {"encoder_input_tokens": b["encoder_input_tokens"]}
-        if options.beam_size > 1:
-            seqs, _ = decoding.beam_search(model, params, inputs, max_length=options.target_length,
-                                           beam_size=options.beam_size, alpha=options.length_alpha,
-                                           eos_id=eos_id)
-            out.append(np.asarray(seqs[:, 0]))
-        else:
-            out.append(np.asarray(decoding.greedy(model, params, inputs, max_length=options.target_length,
-                                                  eos_id=eos_id)))
-    return np.concatenate(out)[:n]
+    out = [np.asarray(_decode(model, params, {"encoder_input_tokens": b["encoder_input_tokens"]},
+                              options.target_length, options.beam_size, options.length_alpha, eos_id))
+           for b in batches({"encoder_input_tokens": arrays["encoder_input_tokens"]}, options.batch_size)]
+    return np.concatenate(out, axis=1)[:, :n]
 
 
 # ------------------------------------------------------------------------------ saved models

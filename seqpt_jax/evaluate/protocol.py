@@ -3,7 +3,8 @@
 
 Returns one results dict (what `report` writes as results.json): per run, the training
 language, the validation scores and, per test language, the metrics, the example count and
-how many examples were cut to the model length.
+how many examples were cut to the model length. `run_seeds` returns one per fine-tuning seed,
+the seeds trained together (one program step for all) on data encoded once.
 """
 
 from __future__ import annotations
@@ -46,14 +47,26 @@ def _decode_text(vocab, ids: np.ndarray, eos_id: int = 1) -> list[str]:
 def score(kind: str, model, params, vocab, examples, labels, options, lang: str) -> dict:
     """Metrics of one split, with `n` and `truncated` (cut examples are scored, not dropped)."""
     enc = _encode(kind, vocab, examples, labels, options)
+    return score_replicas(kind, model, finetune.stack([params]), vocab, examples, enc, labels, options, lang)[0]
+
+
+def score_replicas(kind: str, model, params, vocab, examples, enc, labels, options, lang: str) -> list[dict]:
+    """`score` of every replica (params stacked on axis 0) on one encoded split; the models
+    predict (or decode) together, vmapped over the replicas."""
+    if kind == "generation":
+        predictions = finetune.generate_replicas(model, params, enc.arrays, options)
+    else:
+        predictions = finetune.predict_replicas(model, params, enc.arrays, options.batch_size)
+    return [_metrics(kind, pred, vocab, examples, enc, labels, lang) for pred in predictions]
+
+
+def _metrics(kind: str, pred: np.ndarray, vocab, examples, enc, labels, lang: str) -> dict:
     result = {"n": len(examples), "truncated": enc.truncated}
     if kind == "classification":
-        pred = finetune.predict_labels(model, params, enc.arrays, options.batch_size)
         gold = [ex["label"] for ex in examples]
         guess = [labels[i] for i in pred]
         result.update(accuracy=metrics.accuracy(guess, gold), macro_f1=metrics.macro_f1(guess, gold))
     elif kind == "tagging":
-        pred = finetune.predict_labels(model, params, enc.arrays, options.batch_size)
         fallback = "O" if "O" in labels else labels[0]  # words past the model length
         gold, guess = [], []
         for i, ex in enumerate(examples):
@@ -65,7 +78,7 @@ def score(kind: str, model, params, vocab, examples, labels, options, lang: str)
             spans = metrics.span_f1(gold, guess)
             result.update(precision=spans["precision"], recall=spans["recall"], f1=spans["f1"])
     else:
-        hyps = _decode_text(vocab, finetune.generate(model, params, enc.arrays, options))
+        hyps = _decode_text(vocab, pred)
         refs = [ex["target"] for ex in examples]
         result.update(bleu=metrics.bleu(hyps, refs, lang), chrf=metrics.chrf(hyps, refs),
                       exact_match=metrics.exact_match(hyps, refs), samples=hyps[:3])
@@ -109,8 +122,16 @@ def _check_lengths(cfg, options) -> None:
 
 def run(task: Task, init_kind: str, cfg, init_params: dict, vocab, options,
         save_dir: str | None = None) -> dict:
-    """Every fine-tuning run of the protocol; a dict ready for results.json. The first run's
-    model (the source-language one) is saved to `save_dir` for `seqpt eval`."""
+    """Every fine-tuning run of the protocol with `options.seed`; a dict ready for results.json.
+    The first run's model (the source-language one) is saved to `save_dir` for `seqpt eval`."""
+    return run_seeds(task, init_kind, cfg, init_params, vocab, options, (options.seed,), save_dir)[0]
+
+
+def run_seeds(task: Task, init_kind: str, cfg, init_params: dict, vocab, options, seeds: tuple,
+              save_dir: str | None = None) -> list[dict]:
+    """`run` with each fine-tuning seed of `seeds` (in place of options.seed): one results dict
+    per seed, the seeds trained together as replicas (`finetune.train_replicas`) on data encoded
+    once. `save_dir`: the first seed's first model."""
     if options.dropout_rate is not None:
         cfg = cfg.replace(dropout_rate=options.dropout_rate)
     options = dataclasses.replace(options, spaced_words=task.spaced)
@@ -126,52 +147,70 @@ def run(task: Task, init_kind: str, cfg, init_params: dict, vocab, options,
     if options.in_language or not source:
         plan += [(lang, "in-language") for lang in train_langs if lang != source]
 
-    runs = []
+    runs = []  # per plan entry, one entry per seed
     for train_lang, mode in plan:
-        train_examples = _read(task, "train", train_lang, options.max_train)
-        labels = data.label_list(task.kind, train_examples)
-        if task.kind != "generation" and len(labels) < 2:
-            raise UserError(f"{task.files['train'][train_lang]} has a single label {labels}; a "
-                            "classifier needs at least two.")
-        test_langs = task.langs("test") if mode == "zero-shot" else [train_lang]
-        test_langs = [l for l in test_langs if l in task.files.get("test", {})]
-        evals = {l: _read(task, "test", l, options.max_eval) for l in test_langs}
-        val = (_read(task, "validation", train_lang, options.max_eval)
-               if train_lang in task.files.get("validation", {}) else None)
-        for lang, examples in [*evals.items(), *([("validation", val)] if val else [])]:
-            data.check_labels(task.kind, examples, labels,
-                              f"{task.name} {lang} ({'validation' if lang == 'validation' else 'test'})")
-
-        model = finetune.build_model(task.kind, cfg, len(labels))
-        sample = {k: v[:1] for k, v in _encode(task.kind, vocab, train_examples[:1], labels, options).arrays.items()}
-        fresh = models.init(model, jax.random.key(options.seed), finetune.model_inputs(sample))
-        params = finetune.transfer(init_kind, init_params, fresh)
-        train_enc = _encode(task.kind, vocab, train_examples, labels, options)
-        metric, val_scores = primary_metric(task.kind, labels), []
-
-        def validate(p):  # after every epoch (finetune.train); the scores of each kept for the entry
-            val_scores.append(score(task.kind, model, p, vocab, val, labels, options, train_lang))
-            return val_scores[-1][metric]
-
-        params, losses, curve = finetune.train(model, params, task.kind, train_enc.arrays, options,
-                                               desc=f"{task.name} [{train_lang}]", validate=validate if val else None)
-        entry = {"train_lang": train_lang, "mode": mode, "labels": labels, "n_train": len(train_examples),
-                 "train_truncated": train_enc.truncated, "steps": len(losses),
-                 "first_loss": losses[0], "final_loss": float(np.mean(losses[-5:])), "test": {}}
-        if curve:  # the per-epoch validation scores, and the epoch whose model is tested below
-            chosen = (max(range(len(curve)), key=lambda i: (curve[i]["score"], -i))
-                      if options.select_on_validation else len(curve) - 1)
-            entry.update(validation=val_scores[chosen], validation_curve=curve, selected_step=curve[chosen]["step"])
-        for lang, examples in evals.items():
-            entry["test"][lang] = score(task.kind, model, params, vocab, examples, labels, options, lang)
-            base = majority(task.kind, train_examples, examples, labels)
-            if base:
-                entry["test"][lang]["majority"] = base
-        runs.append(entry)
+        entries, params = _fine_tune(task, init_kind, cfg, init_params, vocab, options, seeds, train_lang, mode)
+        runs.append(entries)
         if save_dir and len(runs) == 1:
-            finetune.save(save_dir, task.kind, cfg, labels, params)
-    return {"task": task.name, "kind": task.kind, "primary_metric": primary_metric(task.kind, runs[0]["labels"]),
-            "skipped_empty_files": task.skipped, "runs": runs}
+            finetune.save(save_dir, task.kind, cfg, entries[0]["labels"], params[0])
+    return [{"task": task.name, "kind": task.kind, "primary_metric": primary_metric(task.kind, runs[0][0]["labels"]),
+             "skipped_empty_files": task.skipped, "runs": [entries[r] for entries in runs]}
+            for r in range(len(seeds))]
+
+
+def _fine_tune(task: Task, init_kind: str, cfg, init_params: dict, vocab, options, seeds: tuple,
+               train_lang: str, mode: str) -> tuple[list[dict], list[dict]]:
+    """One run of the protocol (training language `train_lang`) for every seed: (the results
+    entry of each, the params each tested)."""
+    train_examples = _read(task, "train", train_lang, options.max_train)
+    labels = data.label_list(task.kind, train_examples)
+    if task.kind != "generation" and len(labels) < 2:
+        raise UserError(f"{task.files['train'][train_lang]} has a single label {labels}; a "
+                        "classifier needs at least two.")
+    test_langs = task.langs("test") if mode == "zero-shot" else [train_lang]
+    test_langs = [l for l in test_langs if l in task.files.get("test", {})]
+    evals = {l: _read(task, "test", l, options.max_eval) for l in test_langs}
+    val = (_read(task, "validation", train_lang, options.max_eval)
+           if train_lang in task.files.get("validation", {}) else None)
+    for lang, examples in [*evals.items(), *([("validation", val)] if val else [])]:
+        data.check_labels(task.kind, examples, labels,
+                          f"{task.name} {lang} ({'validation' if lang == 'validation' else 'test'})")
+
+    model = finetune.build_model(task.kind, cfg, len(labels))
+    train_enc = _encode(task.kind, vocab, train_examples, labels, options)
+    sample = {k: v[:1] for k, v in train_enc.arrays.items()}
+    start = [finetune.transfer(init_kind, init_params,
+                               models.init(model, jax.random.key(seed), finetune.model_inputs(sample)))
+             for seed in seeds]
+    metric, val_scores = primary_metric(task.kind, labels), []
+    val_enc = _encode(task.kind, vocab, val, labels, options) if val else None
+
+    def validate(replicas):  # after every epoch (finetune.train_replicas); each epoch's scores kept per seed
+        # Restacked (a copy of R small models an epoch) to predict for all replicas in one program.
+        val_scores.append(score_replicas(task.kind, model, finetune.stack(replicas), vocab, val, val_enc, labels,
+                                         options, train_lang))
+        return [s[metric] for s in val_scores[-1]]
+
+    params, losses, curves = finetune.train_replicas(model, start, task.kind, train_enc.arrays, options, seeds,
+                                                     desc=f"{task.name} [{train_lang}]",
+                                                     validate=validate if val else None)
+    entries = [{"train_lang": train_lang, "mode": mode, "labels": labels, "n_train": len(train_examples),
+                "train_truncated": train_enc.truncated, "steps": len(l), "first_loss": l[0],
+                "final_loss": float(np.mean(l[-5:])), "test": {}} for l in losses]
+    for r, curve in enumerate(curves):
+        if curve:  # the per-epoch validation scores, and the epoch whose model is tested below
+            chosen = (max(range(len(curve)), key=lambda i, c=curve: (c[i]["score"], -i))
+                      if options.select_on_validation else len(curve) - 1)
+            entries[r].update(validation=val_scores[chosen][r], validation_curve=curve,
+                              selected_step=curve[chosen]["step"])
+    tested = finetune.stack(params)
+    for lang, examples in evals.items():
+        enc = _encode(task.kind, vocab, examples, labels, options)
+        base = majority(task.kind, train_examples, examples, labels)
+        for entry, result in zip(entries, score_replicas(task.kind, model, tested, vocab, examples, enc, labels,
+                                                         options, lang)):
+            entry["test"][lang] = {**result, **({"majority": dict(base)} if base else {})}
+    return entries, params
 
 
 def evaluate_saved(task: Task, cfg, labels: list, params: dict, vocab, options) -> dict:

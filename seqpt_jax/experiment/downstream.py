@@ -79,17 +79,19 @@ def random_like(checkpoint: str, seed: int, dst: Path) -> str:
 
 def finetune(checkpoint: str, corpus: str, vocab_path: str, s: dict, work: Path, progress=None,
              tasks: tuple = TASKS, seeds: int = 1) -> dict:
-    """`subsets.finetune` with fine-tuning seeds 0 .. seeds-1: the first's result, and every
-    seed's under "finetunes" ([{"seed", "tasks"}])."""
+    """`subsets.finetune` with fine-tuning seeds 0 .. seeds-1, all trained together per task:
+    the first's result, and every seed's under "finetunes" ([{"seed", "tasks"}])."""
     from seqpt_jax.experiment import subsets
-    runs = []
-    for k in range(seeds):
-        sub = work / f"ft{k}" if seeds > 1 else work
+    ks = tuple(range(seeds))
+    works = [work / f"ft{k}" if seeds > 1 else work for k in ks]
+    for sub in works:
         sub.mkdir(parents=True, exist_ok=True)
-        runs.append({"seed": k, **subsets.finetune(checkpoint, corpus, {"path": vocab_path}, demo_plan(s), sub,
-                                                   progress, tasks=tasks, epochs={"ja_ner": s["ner_epochs"]}, seed=k)})
-        if tasks == TASKS:  # the XTREME tasks whose data is present ($SEQPT_XTREME_DIR) join the table
-            runs[-1]["tasks"].update(finetune_xtreme(checkpoint, vocab_path, s, sub, progress, seed=k))
+    runs = subsets.finetune(checkpoint, corpus, {"path": vocab_path}, demo_plan(s), works, progress, tasks=tasks,
+                            epochs={"ja_ner": s["ner_epochs"]}, seeds=ks)
+    if tasks == TASKS:  # the XTREME tasks whose data is present ($SEQPT_XTREME_DIR) join the table
+        for run, xtreme in zip(runs, xtreme_runs(checkpoint, vocab_path, s, works, progress, seeds=ks)):
+            run["tasks"].update(xtreme)
+    runs = [{"seed": k, **run} for k, run in zip(ks, runs)]
     return {"tasks": runs[0]["tasks"], "finetunes": runs}
 
 
@@ -139,31 +141,31 @@ def finetune_xtreme(checkpoint: str, vocab_path: str, s: dict, work: Path, progr
     """The XTREME tasks present (`xtreme_tasks`), in `finetune`'s record schema: English fine-tuning
     on the first s["train"] examples, zero-shot tests on the first s["test"] of every language;
     `seed` the fine-tuning seed."""
+    return xtreme_runs(checkpoint, vocab_path, s, [work], progress, seeds=(seed,))[0]
+
+
+def xtreme_runs(checkpoint: str, vocab_path: str, s: dict, works: list[Path], progress=None,
+                seeds: tuple = (0,)) -> list[dict]:
+    """`finetune_xtreme` with each fine-tuning seed of `seeds`, trained together per task; one
+    {task: record} per seed, whose results files go to its folder in `works`."""
     from seqpt_jax import params_io
     from seqpt_jax.data import vocab as vocab_lib
     from seqpt_jax.evaluate import finetune as ft, protocol
+    from seqpt_jax.experiment.subsets import record
+    out = [{} for _ in seeds]
     present = xtreme_tasks()
     if not present:
-        return {}
+        return out
     kind, cfg, params = params_io.load(checkpoint)
     vocab = vocab_lib.load(vocab_path)
-    out = {}
     for name, task in present.items():
         epochs = s["ner_epochs"] if task.kind == "tagging" else s["epochs"]
         opts = ft.Options(epochs=epochs, max_length=s["length"], target_length=s["length"], learning_rate=5e-4,
-                          in_language=False, max_train=s["train"], max_eval=s["test"], progress=progress, seed=seed)
-        result = protocol.run(task, kind, cfg, params, vocab, opts)
-        (work / f"{name}.json").write_text(json.dumps(result, ensure_ascii=False))
-        run, metric = result["runs"][0], result["primary_metric"]
-        per_lang = lambda key, test=run["test"]: {l: r[key] for l, r in test.items()}
-        out[name] = {"metric": metric, "lang": run["train_lang"], "scores": per_lang(metric), "n": per_lang("n"),
-                     "steps": run["steps"], "epochs": epochs, "final_loss": run["final_loss"],
-                     "majority": {"label": next(iter(run["test"].values()))["majority"]["label"],
-                                  "scores": {l: r["majority"][metric] for l, r in run["test"].items()}}}
-        if task.kind == "tagging":
-            out[name]["token_accuracy"] = per_lang("token_accuracy")
-            out[name]["majority"]["token_accuracy"] = {l: r["majority"]["token_accuracy"]
-                                                       for l, r in run["test"].items()}
+                          in_language=False, max_train=s["train"], max_eval=s["test"], progress=progress)
+        for result, work, tasks_out in zip(protocol.run_seeds(task, kind, cfg, params, vocab, opts, seeds),
+                                           works, out):
+            (work / f"{name}.json").write_text(json.dumps(result, ensure_ascii=False))
+            tasks_out[name] = record(result, task.kind, epochs)
     return out
 
 

@@ -158,13 +158,14 @@ def make_slice(corpus: Path, dst: Path, plan: Plan) -> dict:
     return {"corpus": str(dst), "source": str(corpus), "langs": langs, "text": stats, "tasks": tasks}
 
 
-def finetune(checkpoint: str, corpus: str, voc: dict, plan: Plan, work: Path,
+def finetune(checkpoint: str, corpus: str, voc: dict, plan: Plan, works: list[Path],
              progress: bool | None = None, tasks: tuple | None = None, epochs: dict | None = None,
-             seed: int = 0) -> dict:
+             seeds: tuple = (0,)) -> list[dict]:
     """Fine-tuning in each task's source language (English for the corpus tasks) and zero-shot
-    tests on every other language, per task (`tasks`, default the demo's). `epochs` overrides
-    plan.finetune_epochs per task; `seed` the fine-tuning seed. Each task also reports its
-    majority-label baseline."""
+    tests on every other language, per task (`tasks`, default the demo's), with each fine-tuning
+    seed of `seeds` (trained together: `protocol.run_seeds`); one {"tasks"} per seed, whose
+    results files go to its folder in `works`. `epochs` overrides plan.finetune_epochs per task.
+    Each task also reports its majority-label baseline."""
     from seqpt_jax import params_io
     from seqpt_jax.data import vocab as vocab_lib
     from seqpt_jax.evaluate import finetune as ft, protocol, tasks as ev_tasks
@@ -173,25 +174,32 @@ def finetune(checkpoint: str, corpus: str, voc: dict, plan: Plan, work: Path,
     vocabulary = vocab_lib.load(voc["path"])
     options = ft.Options(epochs=plan.finetune_epochs, batch_size=32, max_length=plan.finetune_length,
                          target_length=plan.finetune_length, learning_rate=5e-4, in_language=False,
-                         progress=progress, seed=seed)
-    out = {}
+                         progress=progress)
+    out = [{} for _ in seeds]
     for name in tasks or TASKS:
         task = ev_tasks.from_corpus(name, corpus)
         opts = dataclasses.replace(options, epochs=(epochs or {}).get(name, options.epochs))
-        result = protocol.run(task, kind, cfg, params, vocabulary, opts)
-        write_json_atomic(work / f"{name}.json", result)
-        run = result["runs"][0]
-        metric = result["primary_metric"]
-        test = run["test"]
-        out[name] = {"metric": metric, "lang": run["train_lang"], "scores": {l: r[metric] for l, r in test.items()},
-                     "n": {l: r["n"] for l, r in test.items()}, "steps": run["steps"],
-                     "epochs": opts.epochs, "final_loss": run["final_loss"]}
-        if task.kind == "tagging":
-            out[name]["token_accuracy"] = {l: r["token_accuracy"] for l, r in test.items()}
-        if all(r.get("majority") for r in test.values()):
-            out[name]["majority"] = {"label": next(iter(test.values()))["majority"]["label"],
-                                     "scores": {l: r["majority"][metric] for l, r in test.items()}}
-            if task.kind == "tagging":
-                out[name]["majority"]["token_accuracy"] = {l: r["majority"]["token_accuracy"]
-                                                           for l, r in test.items()}
-    return {"tasks": out}
+        for result, work, tasks_out in zip(protocol.run_seeds(task, kind, cfg, params, vocabulary, opts, seeds),
+                                           works, out):
+            write_json_atomic(work / f"{name}.json", result)
+            tasks_out[name] = record(result, task.kind, opts.epochs)
+    return [{"tasks": tasks_out} for tasks_out in out]
+
+
+def record(result: dict, kind: str, epochs: float) -> dict:
+    """A task's row of the downstream records from its protocol results: the first run's test
+    scores per language, its training, and its majority-label baseline."""
+    run = result["runs"][0]
+    metric = result["primary_metric"]
+    test = run["test"]
+    out = {"metric": metric, "lang": run["train_lang"], "scores": {l: r[metric] for l, r in test.items()},
+           "n": {l: r["n"] for l, r in test.items()}, "steps": run["steps"],
+           "epochs": epochs, "final_loss": run["final_loss"]}
+    if kind == "tagging":
+        out["token_accuracy"] = {l: r["token_accuracy"] for l, r in test.items()}
+    if all(r.get("majority") for r in test.values()):
+        out["majority"] = {"label": next(iter(test.values()))["majority"]["label"],
+                           "scores": {l: r["majority"][metric] for l, r in test.items()}}
+        if kind == "tagging":
+            out["majority"]["token_accuracy"] = {l: r["majority"]["token_accuracy"] for l, r in test.items()}
+    return out
