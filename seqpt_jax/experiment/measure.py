@@ -65,7 +65,8 @@ def time_parsed(steps: int = 5) -> dict:
 
 
 def time_finetune(encoder_cfg, settings: dict, test_langs: int = TEST_LANGS) -> float:
-    """Seconds of one downstream fine-tune, the mean over the experiment's tasks' sizes (section:
+    """Seconds of one downstream fine-tuning run (its `settings["seeds"]` fine-tuning seeds trained
+    together, `finetune.train_replicas`), the mean over the experiment's tasks' sizes (section:
     classification; UI tagging and ja_ner: tagging, ja_ner 450 sentences for `ner_epochs`), each
     timed after a first run that compiles (the runner fine-tunes many models of one shape in one
     process)."""
@@ -90,11 +91,13 @@ def time_finetune(encoder_cfg, settings: dict, test_langs: int = TEST_LANGS) -> 
         tests = {"encoder_input_tokens": tokens[:test]}
         options = ft.Options(epochs=epochs, batch_size=32, max_length=length, progress=False)
 
+        seeds = tuple(range(settings["seeds"]))
+
         def once():
-            params = models.init(model, jax.random.key(0), {"encoder_input_tokens": tokens[:1]})
-            params, _, _ = ft.train(model, params, kind, arrays, options)
+            params = [models.init(model, jax.random.key(s), {"encoder_input_tokens": tokens[:1]}) for s in seeds]
+            params, _, _ = ft.train_replicas(model, params, kind, arrays, options, seeds)
             for _ in range(langs):
-                ft.predict_labels(model, params, tests, options.batch_size)
+                ft.predict_replicas(model, ft.stack(params), tests, options.batch_size)
         once()  # compiles
         t = time.perf_counter()
         once()

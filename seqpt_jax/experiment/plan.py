@@ -163,14 +163,15 @@ def _machine() -> dict | None:
 
 
 def finetune_count(down: dict | None) -> int:
-    """Fine-tunes an experiment runs (as `runner` schedules them): every encoder (and its random
-    init) on every task for each pre-training seed and fine-tuning seed, the downstream curve's,
-    and the generation rows' (each seq2seq arm and its random init, once per pre-training seed
-    that `generation.pretraining_seeds` takes)."""
+    """Fine-tuning runs an experiment makes (as `runner` schedules them): every encoder (and its
+    random init) on every task for each pre-training seed, its fine-tuning seeds trained together
+    as one run (`finetune.train_replicas`); the downstream curve's; and the generation rows' (each
+    seq2seq arm and its random init, once per pre-training seed that `generation.pretraining_seeds`
+    takes)."""
     if not down:
         return 0
     from seqpt_jax.experiment import generation
-    n = len(down["encoders"]) * len(down["tasks"]) * down["pretraining_seeds"] * down["finetune_seeds"]
+    n = len(down["encoders"]) * len(down["tasks"]) * down["pretraining_seeds"]
     c = down.get("curve")
     n += (sum(c["checkpoints"].values()) + 1) * c["seeds"] if c else 0
     gen_seeds = len(generation.pretraining_seeds(down["pretraining_seeds"], {"seeds": down["finetune_seeds"]}))
@@ -276,11 +277,12 @@ def text(p: dict) -> str:
                   f"{_duration(parts['finetune'])} ({w['finetunes']} x {w['finetune_s']:.3g} s)"]
     d = p.get("downstream")
     if d:
-        n_ft = len(d["encoders"]) * len(d["tasks"]) * d["pretraining_seeds"] * d["finetune_seeds"]
+        runs = len(d["encoders"]) * len(d["tasks"]) * d["pretraining_seeds"]
         where = "in the wall time, not the FLOP total" if w else "not in the total"
         lines.append(f"downstream ({where}): {len(d['encoders'])} encoders ({', '.join(d['encoders'])}) x "
                      f"{len(d['tasks'])} tasks x {d['pretraining_seeds']} pre-training seed(s) x {d['finetune_seeds']} "
-                     f"fine-tuning seed(s) = {n_ft} fine-tunes, {d['train']} English training examples, "
+                     f"fine-tuning seed(s) = {runs * d['finetune_seeds']} fine-tunes in {runs} runs (the fine-tuning "
+                     f"seeds train together), {d['train']} English training examples, "
                      f"{d['epochs']:g} epoch(s), length {d['length']}")
         c = d.get("curve")
         if c:
