@@ -51,16 +51,17 @@ def test_plan_counts_phases_with_the_trainers_ledger():
     per_seed = sum(r["train_flops"] + r["eval_flops"] for r in p["arms"])
     assert p["total_flops"] == pytest.approx(3 * per_seed)
     assert p["total_seconds"] == pytest.approx(p["total_flops"] / 30e9)  # THROUGHPUT of scale_test.gin
-    warm = {r["arm"]: r for r in plan.plan("sequential", "test", 1)["arms"]}
+    two = plan.plan("sequential", "test", 2)   # an arm's row is the same for any number of seeds
+    warm = {r["arm"]: r for r in two["arms"]}
     assert warm["warm_frozen25"]["train_flops"] < warm["warm_frozen0"]["train_flops"]  # frozen = no encoder backward
     assert warm["enc_scratch"]["train_flops"] == 0 and warm["enc_scratch"]["eval_flops"] > 0
     electra, mlm = warm["electra"], warm["mlm"]   # sized like mlm: its encoder, steps and tokens
     assert electra["kind"] == "electra" and electra["role"] == "encoder"
     assert (electra["layers"], electra["d_model"], electra["steps"], electra["tokens"]) == \
         (mlm["layers"], mlm["d_model"], mlm["steps"], mlm["tokens"])
-    curve = plan.plan("sequential", "test", 2)["downstream"]["curve"]   # keep_every 2 of 4 steps, 2 seeds
+    curve = two["downstream"]["curve"]   # keep_every 2 of 4 steps, 2 seeds
     assert curve == {"task": "ja_ner", "every": 2, "seeds": 2, "checkpoints": {"mlm": 2, "electra": 2}}
-    assert "= 10 fine-tunes" in plan.text(plan.plan("sequential", "test", 2))
+    assert "= 10 fine-tunes" in plan.text(two)
 
 
 def test_plan_command_prints_and_refuses_unknown_names(capsys):
@@ -166,7 +167,8 @@ def test_growth_runs_is_killed_resumes_and_reports(tmp_path, capsys):
     # FPI preserves the source's function: it starts at the source's final loss (same held-out batches)
     assert fpi["init_val_loss"][0] == pytest.approx(source["final_val_loss"][0], abs=0.05)
     vocab_size = json.loads((out / "vocab" / "DONE").read_text())["vocab_size"]   # the trained one's
-    planned = {r["arm"]: r["train_flops"] for r in plan.plan("growth", "test", 1, vocab_size=vocab_size)["arms"]}
+    rows = plan.plan("growth", "test", 1, vocab_size=vocab_size, only=["fpi"])["arms"]   # the arms run here
+    planned = {r["arm"]: r["train_flops"] for r in rows}
     for name in ("source", "scratch", "fpi"):                              # --plan = the trainer's ledger
         assert rep["arms"][name]["train_flops"][0] == pytest.approx(planned[name], rel=1e-9)
     claims = {c["claim"].split(" (")[0]: c for c in rep["claims"]}
@@ -221,7 +223,8 @@ def test_sequential_warm_start_extraction_downstream_rows_and_masked_encoder_cur
     assert enc["train_flops"] == [0.0] and enc["curves"][0][0][0] == 0.0 and enc["compare"] == "mlm"
     assert enc["source_flops"] == [pytest.approx(arms["s2s_scratch"]["train_flops"][0])]
     vocab_size = json.loads((out / "vocab" / "DONE").read_text())["vocab_size"]
-    planned = {r["arm"]: r["train_flops"] for r in plan.plan("sequential", "test", 1, vocab_size=vocab_size)["arms"]}
+    rows = plan.plan("sequential", "test", 1, vocab_size=vocab_size, only=run.selected)["arms"]   # the arms run
+    planned = {r["arm"]: r["train_flops"] for r in rows}
     for name in ("mlm", "s2s_scratch", "s2s_masked", "warm_frozen25", "enc_scratch"):   # --plan = the trainer's ledger
         assert arms[name]["train_flops"][0] == pytest.approx(planned[name], rel=1e-9)
     # s2s_masked: decoder CE + the encoder MLM term from step 0 on (the ledger's count of it: above)
