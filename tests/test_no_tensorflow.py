@@ -41,7 +41,9 @@ def export(tmp_path_factory):
 
 
 def _env(tmp_path):
-    return dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"),
+    # The test run's compilation cache (tests/conftest.py): the growth arms are those other tests train.
+    cache = os.environ.get("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "jax_cache"))
+    return dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=cache,
                 JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                 PYTHONPATH=os.pathsep.join([os.path.join(TESTS, "no_tensorflow"), TESTS,
                                             os.environ.get("PYTHONPATH", "")]))
