@@ -45,6 +45,9 @@ def test_an_export_feeds_the_corpus_batches_and_resumes_exactly(setup, name, len
     assert isinstance(make(), feeding.Pipeline)
     assert all(_equal(g, w) for g, w in zip(got, want))        # the same batches as from the corpus
     assert not _equal(got[0], got[1])
+    _, held_out = _batches(root, model, name, n=2, split="validation", **lengths)   # what evaluations read
+    assert all(_equal(g, w) for g, w in zip(_batches(out, model, name, n=2, split="validation", **lengths)[1],
+                                            held_out))
     src = make()
     next(src)
     state = json.loads(json.dumps(src.state()))

@@ -51,16 +51,17 @@ def test_plan_counts_phases_with_the_trainers_ledger():
     per_seed = sum(r["train_flops"] + r["eval_flops"] for r in p["arms"])
     assert p["total_flops"] == pytest.approx(3 * per_seed)
     assert p["total_seconds"] == pytest.approx(p["total_flops"] / 30e9)  # THROUGHPUT of scale_test.gin
-    warm = {r["arm"]: r for r in plan.plan("sequential", "test", 1)["arms"]}
+    two = plan.plan("sequential", "test", 2)   # an arm's row is the same for any number of seeds
+    warm = {r["arm"]: r for r in two["arms"]}
     assert warm["warm_frozen25"]["train_flops"] < warm["warm_frozen0"]["train_flops"]  # frozen = no encoder backward
     assert warm["enc_scratch"]["train_flops"] == 0 and warm["enc_scratch"]["eval_flops"] > 0
     electra, mlm = warm["electra"], warm["mlm"]   # sized like mlm: its encoder, steps and tokens
     assert electra["kind"] == "electra" and electra["role"] == "encoder"
     assert (electra["layers"], electra["d_model"], electra["steps"], electra["tokens"]) == \
         (mlm["layers"], mlm["d_model"], mlm["steps"], mlm["tokens"])
-    curve = plan.plan("sequential", "test", 2)["downstream"]["curve"]   # keep_every 2 of 4 steps, 2 seeds
+    curve = two["downstream"]["curve"]   # keep_every 2 of 4 steps, 2 seeds
     assert curve == {"task": "ja_ner", "every": 2, "seeds": 2, "checkpoints": {"mlm": 2, "electra": 2}}
-    assert "= 10 fine-tunes" in plan.text(plan.plan("sequential", "test", 2))
+    assert "= 10 fine-tunes" in plan.text(two)
 
 
 def test_plan_command_prints_and_refuses_unknown_names(capsys):
@@ -166,7 +167,8 @@ def test_growth_runs_is_killed_resumes_and_reports(tmp_path, capsys):
     # FPI preserves the source's function: it starts at the source's final loss (same held-out batches)
     assert fpi["init_val_loss"][0] == pytest.approx(source["final_val_loss"][0], abs=0.05)
     vocab_size = json.loads((out / "vocab" / "DONE").read_text())["vocab_size"]   # the trained one's
-    planned = {r["arm"]: r["train_flops"] for r in plan.plan("growth", "test", 1, vocab_size=vocab_size)["arms"]}
+    rows = plan.plan("growth", "test", 1, vocab_size=vocab_size, only=["fpi"])["arms"]   # the arms run here
+    planned = {r["arm"]: r["train_flops"] for r in rows}
     for name in ("source", "scratch", "fpi"):                              # --plan = the trainer's ledger
         assert rep["arms"][name]["train_flops"][0] == pytest.approx(planned[name], rel=1e-9)
     claims = {c["claim"].split(" (")[0]: c for c in rep["claims"]}
@@ -199,16 +201,19 @@ def test_growth_runs_is_killed_resumes_and_reports(tmp_path, capsys):
         runner.Runner("growth", "demo" if "demo" in spec.scales("growth") else "cpu", 1, out, corpus=corpus).run()
 
 
-@pytest.mark.slow  # ~60-90 s CPU: four real training runs, an extraction and eight fine-tunings
-def test_sequential_warm_start_extraction_and_downstream_rows(tmp_path):
+@pytest.mark.slow  # ~70-100 s CPU: five real training runs, an extraction and eight fine-tunings
+def test_sequential_warm_start_extraction_downstream_rows_and_masked_encoder_curve(tmp_path):
+    """One sequential run at --scale test: the warm start, the extraction and the downstream rows;
+    and s2s_masked's loss is decoder CE + the encoder MLM term from its first point on: its random
+    init starts well above s2s_scratch's (same shapes but the head, same batches)."""
     corpus = make_corpus(tmp_path / "corpus")
     block = "Open\tO\nthe\tO\nFile\tB-UI\nmenu\tI-UI\n.\tO\n\nPress\tO\nEnter\tB-UI\n\n"
     for split in ("train", "validation", "test"):   # the fixture tags only de/ru; add English
         (corpus / "tasks" / "ui_tagging" / f"en.{split}.conll").write_text(block * 6, "utf-8")
     out = tmp_path / "out"
     run = runner.Runner("sequential", "test", 1, out, corpus=str(corpus), progress=False,
-                        only=["warm_frozen25", "enc_scratch"])
-    assert run.selected == ["mlm", "s2s_scratch", "warm_frozen25", "enc_scratch"]
+                        only=["warm_frozen25", "enc_scratch", "s2s_masked"])
+    assert run.selected == ["mlm", "s2s_masked", "s2s_scratch", "warm_frozen25", "enc_scratch"]
     run.run()
     rep = json.loads(Path(report.write(out)["json"]).read_text())
     arms = rep["arms"]
@@ -218,9 +223,12 @@ def test_sequential_warm_start_extraction_and_downstream_rows(tmp_path):
     assert enc["train_flops"] == [0.0] and enc["curves"][0][0][0] == 0.0 and enc["compare"] == "mlm"
     assert enc["source_flops"] == [pytest.approx(arms["s2s_scratch"]["train_flops"][0])]
     vocab_size = json.loads((out / "vocab" / "DONE").read_text())["vocab_size"]
-    planned = {r["arm"]: r["train_flops"] for r in plan.plan("sequential", "test", 1, vocab_size=vocab_size)["arms"]}
-    for name in ("mlm", "s2s_scratch", "warm_frozen25", "enc_scratch"):   # --plan = the trainer's ledger
+    rows = plan.plan("sequential", "test", 1, vocab_size=vocab_size, only=run.selected)["arms"]   # the arms run
+    planned = {r["arm"]: r["train_flops"] for r in rows}
+    for name in ("mlm", "s2s_scratch", "s2s_masked", "warm_frozen25", "enc_scratch"):   # --plan = the trainer's ledger
         assert arms[name]["train_flops"][0] == pytest.approx(planned[name], rel=1e-9)
+    # s2s_masked: decoder CE + the encoder MLM term from step 0 on (the ledger's count of it: above)
+    assert arms["s2s_masked"]["init_val_loss"][0] > arms["s2s_scratch"]["init_val_loss"][0] + 1.0
     assert set(rep["downstream"]) == {"section", "ui_tagging", "ja_ner", "synopsis"}
     for name in ("section", "ui_tagging", "ja_ner"):
         task = rep["downstream"][name]
@@ -264,18 +272,3 @@ def test_arms_isolate_one_recipe_each():
     for name in ("scratch", "fpi"):
         spec.read_arm("growth", name, "cpu")
         assert gin.query_parameter("models.preset.dropout_rate").scoped_configurable_fn() == 0.1
-
-
-@pytest.mark.slow  # ~30 s CPU: two tiny seq2seq runs and the vocabulary
-def test_masked_encoder_curve_is_one_objective_from_step_0_and_plan_equals_its_ledger(tmp_path):
-    """s2s_masked's loss is decoder CE + the encoder MLM term from its first point on: its random
-    init starts well above s2s_scratch's (same shapes but the head, same batches)."""
-    corpus = str(make_corpus(tmp_path / "corpus"))
-    out = tmp_path / "out"
-    runner.Runner("sequential", "test", 1, out, corpus=corpus, progress=False, only=["s2s_masked", "s2s_scratch"]).run()
-    rep = json.loads(Path(report.write(out)["json"]).read_text())
-    masked, scratch = rep["arms"]["s2s_masked"], rep["arms"]["s2s_scratch"]
-    assert masked["init_val_loss"][0] > scratch["init_val_loss"][0] + 1.0
-    vocab_size = json.loads((out / "vocab" / "DONE").read_text())["vocab_size"]
-    planned = {r["arm"]: r["train_flops"] for r in plan.plan("sequential", "test", 1, vocab_size=vocab_size)["arms"]}
-    assert masked["train_flops"][0] == pytest.approx(planned["s2s_masked"], rel=1e-9)

@@ -1,7 +1,8 @@
 """A machine with JAX but without TensorFlow, seqio or TFDS (tests/no_tensorflow hides them from
 the subprocesses here): on an exported corpus `seqpt train` runs, is SIGKILLed and resumes
-bitwise; `seqpt bench train` times it; `seqpt experiment run growth --scale test` runs end to end;
-`seqpt finetune` fine-tunes on an exported task and on a user's files."""
+bitwise; `seqpt bench train` times it; `seqpt experiment run growth --scale test` runs end to end
+and gives every arm's recorded numbers (tests/golden.py); `seqpt finetune` fine-tunes on an exported
+task and on a user's files."""
 
 import json
 import os
@@ -14,8 +15,10 @@ import jax
 import numpy as np
 import pytest
 
+import golden
 from data_fixtures import make_corpus
-from seqpt_jax.data import exported, vocab
+from seqpt_jax.data import exported
+from seqpt_jax.experiment import runner
 from seqpt_jax.params_io import load
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -27,16 +30,20 @@ STEPS, SAVE_EVERY = 12, 2
 
 @pytest.fixture(scope="module")
 def export(tmp_path_factory):
+    """The fixture corpus exported with the vocabulary `seqpt experiment run growth --scale test`
+    trains on it (its vocab stage), so the growth run here gives tests/golden.py's numbers."""
     root = make_corpus(tmp_path_factory.mktemp("corpus"))
-    model = root / "sp.model"
-    vocab.train(root, 700, model)
+    growth = runner.Runner("growth", "test", 1, tmp_path_factory.mktemp("growth_vocab"), log=lambda _: None)
+    model = growth._vocab(str(root))
     out = tmp_path_factory.mktemp("export") / "exp"
     exported.export(root, model, out, log=lambda _: None)
     return out
 
 
 def _env(tmp_path):
-    return dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"),
+    # The test run's compilation cache (tests/conftest.py): the growth arms are those other tests train.
+    cache = os.environ.get("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "jax_cache"))
+    return dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=cache,
                 JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                 PYTHONPATH=os.pathsep.join([os.path.join(TESTS, "no_tensorflow"), TESTS,
                                             os.environ.get("PYTHONPATH", "")]))
@@ -103,6 +110,7 @@ def test_train_killed_resumes_bitwise_and_the_rest_runs_without_tensorflow(expor
          "--no-progress")
     assert (out / "scratch" / "seed0" / "DONE").is_file() and (out / "report.json").is_file()
     assert json.loads((out / "report.json").read_text())["arms"]["fpi"]["final_val_loss"][0] > 0
+    assert golden.check(out) == []                              # every arm's recorded numbers
 
     scratch = out / "scratch" / "seed0" / "train"   # fine-tunes: an exported task, then a user's files
     _cli(tmp_path, "finetune", "--task", "ja_ner", "--corpus", export, "--init", scratch, "--out", tmp_path / "ner",

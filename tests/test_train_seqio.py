@@ -60,10 +60,12 @@ def corpus(tmp_path_factory):
 def _train(tmp_path, model_dirs, args, kill_at=0, mock=False):
     script = tmp_path / "runner.py"
     script.write_text(RUNNER)
-    # The runs of a test share a compilation cache: the later ones skip XLA's compiles.
+    # The runs share a compilation cache, the test run's (tests/conftest.py): the later ones skip XLA's
+    # compiles, the two tests here train the same model.
     env = dict(os.environ, JAX_PLATFORMS="cpu", KILL_AT_SAVE=str(kill_at), MOCK_TFDS="1" if mock else "",
                MODEL_DIRS=os.pathsep.join(map(str, model_dirs)),
-               JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+               JAX_COMPILATION_CACHE_DIR=os.environ.get("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "jax_cache")),
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                PYTHONPATH=os.pathsep.join([str(tmp_path), TESTS, os.environ.get("PYTHONPATH", "")]))
     return subprocess.run([sys.executable, str(script), *args], env=env, capture_output=True, text=True, timeout=600)
 

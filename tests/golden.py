@@ -1,9 +1,11 @@
-"""`seqpt experiment run growth --scale test` gives the numbers it gave before the run-as-a-value
-refactor (issue 21): every arm's FLOPs, tokens, losses and validation curve, against
+"""The numbers `seqpt experiment run growth --scale test` gave before the run-as-a-value refactor
+(issue 21): every arm's FLOPs, tokens, losses and validation curve, in
 tests/fixtures/growth_test_golden.json, recorded from the code before the refactor (main at a6c425b,
-with issues 22-25 merged).
+with issues 22-25 merged) on tests/data_fixtures.py's corpus with the vocabulary the runner trains
+on it. tests/test_no_tensorflow.py's growth run (the same corpus exported with that vocabulary,
+which feeds the same batches: tests/test_corpus_export.py) is compared with them.
 
-Regenerate only for an intended change of results: SEQPT_WRITE_GOLDEN=1 pytest this file.
+Regenerate only for an intended change of results: SEQPT_WRITE_GOLDEN=1 pytest tests/test_no_tensorflow.py.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from data_fixtures import make_corpus
 from seqpt_jax.experiment import runner
 
 GOLDEN = Path(__file__).parent / "fixtures" / "growth_test_golden.json"
@@ -42,12 +43,10 @@ def close(got, want, path: str = "") -> list[str]:
     return [] if got == want else [f"{path}: {got!r} != {want!r}"]
 
 
-@pytest.mark.slow  # every growth arm at --scale test: ten tiny training runs
-def test_growth_at_scale_test_gives_the_recorded_numbers(tmp_path):
-    corpus = str(make_corpus(tmp_path / "corpus"))
-    runner.Runner("growth", "test", 1, tmp_path / "out", corpus=corpus, progress=False, log=lambda s: None).run()
-    got = numbers(tmp_path / "out")
+def check(out: Path) -> list[str]:
+    """Where the growth run at `out` differs from the recorded numbers (SEQPT_WRITE_GOLDEN=1:
+    records them instead)."""
+    got = numbers(out)
     if os.environ.get("SEQPT_WRITE_GOLDEN"):
         GOLDEN.write_text(json.dumps(got, indent=1, sort_keys=True) + "\n")
-    want = json.loads(GOLDEN.read_text())
-    assert close(got, want) == []
+    return close(got, json.loads(GOLDEN.read_text()))
