@@ -237,6 +237,9 @@ def test_sequential_warm_start_extraction_downstream_rows_and_masked_encoder_cur
     ner = rep["downstream"]["ja_ner"]                                      # Japanese only: no zero-shot
     assert all(row["lang"] == "ja" and row["zero_shot"] == [None] for row in ner.values())
     assert ner["majority_baseline"]["en"] == [0.0] and 0.5 < ner["majority_baseline"]["token_accuracy"][0] < 1.0
+    for name in ("mlm", "enc_scratch", "random_init", "s2s_scratch", "random_init_s2s"):  # one program each
+        together = json.loads((out / "downstream" / name / "seed0" / "DONE").read_text())["together"]
+        assert together["stages"] == 3 and together["programs"] == 1, name  # encoders alike, seq2seq alike
     gen = rep["downstream"]["synopsis"]                                   # seq2seq arms + their random init
     assert set(gen) == {"s2s_scratch", "warm_frozen25", "random_init_s2s"}
     assert all(row["metric"] == "chrf" and 0.0 <= row["en"][0] <= 100.0 for row in gen.values())

@@ -157,3 +157,36 @@ def test_downstream_fine_tunes_all_seeds_in_one_training_per_task(setup, tmp_pat
             assert_close(json.loads((work / f"ft{k}" / f"{name}.json").read_text()),
                          json.loads((serial / f"{name}.json").read_text()), f"seed {k} {name}.json")
     assert calls[2:] == [(f"{name} [en]", (k,)) for k in SEEDS for name in names]
+
+
+def test_downstream_fine_tunes_several_checkpoints_together_as_serial_runs_would(setup, tmp_path, monkeypatch):  # noqa: F811
+    """downstream.finetune_together: per task, one training of every checkpoint x fine-tuning seed
+    (an experiment's encoders and their random init); each checkpoint's record and results files
+    equal its own downstream.finetune."""
+    from seqpt_jax.experiment import downstream as ds
+    rng = random.Random(5)
+    root = tmp_path / "corpus" / "tasks" / "section"
+    root.mkdir(parents=True)
+    for split, n in (("train", 40), ("validation", 8), ("test", 8)):
+        _write_jsonl(root / f"en.{split}.jsonl", _classification(rng, n))
+    corpus, names = str(tmp_path / "corpus"), ("section",)
+    s = {"train": 40, "test": 8, "epochs": 2.0, "ner_epochs": 1.0, "length": 16}
+    ckpts = [setup["ckpt"], ds.random_like(setup["ckpt"], 7, tmp_path / "random")]
+    calls, train_replicas = [], finetune.train_replicas
+
+    def counted(model, params, kind, arrays, options, seeds, desc="fine-tune", validate=None):
+        calls.append((desc, seeds))
+        return train_replicas(model, params, kind, arrays, options, seeds, desc, validate)
+    monkeypatch.setattr(finetune, "train_replicas", counted)
+
+    works = [tmp_path / "a", tmp_path / "b"]
+    together = ds.finetune_together(ckpts, corpus, setup["vocab"], s, works, progress=False, tasks=names, seeds=2)
+    assert calls == [("section [en]", (0, 1, 0, 1))]
+    assert together[0]["finetunes"][0]["tasks"] != together[1]["finetunes"][0]["tasks"]  # the inits differ
+    for ckpt, work, got in zip(ckpts, works, together):
+        alone = ds.finetune(ckpt, corpus, setup["vocab"], s, tmp_path / "alone" / work.name, progress=False,
+                            tasks=names, seeds=2)
+        assert_close(got, alone, f"{ckpt}")
+        for k in (0, 1):
+            assert_close(json.loads((work / f"ft{k}" / "section.json").read_text()),
+                         json.loads((tmp_path / "alone" / work.name / f"ft{k}" / "section.json").read_text()))

@@ -34,9 +34,9 @@ def test_sequential_pretrains_every_model_at_20_tokens_per_parameter_and_counts_
     targets = [r for r in p["arms"] if r["arm"] == "mlm" or r["role"] in ("scratch", "recipe")]
     assert len(targets) >= 6 and all(r["tokens_per_param"] >= 20 for r in targets), plan.text(p)
     d = p["downstream"]
-    encoders_x_tasks = len(d["encoders"]) * len(d["tasks"])
-    # every pre-training seed, its fine-tuning seeds trained together as one run
-    assert p["wall"]["finetunes"] >= encoders_x_tasks * d["pretraining_seeds"]
+    # every pre-training seed's encoders x fine-tuning seeds trained together: a run per task and seed
+    assert p["wall"]["finetunes"] >= len(d["tasks"]) * d["pretraining_seeds"]
+    assert p["wall"]["parts"]["finetune"] > p["wall"]["finetunes"] * p["wall"]["finetune_s"]  # + their FLOPs
     assert d["pretraining_seeds"] >= 3 and d["finetune_seeds"] >= 3 and d["train"] >= 2000
 
 
@@ -54,13 +54,20 @@ def test_the_exported_corpus_for_the_gpu_scale_fits_48_mb():
 
 
 def test_the_plan_counts_the_fine_tuning_runs_the_runner_makes():
-    """A downstream run trains an encoder's fine-tuning seeds together (one run per encoder, task
-    and pre-training seed); generation fine-tunes each seq2seq arm (and its random init) once per
-    pre-training seed, as runner._generation does, not once per pre-training x fine-tuning seed
-    (the plan counted 36 too many at --scale gpu)."""
+    """runner._together trains a pre-training seed's encoders (and their random init) x fine-tuning
+    seeds on one task as one run, and its generation rows (each seq2seq arm and its random init)
+    as one run; the plan counts those runs, and the replicas' FLOPs grow with the encoders."""
     down = {"encoders": ["mlm", "random_init"], "tasks": ["section"], "pretraining_seeds": 3, "finetune_seeds": 3,
-            "generation": ["s2s_scratch"]}
-    assert plan.finetune_count(down) == 2 * 1 * 3 + (1 + 1) * 3
+            "generation": ["s2s_scratch"], "encoder_params": 1e6, "generation_params": 2e6,
+            "generation_settings": {"epochs": 1.0, "target_length": 8},
+            "train": 100, "test": 10, "epochs": 1.0, "ner_epochs": 2.0, "length": 16}
+    assert plan.finetune_count(down) == 1 * 3 + 3
+    more = {**down, "encoders": ["mlm", "electra", "random_init"]}
+    assert plan.finetune_count(more) == plan.finetune_count(down)
+    encoders_only = plan.finetune_flops({**down, "generation": []})
+    assert plan.finetune_flops({**more, "generation": []}) == pytest.approx(1.5 * encoders_only)
+    # section: 100 examples x 16 tokens x 6 per parameter, a validation pass and 15 zero-shot tests
+    assert encoders_only == pytest.approx(2 * 3 * 3 * 1e6 * 16 * (6 * 100 + 2 * 10 * (1 + 15)))
 
 
 def test_plan_measure_times_each_shape_and_a_fine_tune_and_plans_the_wall_from_them():

@@ -4,7 +4,9 @@
 Returns one results dict (what `report` writes as results.json): per run, the training
 language, the validation scores and, per test language, the metrics, the example count and
 how many examples were cut to the model length. `run_seeds` returns one per fine-tuning seed,
-the seeds trained together (one program step for all) on data encoded once.
+the seeds trained together (one program step for all) on data encoded once; `run_replicas` the
+same for several starting points of one shape (an experiment's encoders), every one with every
+seed, all in one program.
 """
 
 from __future__ import annotations
@@ -132,6 +134,15 @@ def run_seeds(task: Task, init_kind: str, cfg, init_params: dict, vocab, options
     """`run` with each fine-tuning seed of `seeds` (in place of options.seed): one results dict
     per seed, the seeds trained together as replicas (`finetune.train_replicas`) on data encoded
     once. `save_dir`: the first seed's first model."""
+    return run_replicas(task, init_kind, cfg, [init_params], vocab, options, seeds, save_dir)[0]
+
+
+def run_replicas(task: Task, init_kind: str, cfg, inits: list[dict], vocab, options, seeds: tuple,
+                 save_dir: str | None = None) -> list[list[dict]]:
+    """`run_seeds` of every starting point in `inits` (params of one kind and config, e.g. the
+    encoders an experiment compares and their random init) at once: replica (i, seed) is what
+    `run` of inits[i] with that seed reports, all of them one program step. [init][seed] results
+    dicts; `save_dir`: the first init's first seed's first model."""
     if options.dropout_rate is not None:
         cfg = cfg.replace(dropout_rate=options.dropout_rate)
     options = dataclasses.replace(options, spaced_words=task.spaced)
@@ -147,21 +158,23 @@ def run_seeds(task: Task, init_kind: str, cfg, init_params: dict, vocab, options
     if options.in_language or not source:
         plan += [(lang, "in-language") for lang in train_langs if lang != source]
 
-    runs = []  # per plan entry, one entry per seed
+    replicas = [(i, seed) for i in range(len(inits)) for seed in seeds]
+    runs = []  # per plan entry, one entry per replica
     for train_lang, mode in plan:
-        entries, params = _fine_tune(task, init_kind, cfg, init_params, vocab, options, seeds, train_lang, mode)
+        entries, params = _fine_tune(task, init_kind, cfg, inits, vocab, options, replicas, train_lang, mode)
         runs.append(entries)
         if save_dir and len(runs) == 1:
             finetune.save(save_dir, task.kind, cfg, entries[0]["labels"], params[0])
-    return [{"task": task.name, "kind": task.kind, "primary_metric": primary_metric(task.kind, runs[0][0]["labels"]),
-             "skipped_empty_files": task.skipped, "runs": [entries[r] for entries in runs]}
-            for r in range(len(seeds))]
+    results = [{"task": task.name, "kind": task.kind, "primary_metric": primary_metric(task.kind, runs[0][0]["labels"]),
+                "skipped_empty_files": task.skipped, "runs": [entries[r] for entries in runs]}
+               for r in range(len(replicas))]
+    return [results[i * len(seeds):(i + 1) * len(seeds)] for i in range(len(inits))]
 
 
-def _fine_tune(task: Task, init_kind: str, cfg, init_params: dict, vocab, options, seeds: tuple,
+def _fine_tune(task: Task, init_kind: str, cfg, inits: list[dict], vocab, options, replicas: list[tuple],
                train_lang: str, mode: str) -> tuple[list[dict], list[dict]]:
-    """One run of the protocol (training language `train_lang`) for every seed: (the results
-    entry of each, the params each tested)."""
+    """One run of the protocol (training language `train_lang`) for every replica (index into
+    `inits`, seed): (the results entry of each, the params each tested)."""
     train_examples = _read(task, "train", train_lang, options.max_train)
     labels = data.label_list(task.kind, train_examples)
     if task.kind != "generation" and len(labels) < 2:
@@ -179,9 +192,10 @@ def _fine_tune(task: Task, init_kind: str, cfg, init_params: dict, vocab, option
     model = finetune.build_model(task.kind, cfg, len(labels))
     train_enc = _encode(task.kind, vocab, train_examples, labels, options)
     sample = {k: v[:1] for k, v in train_enc.arrays.items()}
-    start = [finetune.transfer(init_kind, init_params,
+    start = [finetune.transfer(init_kind, inits[i],
                                models.init(model, jax.random.key(seed), finetune.model_inputs(sample)))
-             for seed in seeds]
+             for i, seed in replicas]
+    seeds = tuple(seed for _, seed in replicas)
     metric, val_scores = primary_metric(task.kind, labels), []
     val_enc = _encode(task.kind, vocab, val, labels, options) if val else None
 

@@ -81,18 +81,29 @@ def finetune(checkpoint: str, corpus: str, vocab_path: str, s: dict, work: Path,
              tasks: tuple = TASKS, seeds: int = 1) -> dict:
     """`subsets.finetune` with fine-tuning seeds 0 .. seeds-1, all trained together per task:
     the first's result, and every seed's under "finetunes" ([{"seed", "tasks"}])."""
+    return finetune_together([checkpoint], corpus, vocab_path, s, [work], progress, tasks, seeds)[0]
+
+
+def finetune_together(checkpoints: list[str], corpus: str, vocab_path: str, s: dict, works: list[Path],
+                      progress=None, tasks: tuple = TASKS, seeds: int = 1) -> list[dict]:
+    """`finetune` of checkpoints of one kind and config (an experiment's encoders of a pre-training
+    seed and their random init) at once: per task, every checkpoint x fine-tuning seed is a replica
+    of one training program (`subsets.finetune_together`); one record per checkpoint, its files
+    under its folder in `works`. A tiny model's fine-tune is latency-bound on an accelerator, so
+    R replicas cost about one run there."""
     from seqpt_jax.experiment import subsets
     ks = tuple(range(seeds))
-    works = [work / f"ft{k}" if seeds > 1 else work for k in ks]
-    for sub in works:
+    dirs = [[work / f"ft{k}" if seeds > 1 else work for k in ks] for work in works]
+    for sub in (d for per in dirs for d in per):
         sub.mkdir(parents=True, exist_ok=True)
-    runs = subsets.finetune(checkpoint, corpus, {"path": vocab_path}, demo_plan(s), works, progress, tasks=tasks,
-                            epochs={"ja_ner": s["ner_epochs"]}, seeds=ks)
+    runs = subsets.finetune_together(checkpoints, corpus, {"path": vocab_path}, demo_plan(s), dirs, progress,
+                                     tasks=tasks, epochs={"ja_ner": s["ner_epochs"]}, seeds=ks)
     if tasks == TASKS:  # the XTREME tasks whose data is present ($SEQPT_XTREME_DIR) join the table
-        for run, xtreme in zip(runs, xtreme_runs(checkpoint, vocab_path, s, works, progress, seeds=ks)):
-            run["tasks"].update(xtreme)
-    runs = [{"seed": k, **run} for k, run in zip(ks, runs)]
-    return {"tasks": runs[0]["tasks"], "finetunes": runs}
+        for per_seed, xtreme in zip(runs, xtreme_runs(checkpoints, vocab_path, s, dirs, progress, seeds=ks)):
+            for run, extra in zip(per_seed, xtreme):
+                run["tasks"].update(extra)
+    return [{"tasks": per_seed[0]["tasks"], "finetunes": [{"seed": k, **run} for k, run in zip(ks, per_seed)]}
+            for per_seed in runs]
 
 
 def make_slice(corpus: str, dst: Path, s: dict) -> dict:
@@ -141,31 +152,34 @@ def finetune_xtreme(checkpoint: str, vocab_path: str, s: dict, work: Path, progr
     """The XTREME tasks present (`xtreme_tasks`), in `finetune`'s record schema: English fine-tuning
     on the first s["train"] examples, zero-shot tests on the first s["test"] of every language;
     `seed` the fine-tuning seed."""
-    return xtreme_runs(checkpoint, vocab_path, s, [work], progress, seeds=(seed,))[0]
+    return xtreme_runs([checkpoint], vocab_path, s, [[work]], progress, seeds=(seed,))[0][0]
 
 
-def xtreme_runs(checkpoint: str, vocab_path: str, s: dict, works: list[Path], progress=None,
-                seeds: tuple = (0,)) -> list[dict]:
-    """`finetune_xtreme` with each fine-tuning seed of `seeds`, trained together per task; one
-    {task: record} per seed, whose results files go to its folder in `works`."""
+def xtreme_runs(checkpoints: list[str], vocab_path: str, s: dict, works: list[list[Path]], progress=None,
+                seeds: tuple = (0,)) -> list[list[dict]]:
+    """`finetune_xtreme` of checkpoints of one kind and config with each fine-tuning seed of
+    `seeds`, every checkpoint x seed trained together per task; [checkpoint][seed] {task: record},
+    whose results files go to works[checkpoint][seed]."""
     from seqpt_jax import params_io
     from seqpt_jax.data import vocab as vocab_lib
     from seqpt_jax.evaluate import finetune as ft, protocol
-    from seqpt_jax.experiment.subsets import record
-    out = [{} for _ in seeds]
+    from seqpt_jax.experiment.subsets import record, same_shape
+    out = [[{} for _ in seeds] for _ in checkpoints]
     present = xtreme_tasks()
     if not present:
         return out
-    kind, cfg, params = params_io.load(checkpoint)
+    loaded = [params_io.load(c) for c in checkpoints]
+    kind, cfg = same_shape(checkpoints, loaded)
     vocab = vocab_lib.load(vocab_path)
     for name, task in present.items():
         epochs = s["ner_epochs"] if task.kind == "tagging" else s["epochs"]
         opts = ft.Options(epochs=epochs, max_length=s["length"], target_length=s["length"], learning_rate=5e-4,
                           in_language=False, max_train=s["train"], max_eval=s["test"], progress=progress)
-        for result, work, tasks_out in zip(protocol.run_seeds(task, kind, cfg, params, vocab, opts, seeds),
-                                           works, out):
-            (work / f"{name}.json").write_text(json.dumps(result, ensure_ascii=False))
-            tasks_out[name] = record(result, task.kind, epochs)
+        results = protocol.run_replicas(task, kind, cfg, [params for _, _, params in loaded], vocab, opts, seeds)
+        for per_seed, work_of, out_of in zip(results, works, out):
+            for result, work, tasks_out in zip(per_seed, work_of, out_of):
+                (work / f"{name}.json").write_text(json.dumps(result, ensure_ascii=False))
+                tasks_out[name] = record(result, task.kind, epochs)
     return out
 
 

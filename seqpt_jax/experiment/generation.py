@@ -60,18 +60,30 @@ def make_subset(corpus: str, dst: Path, s: dict) -> dict:
 def finetune(checkpoint: str, corpus: str, vocab_path: str, s: dict, progress=None) -> dict:
     """Fine-tunes a seq2seq checkpoint on English synopses; chrF (and BLEU) on the test split,
     in the schema of experiment/downstream.py's records: {"tasks": {TASK: {...}}}."""
+    return finetune_together([checkpoint], corpus, vocab_path, s, progress)[0]
+
+
+def finetune_together(checkpoints: list[str], corpus: str, vocab_path: str, s: dict, progress=None) -> list[dict]:
+    """`finetune` of seq2seq checkpoints of one kind and config, trained together as replicas of
+    one program (`protocol.run_replicas`, fine-tuning seed 0 each): one record per checkpoint."""
     from seqpt_jax import params_io
     from seqpt_jax.data import vocab as vocab_lib
     from seqpt_jax.evaluate import finetune as ft, protocol, tasks
+    from seqpt_jax.experiment.subsets import same_shape
 
-    kind, cfg, params = params_io.load(checkpoint)
+    loaded = [params_io.load(c) for c in checkpoints]
+    kind, cfg = same_shape(checkpoints, loaded)
     options = ft.Options(epochs=s["epochs"], batch_size=32, max_length=s["length"],
                          target_length=s["target_length"], learning_rate=5e-4, in_language=False,
                          progress=progress)
-    result = protocol.run(tasks.from_corpus(TASK, corpus, ["en"]), kind, cfg, params,
-                          vocab_lib.load(vocab_path), options)
-    run = result["runs"][0]
-    test = run["test"]["en"]
-    return {"tasks": {TASK: {"metric": "chrf", "scores": {"en": test["chrf"]}, "bleu": {"en": test["bleu"]},
-                             "n": {"en": test["n"]}, "steps": run["steps"], "final_loss": run["final_loss"],
-                             "samples": test.get("samples", [])}}}
+    results = protocol.run_replicas(tasks.from_corpus(TASK, corpus, ["en"]), kind, cfg,
+                                    [params for _, _, params in loaded], vocab_lib.load(vocab_path), options,
+                                    (options.seed,))
+    out = []
+    for (result,) in results:
+        run = result["runs"][0]
+        test = run["test"]["en"]
+        out.append({"tasks": {TASK: {"metric": "chrf", "scores": {"en": test["chrf"]}, "bleu": {"en": test["bleu"]},
+                                     "n": {"en": test["n"]}, "steps": run["steps"], "final_loss": run["final_loss"],
+                                     "samples": test.get("samples", [])}}})
+    return out

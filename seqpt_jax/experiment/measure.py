@@ -19,6 +19,7 @@ import statistics
 import time
 
 TEST_LANGS = 15  # zero-shot tests: at most the exported corpus's 15 languages
+JA_NER_TRAIN = 450  # evaluate/packaged.py: ja_ner's training sentences (90% of the package's 500)
 
 
 def shape_key(row: dict) -> tuple:
@@ -64,12 +65,12 @@ def time_parsed(steps: int = 5) -> dict:
             "flops_per_step": row["counted"]}
 
 
-def time_finetune(encoder_cfg, settings: dict, test_langs: int = TEST_LANGS) -> float:
-    """Seconds of one downstream fine-tuning run (its `settings["seeds"]` fine-tuning seeds trained
-    together, `finetune.train_replicas`), the mean over the experiment's tasks' sizes (section:
-    classification; UI tagging and ja_ner: tagging, ja_ner 450 sentences for `ner_epochs`), each
-    timed after a first run that compiles (the runner fine-tunes many models of one shape in one
-    process)."""
+def time_finetune(encoder_cfg, settings: dict, test_langs: int = TEST_LANGS, replicas: int | None = None) -> float:
+    """Seconds of one downstream fine-tuning run (`replicas` models, default `settings["seeds"]`,
+    trained together, `finetune.train_replicas`: the runner's run holds every encoder x fine-tuning
+    seed), the mean over the experiment's tasks' sizes (section: classification; UI tagging and
+    ja_ner: tagging, ja_ner JA_NER_TRAIN sentences for `ner_epochs`), each timed after a first run
+    that compiles (the runner fine-tunes many models of one shape in one process)."""
     import jax
     import numpy as np
 
@@ -79,7 +80,7 @@ def time_finetune(encoder_cfg, settings: dict, test_langs: int = TEST_LANGS) -> 
     length, test = settings["length"], settings["test"]
     sizes = [("classification", settings["train"], settings["epochs"], test_langs),
              ("tagging", settings["train"], settings["epochs"], test_langs),
-             ("tagging", 450, settings["ner_epochs"], 1)]  # ja_ner: Japanese only
+             ("tagging", JA_NER_TRAIN, settings["ner_epochs"], 1)]  # ja_ner: Japanese only
     seconds = []
     for kind, n, epochs, langs in sizes:
         model = ft.build_model(kind, encoder_cfg, 5)
@@ -91,7 +92,7 @@ def time_finetune(encoder_cfg, settings: dict, test_langs: int = TEST_LANGS) -> 
         tests = {"encoder_input_tokens": tokens[:test]}
         options = ft.Options(epochs=epochs, batch_size=32, max_length=length, progress=False)
 
-        seeds = tuple(range(settings["seeds"]))
+        seeds = tuple(range(replicas or settings["seeds"]))
 
         def once():
             params = [models.init(model, jax.random.key(s), {"encoder_input_tokens": tokens[:1]}) for s in seeds]

@@ -117,9 +117,14 @@ def plan(experiment: str, scale: str, seeds: int, hw: str = "hw/cpu.gin", throug
     settings = ds.settings()
     machine = _machine()
     encoders = [r["arm"] for r, a in zip(rows, arms) if a.downstream]
+    generation = [r for r, a in zip(rows, arms) if a.generation]
     down = ({"encoders": [*encoders, ds.RANDOM], "tasks": list(ds.TASKS), **settings,
              "pretraining_seeds": seeds, "finetune_seeds": settings["seeds"],
-             "generation": [r["arm"] for r, a in zip(rows, arms) if a.generation]}
+             "encoder_params": next(r["params"] for r in rows if r["arm"] == encoders[0]),
+             "generation": [r["arm"] for r in generation],
+             "generation_params": generation[0]["params"] if generation else 0,
+             "generation_settings": {"epochs": float(spec.macro("GENERATION_EPOCHS", 3.0)),
+                                     "target_length": int(spec.macro("GENERATION_TARGET_LENGTH", 32))}}
             if settings and encoders else None)
     from seqpt_jax.experiment import downstream_curve as dc
     every, curved = dc.every(), [(r, a) for r, a in zip(rows, arms) if a.downstream_curve]
@@ -134,8 +139,9 @@ def plan(experiment: str, scale: str, seeds: int, hw: str = "hw/cpu.gin", throug
                     "compile_s": [c for t in timings.values() for c in t["compile_s"]],
                     "shapes": [{"arms": [r["arm"] for r in rows if measure_lib.shape_key(r) == k], **t}
                                for k, t in timings.items()]}
-        if down:
-            measured["finetune_s"] = measure_lib.time_finetune(shapes_of[encoders[0]][0], settings)
+        if down:  # one run: every encoder x fine-tuning seed of a pre-training seed, as the runner trains them
+            measured["finetune_s"] = measure_lib.time_finetune(shapes_of[encoders[0]][0], settings,
+                                                               replicas=len(down["encoders"]) * settings["seeds"])
         for r in rows:
             t = timings[measure_lib.shape_key(r)]
             r["measured_s"] = (r["train_flops"] / t["flops_per_step"] * t["step_s"]
@@ -163,19 +169,47 @@ def _machine() -> dict | None:
 
 
 def finetune_count(down: dict | None) -> int:
-    """Fine-tuning runs an experiment makes (as `runner` schedules them): every encoder (and its
-    random init) on every task for each pre-training seed, its fine-tuning seeds trained together
-    as one run (`finetune.train_replicas`); the downstream curve's; and the generation rows' (each
-    seq2seq arm and its random init, once per pre-training seed that `generation.pretraining_seeds`
-    takes)."""
+    """Fine-tuning runs an experiment makes, as `runner._together` groups them: per pre-training
+    seed, one per task for every encoder and its random init (each encoder x fine-tuning seed a
+    replica of one program: the extracted encoders have the MLM encoder's shape), one for the
+    downstream curve's checkpoints, and one for the generation rows (each seq2seq arm and its
+    random init) where `generation.pretraining_seeds` takes that seed."""
     if not down:
         return 0
     from seqpt_jax.experiment import generation
-    n = len(down["encoders"]) * len(down["tasks"]) * down["pretraining_seeds"]
+    n = len(down["tasks"]) * down["pretraining_seeds"]
+    n += down["curve"]["seeds"] if down.get("curve") else 0
+    gen_seeds = generation.pretraining_seeds(down["pretraining_seeds"], {"seeds": down["finetune_seeds"]})
+    return n + len(gen_seeds) if down["generation"] else n
+
+
+def finetune_flops(down: dict | None) -> float:
+    """Every fine-tune's counted FLOPs (6 x params per trained token, 2 x params per scored
+    one): its epochs over the training examples, a validation pass per epoch and the tests, each
+    task at its size (ja_ner: measure.JA_NER_TRAIN sentences, Japanese only; the corpus tasks'
+    zero-shot tests in measure.TEST_LANGS languages, at most)."""
+    if not down:
+        return 0.0
+    from seqpt_jax.experiment import generation
+    from seqpt_jax.experiment.measure import JA_NER_TRAIN, TEST_LANGS
+    n, length, test = down["encoder_params"], down["length"], down["test"]
+    sizes = {"section": (down["train"], down["epochs"], TEST_LANGS),
+             "ui_tagging": (down["train"], down["epochs"], TEST_LANGS),
+             "ja_ner": (min(down["train"], JA_NER_TRAIN), down["ner_epochs"], 1)}
+
+    def one(params, train, epochs, langs, tokens_per_example):  # train, validate each epoch, test
+        return params * tokens_per_example * (6 * train * epochs + 2 * test * (max(1, round(epochs)) + langs))
+    per_encoder = sum(one(n, *sizes[t], length) for t in down["tasks"] if t in sizes)
+    total = per_encoder * len(down["encoders"]) * down["finetune_seeds"] * down["pretraining_seeds"]
     c = down.get("curve")
-    n += (sum(c["checkpoints"].values()) + 1) * c["seeds"] if c else 0
-    gen_seeds = len(generation.pretraining_seeds(down["pretraining_seeds"], {"seeds": down["finetune_seeds"]}))
-    return n + (len(down["generation"]) + 1) * gen_seeds if down["generation"] else n
+    if c:
+        total += one(n, *sizes["ja_ner"], length) * (sum(c["checkpoints"].values()) + 1) * c["seeds"]
+    if down["generation"]:
+        g = down["generation_settings"]
+        gen_seeds = generation.pretraining_seeds(down["pretraining_seeds"], {"seeds": down["finetune_seeds"]})
+        total += (one(down["generation_params"], down["train"], g["epochs"], 1, length + g["target_length"])
+                  * (len(down["generation"]) + 1) * len(gen_seeds))
+    return float(total)
 
 
 def _wall(rows: list[dict], down: dict | None, seeds: int, rate: float | None, machine: dict | None,
@@ -211,8 +245,11 @@ def _wall(rows: list[dict], down: dict | None, seeds: int, rate: float | None, m
                 for r in runs for ph in r["phases"] for k in range(ph["programs"])}
     programs |= {(r["kind"], tuple(r["layers"]), r["d_model"], "eval") for r in rows}
     finetunes = finetune_count(down)
+    # A declared machine: FINETUNE_S per run (start, data, compile, latency) + its FLOPs at THROUGHPUT;
+    # measured: the seconds of one run of all its replicas.
+    finetune = finetunes * machine["finetune_s"] + (finetune_flops(down) / rate if rate and not measured else 0.0)
     parts = {"training": busy, "compile": len(programs) * machine["compile_s"],
-             "overhead": len(rows) * seeds * machine["run_overhead_s"], "finetune": finetunes * machine["finetune_s"]}
+             "overhead": len(rows) * seeds * machine["run_overhead_s"], "finetune": finetune}
     return {**machine, "device_s": total_device, "feed_bound": busy > total_device * 1.01, "programs": len(programs),
             "finetunes": finetunes, "parts": parts, "seconds": sum(parts.values()), "measured": bool(measured)}
 
@@ -274,16 +311,18 @@ def text(p: dict) -> str:
                   f"training {_duration(parts['training'])} ({'feed' if w['feed_bound'] else 'device'}-bound: device "
                   f"{_duration(w['device_s'])}, {feed}) + compile {_duration(parts['compile'])} ({w['programs']} "
                   f"programs x {w['compile_s']:.3g} s) + runs {_duration(parts['overhead'])} + fine-tunes "
-                  f"{_duration(parts['finetune'])} ({w['finetunes']} x {w['finetune_s']:.3g} s)"]
+                  f"{_duration(parts['finetune'])} ({w['finetunes']} runs x {w['finetune_s']:.3g} s"
+                  + ("" if w["measured"] else " + their FLOPs") + ")"]
     d = p.get("downstream")
     if d:
-        runs = len(d["encoders"]) * len(d["tasks"]) * d["pretraining_seeds"]
+        runs = len(d["tasks"]) * d["pretraining_seeds"]
+        n = len(d["encoders"]) * runs * d["finetune_seeds"]
         where = "in the wall time, not the FLOP total" if w else "not in the total"
         lines.append(f"downstream ({where}): {len(d['encoders'])} encoders ({', '.join(d['encoders'])}) x "
                      f"{len(d['tasks'])} tasks x {d['pretraining_seeds']} pre-training seed(s) x {d['finetune_seeds']} "
-                     f"fine-tuning seed(s) = {runs * d['finetune_seeds']} fine-tunes in {runs} runs (the fine-tuning "
+                     f"fine-tuning seed(s) = {n} fine-tunes in {runs} runs (a task's encoders and fine-tuning "
                      f"seeds train together), {d['train']} English training examples, "
-                     f"{d['epochs']:g} epoch(s), length {d['length']}")
+                     f"{d['epochs']:g} epoch(s), length {d['length']}; {_si(finetune_flops(d))}FLOP")
         c = d.get("curve")
         if c:
             kept = ", ".join(f"{arm} {n}" for arm, n in c["checkpoints"].items())

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -204,15 +205,51 @@ class Runner:
             return
         data = self._downstream_data(settings)
         for seed in range(self.seeds):  # every pre-training seed, settings["seeds"] fine-tunings each
-            for name in [*encoders, ds.RANDOM]:
-                def fn(work: Path, name=name, seed=seed) -> dict:
-                    ckpt = (ds.random_like(self.checkpoint(encoders[0], seed), seed, work / "params")
-                            if name == ds.RANDOM else ds.export(self.checkpoint(name, seed), work / "params"))
-                    res = ds.finetune(ckpt, data["corpus"], self.vocab_path, settings, work, self.progress,
-                                      seeds=settings["seeds"])
-                    return {"arm": name, "seed": seed, **res}
-                self.stages.run(f"downstream/{name}/seed{seed}", fn, f"fine-tune on {' + '.join(ds.TASKS)} (seed {seed})")
+            self._together(self._arm_items(encoders, ds.RANDOM, seed), lambda ckpts, works: ds.finetune_together(
+                ckpts, data["corpus"], self.vocab_path, settings, works, self.progress, seeds=settings["seeds"]),
+                f"fine-tune on {' + '.join(ds.TASKS)} (seed {seed})")
         self._downstream_curve(settings, data)
+
+    def _arm_items(self, names: list[str], random: str, seed: int) -> list[tuple]:
+        """`_together`'s items for the arms `names` of pre-training seed `seed` and `random`, a
+        random init of names[0]'s shape drawn from that seed; their records are {"arm", "seed", ...}."""
+        from seqpt_jax.experiment import downstream as ds
+
+        def item(name: str) -> tuple:
+            def export(dst):
+                return (ds.random_like(self.checkpoint(names[0], seed), seed, dst) if name == random
+                        else ds.export(self.checkpoint(name, seed), dst))
+            return f"downstream/{name}/seed{seed}", export, lambda res: {"arm": name, "seed": seed, **res}
+        return [item(name) for name in [*names, random]]
+
+    def _together(self, items: list[tuple], finetune: Callable, what: str) -> None:
+        """Fine-tunes the checkpoints of `items` [(stage, export(dst) -> checkpoint, record(result)
+        -> stage record)] whose stage is not done yet together: per task, every checkpoint (and
+        fine-tuning seed) is a replica of one program, one program per model shape
+        (`finetune(checkpoints, works) -> results`); then each stage records its result. A tiny
+        model's fine-tune is latency-bound on an accelerator: R replicas cost about one run there.
+        Killed before the records are written, the group starts over."""
+        from seqpt_jax import params_io
+        from seqpt_jax.experiment.stages import cpu_seconds
+        pending = [item for item in items if not self.stages.done(item[0])]
+        records = {}
+        if pending:
+            self.log(f"{what}: {len(pending)} checkpoint(s) together")
+            wall, cpu = time.time(), cpu_seconds()
+            works = [self.out / stage for stage, *_ in pending]
+            ckpts = [export(work / "params") for (_, export, _), work in zip(pending, works)]
+            shapes: dict = {}  # (kind, config) -> indices into pending: one program each
+            for i, ckpt in enumerate(ckpts):
+                shapes.setdefault(params_io.read_model(ckpt), []).append(i)
+            results: list = [None] * len(pending)
+            for group in shapes.values():
+                for i, res in zip(group, finetune([ckpts[i] for i in group], [works[i] for i in group])):
+                    results[i] = res
+            shared = {"together": {"stages": len(pending), "programs": len(shapes),
+                                   "wall_s": round(time.time() - wall, 2), "cpu_s": round(cpu_seconds() - cpu, 2)}}
+            records = {stage: {**record(res), **shared} for (stage, _, record), res in zip(pending, results)}
+        for stage, *_ in items:
+            self.stages.run(stage, lambda work, stage=stage: records[stage], what)
 
     def _downstream_data(self, settings: dict) -> dict:
         from seqpt_jax.experiment import downstream as ds
@@ -230,22 +267,27 @@ class Runner:
         for seed in range(self.seeds):
             points = [(dc.RANDOM, 0)] + [(n, step) for n in arms
                                           for step in checkpoints.committed_steps(self.checkpoint(n, seed))]
-            for name, step in points:
-                def fn(work: Path, name=name, step=step, seed=seed) -> dict:
-                    model_dir = self.checkpoint(arms[0] if name == dc.RANDOM else name, seed)
-                    ckpt = (ds.random_like(model_dir, seed, work / "params") if name == dc.RANDOM
-                            else ds.export(model_dir, work / "params", step=step))
-                    res = ds.finetune(ckpt, data["corpus"], self.vocab_path, settings, work, self.progress,
-                                      tasks=(dc.TASK,))["tasks"][dc.TASK]
+
+            def item(name: str, step: int, seed: int = seed) -> tuple:
+                model_dir = self.checkpoint(arms[0] if name == dc.RANDOM else name, seed)
+
+                def export(dst):
+                    return (ds.random_like(model_dir, seed, dst) if name == dc.RANDOM
+                            else ds.export(model_dir, dst, step=step))
+
+                def record(res: dict) -> dict:
+                    res = res["tasks"][dc.TASK]
                     return {"arm": name, "seed": seed, "step": step, "task": dc.TASK, "metric": res["metric"],
                             "flops": 0.0 if name == dc.RANDOM else dc.flops_at(model_dir, step),
                             "score": res["scores"][res["lang"]], "result": res}
-                self.stages.run(f"downstream_curve/{name}/seed{seed}/step{step}", fn,
-                                f"fine-tune checkpoint {step} on {dc.TASK} (seed {seed})")
+                return f"downstream_curve/{name}/seed{seed}/step{step}", export, record
+            self._together([item(name, step) for name, step in points], lambda ckpts, works: ds.finetune_together(
+                ckpts, data["corpus"], self.vocab_path, settings, works, self.progress, tasks=(dc.TASK,)),
+                f"fine-tune every kept checkpoint on {dc.TASK} (seed {seed})")
 
     def _generation(self, downstream: dict) -> None:
         """Fine-tunes the seq2seq arms that declare 'generation' and a random init beside them."""
-        from seqpt_jax.experiment import downstream as ds, generation as gen
+        from seqpt_jax.experiment import generation as gen
         s2s = [n for n in self.selected if self.arms[n].generation]
         if not s2s:
             return
@@ -254,13 +296,9 @@ class Runner:
                                lambda w: gen.make_subset(self.corpus_dir, w / "corpus", settings),
                                "downstream generation subsets: English synopses")
         for seed in gen.pretraining_seeds(self.seeds, settings):
-            for name in [*s2s, gen.RANDOM]:
-                def fn(work: Path, name=name, seed=seed) -> dict:
-                    ckpt = (ds.random_like(self.checkpoint(s2s[0], seed), seed, work / "params")
-                            if name == gen.RANDOM else ds.export(self.checkpoint(name, seed), work / "params"))
-                    return {"arm": name, "seed": seed,
-                            **gen.finetune(ckpt, data["corpus"], self.vocab_path, settings, self.progress)}
-                self.stages.run(f"downstream/{name}/seed{seed}", fn, f"fine-tune on English synopses (seed {seed})")
+            self._together(self._arm_items(s2s, gen.RANDOM, seed), lambda ckpts, works: gen.finetune_together(
+                ckpts, data["corpus"], self.vocab_path, settings, self.progress),
+                f"fine-tune on English synopses (seed {seed})")
 
 
 def load_records(out: str | os.PathLike) -> dict:

@@ -166,24 +166,43 @@ def finetune(checkpoint: str, corpus: str, voc: dict, plan: Plan, works: list[Pa
     seed of `seeds` (trained together: `protocol.run_seeds`); one {"tasks"} per seed, whose
     results files go to its folder in `works`. `epochs` overrides plan.finetune_epochs per task.
     Each task also reports its majority-label baseline."""
+    return finetune_together([checkpoint], corpus, voc, plan, [works], progress, tasks, epochs, seeds)[0]
+
+
+def finetune_together(checkpoints: list[str], corpus: str, voc: dict, plan: Plan, works: list[list[Path]],
+                      progress: bool | None = None, tasks: tuple | None = None, epochs: dict | None = None,
+                      seeds: tuple = (0,)) -> list[list[dict]]:
+    """`finetune` of several checkpoints of one kind and config (`same_shape`), every one with
+    every seed, each task's replicas trained together (`protocol.run_replicas`): [checkpoint][seed]
+    {"tasks"}, results files to works[checkpoint][seed]."""
     from seqpt_jax import params_io
     from seqpt_jax.data import vocab as vocab_lib
     from seqpt_jax.evaluate import finetune as ft, protocol, tasks as ev_tasks
     from seqpt_jax.experiment.stages import write_json_atomic
-    kind, cfg, params = params_io.load(checkpoint)
+    loaded = [params_io.load(c) for c in checkpoints]
+    kind, cfg = same_shape(checkpoints, loaded)
     vocabulary = vocab_lib.load(voc["path"])
     options = ft.Options(epochs=plan.finetune_epochs, batch_size=32, max_length=plan.finetune_length,
                          target_length=plan.finetune_length, learning_rate=5e-4, in_language=False,
                          progress=progress)
-    out = [{} for _ in seeds]
+    out = [[{} for _ in seeds] for _ in checkpoints]
     for name in tasks or TASKS:
         task = ev_tasks.from_corpus(name, corpus)
         opts = dataclasses.replace(options, epochs=(epochs or {}).get(name, options.epochs))
-        for result, work, tasks_out in zip(protocol.run_seeds(task, kind, cfg, params, vocabulary, opts, seeds),
-                                           works, out):
-            write_json_atomic(work / f"{name}.json", result)
-            tasks_out[name] = record(result, task.kind, opts.epochs)
-    return [{"tasks": tasks_out} for tasks_out in out]
+        results = protocol.run_replicas(task, kind, cfg, [params for _, _, params in loaded], vocabulary, opts, seeds)
+        for per_seed, work_of, out_of in zip(results, works, out):
+            for result, work, tasks_out in zip(per_seed, work_of, out_of):
+                write_json_atomic(work / f"{name}.json", result)
+                tasks_out[name] = record(result, task.kind, opts.epochs)
+    return [[{"tasks": tasks_out} for tasks_out in out_of] for out_of in out]
+
+
+def same_shape(checkpoints: list[str], loaded: list[tuple]) -> tuple:
+    """The (kind, config) every loaded checkpoint shares; replicas must share one program."""
+    kinds = {(kind, cfg) for kind, cfg, _ in loaded}
+    if len(kinds) != 1:
+        raise ValueError(f"checkpoints fine-tuned together must share kind and config: {checkpoints}")
+    return next(iter(kinds))
 
 
 def record(result: dict, kind: str, epochs: float) -> dict:
