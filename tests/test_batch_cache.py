@@ -1,5 +1,6 @@
 """The batch cache (data/batch_cache.py): later runs read the batches an earlier run built, bitwise,
-resume exactly from a cache holding a prefix, start no feed worker on hits."""
+resume exactly from a cache holding a prefix, start no feed worker on hits; the plan charges the
+feed once per seed."""
 
 import json
 import multiprocessing
@@ -8,6 +9,7 @@ import pytest
 
 from data_fixtures import make_corpus
 from seqpt_jax.data import exported, feed_workers, feeding, vocab
+from seqpt_jax.experiment import plan
 from seqpt_jax.train import data as data_lib
 
 LENGTHS = {"inputs": 32, "targets": 8}
@@ -101,3 +103,27 @@ def test_feed_workers_start_only_at_the_first_batch_not_in_the_cache(export, tmp
         assert starts == [1]
     finally:
         feed.close()
+
+
+def test_the_sequential_gpu_plan_charges_the_span_corruption_feed_once_per_seed():
+    """Seven seq2seq arms of a seed read the same span-corruption batches: the first builds them,
+    the batch cache serves the others."""
+    p = plan.plan("sequential", "gpu", seeds=3, hw="hw/gpu.gin")
+    rows, wall = p["arms"], p["wall"]
+    feed = wall["feed_tokens_per_s"] * wall["feed_workers"]
+    span = [r for r in rows if r["op"] == "train" and r["batches"][0] == "seqpt_local_span_corruption"]
+    assert len(span) >= 7 and len({repr(r["batches"]) for r in span}) == 1
+
+    def seconds(r, fed):
+        tokens = r["batch_size"] * r["lengths"][0]
+        return (max(r["train_flops"] / p["throughput"], fed * tokens / feed)
+                + max(r["eval_flops"] / p["throughput"], r["eval_passes"] * r["eval_batches"] * tokens
+                      / wall["feed_tokens_per_s"]))
+    first = {}  # the first row of each key pays for the batches no earlier row built
+    for r in rows:
+        first.setdefault(repr(r["batches"]), r)
+    training = sum(seconds(r, r["steps"] if first[repr(r["batches"])] is r else 0) for r in rows) * p["seeds"]
+    assert wall["parts"]["training"] == pytest.approx(training), plan.text(p)
+    assert plan.fed_steps(rows) == [r["steps"] if first[repr(r["batches"])] is r else 0 for r in rows]
+    longer = dict(span[1], steps=span[0]["steps"] + 10)
+    assert plan.fed_steps([span[0], longer]) == [span[0]["steps"], 10]   # a longer arm builds only the rest
