@@ -53,12 +53,7 @@ class TokenStore:
         return len(self.starts)
 
     def save(self, path: Path) -> None:
-        """Write-then-rename, so a reader never sees half a cache file."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, tokens=self.tokens, starts=self.starts)
-        os.replace(tmp, path)
+        save_npz(path, tokens=self.tokens, starts=self.starts)
 
     @classmethod
     def load(cls, path: Path) -> "TokenStore":
@@ -69,6 +64,20 @@ class TokenStore:
         except (zipfile.BadZipFile, EOFError, KeyError, ValueError, OSError) as e:
             raise UserError(f"token cache {path} is corrupt ({type(e).__name__}); delete it (rm {path}) "
                             f"and rerun: it is rebuilt from the corpus.") from None
+
+
+def save_npz(path: Path, **arrays) -> None:
+    """Write-then-rename, so a reader never sees half a file (a killed writer leaves at most a
+    temporary sibling, removed where it can be)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def vocab_fingerprint(model_file: str) -> str:

@@ -10,7 +10,9 @@ Tokens assume full packing (the corpus pipeline packs; padding makes them an upp
 Wall time, where the scale declares how its machine behaves (`--scale gpu`): a run's training
 takes the longer of its device time (FLOPs / THROUGHPUT) and its feed time (input tokens /
 (FEED_TOKENS_PER_S x feed workers): the numpy pipeline builds batches on host cores while the
-device trains), its evaluations likewise with their batches built in-process, plus
+device trains; only the first arm of a seed with a task, lengths and batch size builds them, later
+ones read them from the runner's batch cache, `data.batch_cache`), its evaluations likewise with
+their batches built in-process, plus
 RUN_OVERHEAD_S (start, step-0 evaluation, checkpoints); every distinct compiled program (a model
 shape in one training phase) costs COMPILE_S once, the persistent compilation cache serving every
 later run of it; every fine-tune costs FINETUNE_S. The figures and where they come from are
@@ -55,6 +57,7 @@ def describe_parsed(teacher: tuple | None = None) -> dict:
     kind, cfg, shapes = trainer.kind, trainer.cfg, trainer.shapes
     steps, batch = config.schedule.steps, config.schedule.batch_size
     lengths = spec.value("data.mixture_or_task.task_feature_lengths", {"inputs": 128})
+    batches = [spec.value("data.mixture_or_task.name", "seqpt_local_mlm"), dict(lengths), batch]  # fed_steps' key
     enc = int(lengths.get("inputs", 128))
     dec = int(lengths.get("targets", 0)) if kind == "encoder_decoder" else 0
     # The corpus feed gives MLM batches their masked positions: the head runs on those only
@@ -71,7 +74,7 @@ def describe_parsed(teacher: tuple | None = None) -> dict:
     eval_every, eval_batches = config.evaluation.eval_every, config.evaluation.eval_batches
     evals = (steps // eval_every + (steps % eval_every != 0)) if eval_every else 0
     return {"kind": kind, "params": models.count_params(shapes), "steps": steps, "batch_size": batch,
-            "lengths": [enc, dec], "tokens": steps * batch * (enc + dec), "phases": phases,
+            "lengths": [enc, dec], "batches": batches, "tokens": steps * batch * (enc + dec), "phases": phases,
             "eval_passes": evals, "eval_batches": eval_batches,
             "train_flops": sum(p["flops"] for p in phases), "eval_flops": evals * eval_batches * forward,
             "eval_pass_flops": eval_batches * forward,
@@ -212,6 +215,19 @@ def finetune_flops(down: dict | None) -> float:
     return float(total)
 
 
+def fed_steps(rows: list[dict]) -> list[int]:
+    """The training steps whose batches each row's feed builds, per seed: the runner's batch cache
+    (`data.batch_cache`) serves a row the batches an earlier row of its seed built (same task,
+    lengths and batch size: `batches`)."""
+    built: dict = {}  # key -> batches built so far
+    out = []
+    for r in rows:
+        key = repr(r["batches"])
+        out.append(max(0, r["steps"] - built.get(key, 0)))
+        built[key] = max(built.get(key, 0), r["steps"])
+    return out
+
+
 def _wall(rows: list[dict], down: dict | None, seeds: int, rate: float | None, machine: dict | None,
           measured: dict | None = None) -> dict | None:
     """The module docstring's wall-time model; with `measured` (experiment/measure.py), each run's
@@ -239,8 +255,9 @@ def _wall(rows: list[dict], down: dict | None, seeds: int, rate: float | None, m
     # training batches come from the feed workers; evaluation batches are built in-process
     total_device = sum(device(r, "train") + device(r, "eval") for r in rows) * seeds
     busy = total_device if feed is None else sum(
-        max(device(r, "train"), inputs(r, r["steps"]) / feed)
-        + max(device(r, "eval"), inputs(r, r["eval_passes"] * r["eval_batches"]) / single) for r in rows) * seeds
+        max(device(r, "train"), inputs(r, fed) / feed)
+        + max(device(r, "eval"), inputs(r, r["eval_passes"] * r["eval_batches"]) / single)
+        for r, fed in zip(rows, fed_steps(rows))) * seeds
     programs = {(r["kind"], tuple(r["layers"]), r["d_model"], ph["phase"], k)
                 for r in runs for ph in r["phases"] for k in range(ph["programs"])}
     programs |= {(r["kind"], tuple(r["layers"]), r["d_model"], "eval") for r in rows}

@@ -5,6 +5,8 @@
     out/<arm>/seed<k>/train/     the arm's MODEL_DIR (`seqpt train`'s layout, train.run_dir.LAYOUT,
                                  written by the one launcher; resumes there)
     out/<arm>/seed<k>/DONE       its record: curve, FLOPs, losses (stages.StageRunner)
+    out/batches/seed<k>/         seed k's training batches, built by its first arm that feeds them and
+                                 read by the later ones (data.batch_cache); removed when its arms are done
 
 Each arm is started by `launcher` exactly as `seqpt train` starts a run
 ([arm.gin, scale_<s>.gin, hw gin] + bindings). A finished arm (DONE) is skipped; a killed one
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Callable
@@ -119,9 +122,13 @@ class Runner:
 
     def _bindings(self, arm, seed: int, model_dir: Path) -> list[str]:
         b = [f"MODEL_DIR = {str(model_dir)!r}", f"VOCAB = {self.vocab_path!r}", f"SEED = {seed}",
-             f"CORPUS_DIR = {self.corpus_dir!r}"]
+             f"CORPUS_DIR = {self.corpus_dir!r}",
+             f"data.mixture_or_task.batch_cache = {str(self._batches(seed))!r}"]
         b += [f"{macro_name} = {self.checkpoint(dep, seed)!r}" for macro_name, dep in arm.needs.items()]
         return b
+
+    def _batches(self, seed: int) -> Path:
+        return self.out / "batches" / f"seed{seed}"
 
     def _init_point(self, work: Path, config) -> dict:
         """The step-0 evaluation of the arm's init (cached: it never changes). Every curve starts
@@ -189,6 +196,7 @@ class Runner:
                 what = ("apply the init and evaluate it" if arm.op == "init" else "train") + f" (seed {seed})"
                 results[(name, seed)] = self.stages.run(f"{name}/seed{seed}",
                                                         lambda w, arm=arm, seed=seed, fn=fn: fn(arm, seed, w), what)
+            shutil.rmtree(self._batches(seed), ignore_errors=True)  # every arm of the seed is done: disk back
         self._downstream()
         return {"out": str(self.out), "ran": list(self.stages.ran), "results": len(results)}
 

@@ -31,7 +31,8 @@ def mixture_or_task(split: str, batch_size: int, seed: int, shard: tuple[int, in
                     name: str = "seqpt_local_mlm", task_feature_lengths: dict | None = None,
                     module: str | Sequence[str] | None = None, vocab_path: str | None = None,
                     corpus_dir: str | None = None, tfds_data_dir: str | None = None,
-                    mc4_langs: Sequence[str] | None = None, pack: bool = True, feed_workers: int = 0) -> Source:
+                    mc4_langs: Sequence[str] | None = None, pack: bool = True, feed_workers: int = 0,
+                    batch_cache: str | None = None) -> Source:
     """Batches of the seqio task or mixture `name` (T5X's MIXTURE_OR_TASK_NAME).
 
     `module` (MIXTURE_OR_TASK_MODULE) is imported first so its tasks register; the project's
@@ -41,16 +42,19 @@ def mixture_or_task(split: str, batch_size: int, seed: int, shard: tuple[int, in
     resume). With `corpus_dir` at an exported corpus (`seqpt corpus export`), the embedded-corpus
     names are fed from it by the same numpy pipeline, importing neither seqio nor TensorFlow.
     `feed_workers`: processes building the numpy pipeline's training batches (`feed_workers`:
-    the same batches; 0 builds them in this process).
+    the same batches; 0 builds them in this process). `batch_cache`: a folder where the numpy
+    pipeline's training batches are stored once and read by every later run that feeds the same
+    ones (`batch_cache`: the experiment runner's arms of one seed share it; off by default).
     """
     from seqpt_jax.data import exported, feeding, names
     lengths = dict(task_feature_lengths or {"inputs": 128})
     def numpy_feed(specs):
         args = (specs, split, batch_size, lengths, seed, pack, shard)
-        if feed_workers and split == "train":
-            from seqpt_jax.data import feed_workers as workers
-            return workers.ParallelPipeline(args, feed_workers)
-        return feeding.Pipeline(*args)
+        if split != "train":  # evaluation batches: in-process, never cached
+            return feeding.Pipeline(*args)
+        from seqpt_jax.data import batch_cache as cache, feed_workers as workers
+        source = workers.ParallelPipeline(args, feed_workers) if feed_workers else feeding.Pipeline(*args)
+        return cache.cached(source, args, batch_cache) if batch_cache else source
 
     if exported.is_export(corpus_dir) and name.startswith(names.LOCAL):
         return numpy_feed(exported.fast_specs(corpus_dir, name, vocab_path))
