@@ -66,7 +66,11 @@ def test_a_later_run_reads_the_batches_bitwise_and_builds_none(export, tmp_path,
     assert _same(_take(_make(export, batch_cache=str(tmp_path)), 5), want) and built == [1]  # ... built again
     other = _make(export, lengths={"inputs": 32, "targets": 16}, batch_cache=str(tmp_path))
     assert next(other)["decoder_target_tokens"].shape == (8, 16)      # other lengths: another key
-    assert isinstance(_make(export, "validation", batch_cache=str(tmp_path)), feeding.Pipeline)  # not cached
+    reference = _take(_make(export, "validation"), 3)
+    built.clear()
+    held_out = [_take(_make(export, "validation", batch_cache=str(tmp_path)), 3) for _ in range(2)]
+    assert _same(held_out[0], reference) and _same(held_out[1], reference)
+    assert built == [0, 1, 2]                                         # the held-out batches: built once
 
 
 def test_a_run_resumed_from_a_cached_prefix_reads_it_and_builds_the_rest(export, tmp_path, built):
@@ -110,19 +114,19 @@ def test_the_sequential_gpu_plan_charges_the_span_corruption_feed_once_per_seed(
     the batch cache serves the others."""
     p = plan.plan("sequential", "gpu", seeds=3, hw="hw/gpu.gin")
     rows, wall = p["arms"], p["wall"]
-    feed = wall["feed_tokens_per_s"] * wall["feed_workers"]
+    rate = {False: wall["feed_tokens_per_s"], True: wall["feed_s2s_tokens_per_s"]}  # one process: MLM, span
     span = [r for r in rows if r["op"] == "train" and r["batches"][0] == "seqpt_local_span_corruption"]
     assert len(span) >= 7 and len({repr(r["batches"]) for r in span}) == 1
 
-    def seconds(r, fed):
-        tokens = r["batch_size"] * r["lengths"][0]
-        return (max(r["train_flops"] / p["throughput"], fed * tokens / feed)
-                + max(r["eval_flops"] / p["throughput"], r["eval_passes"] * r["eval_batches"] * tokens
-                      / wall["feed_tokens_per_s"]))
+    def seconds(r, first):  # the held-out batches: built in-process by the first row of their key
+        tokens, single = r["batch_size"] * r["lengths"][0], rate[r["kind"] == "encoder_decoder"]
+        return (max(r["train_flops"] / p["throughput"], (r["steps"] if first else 0) * tokens
+                    / (single * wall["feed_workers"]))
+                + r["eval_flops"] / p["throughput"] + (r["eval_batches"] * tokens / single if first else 0.0))
     first = {}  # the first row of each key pays for the batches no earlier row built
     for r in rows:
         first.setdefault(repr(r["batches"]), r)
-    training = sum(seconds(r, r["steps"] if first[repr(r["batches"])] is r else 0) for r in rows) * p["seeds"]
+    training = sum(seconds(r, first[repr(r["batches"])] is r) for r in rows) * p["seeds"]
     assert wall["parts"]["training"] == pytest.approx(training), plan.text(p)
     assert plan.fed_steps(rows) == [r["steps"] if first[repr(r["batches"])] is r else 0 for r in rows]
     longer = dict(span[1], steps=span[0]["steps"] + 10)

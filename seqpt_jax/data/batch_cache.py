@@ -1,8 +1,9 @@
-"""A cache of the numpy pipeline's training batches, for runs that read the same ones.
+"""A cache of the numpy pipeline's batches, for runs that read the same ones.
 
 The arms of one experiment seed (experiment/runner.py) train one after another on the same
-batches: batch k is a pure function of (task specs, split, batch size, lengths, seed, pack, shard)
-and the position before it (feeding.py). `cached` wraps such a source: batch k is read from
+batches and evaluate on the same held-out ones (experiment/heldout.py): batch k is a pure
+function of (task specs, split, batch size, lengths, seed, pack, shard) and the position before
+it (feeding.py). `cached` wraps such a source: batch k is read from
 ROOT/<key>/<step>.npz when an earlier run stored it, else built by the source and stored there
 (a temporary file, then os.replace: a killed writer or two writers at once never leave half a
 file; a damaged file is a miss, built again).

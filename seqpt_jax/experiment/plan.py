@@ -11,12 +11,14 @@ Wall time, where the scale declares how its machine behaves (`--scale gpu`): a r
 takes the longer of its device time (FLOPs / THROUGHPUT) and its feed time (input tokens /
 (FEED_TOKENS_PER_S x feed workers): the numpy pipeline builds batches on host cores while the
 device trains; only the first arm of a seed with a task, lengths and batch size builds them, later
-ones read them from the runner's batch cache, `data.batch_cache`), its evaluations likewise with
-their batches built in-process, plus
-RUN_OVERHEAD_S (start, step-0 evaluation, checkpoints); every distinct compiled program (a model
-shape in one training phase) costs COMPILE_S once, the persistent compilation cache serving every
-later run of it; every fine-tune costs FINETUNE_S. The figures and where they come from are
-stated in the scale gin and printed with the plan.
+ones read them from the runner's batch cache, `data.batch_cache`); its evaluations their device
+time, plus building the held-out batches in-process (FEED_TOKENS_PER_S, one process) where it is
+the seed's first run to evaluate on them (the cache serves the later ones, and a trainer keeps
+them: `Trainer.heldout`); plus RUN_OVERHEAD_S (start,
+checkpoints); every distinct compiled program (a model shape in one training phase) costs
+COMPILE_S once, the persistent compilation cache serving every later run of it; every fine-tuning
+run (a task's replicas: `finetune_count`) costs FINETUNE_S plus its FLOPs at THROUGHPUT. The
+figures and where they come from are stated in the scale gin and printed with the plan.
 """
 
 from __future__ import annotations
@@ -30,14 +32,18 @@ from seqpt_jax.experiment import spec
 
 
 def _phase_flops(trainer, enc, dec, head=None, teacher=None) -> list[dict]:
-    """Per phase: steps and the ledger's FLOPs, as `train.loop` books them (sampled sub-models
-    share their stage's steps: the expected cost is their mean)."""
+    """Per phase that runs: steps and the ledger's FLOPs, as `train.loop` books them (sampled
+    sub-models share their stage's steps: the expected cost is their mean). A phase left no steps
+    (the full model of a run frozen to its end) compiles nothing and is left out."""
     import numpy as np
     steps = trainer.config.schedule.steps
     out, start = [], 0
     for end in sorted({p.end for p in trainer.phases}):
         group = [p for p in trainer.phases if p.end == end]
         n = max(0, min(end, steps) - start)
+        if n == 0 and out:
+            continue
+        group = [p for p in group if p.group == group[0].group]  # the first of phases sharing an end runs
         per_step = float(np.mean([trainer.phase_flops(p, enc, dec, head, teacher) for p in group]))
         name = group[0].group if len(group) > 1 else group[0].name
         out.append({"phase": name, "steps": n, "flops_per_step": per_step, "flops": n * per_step,
@@ -123,9 +129,9 @@ def plan(experiment: str, scale: str, seeds: int, hw: str = "hw/cpu.gin", throug
     generation = [r for r, a in zip(rows, arms) if a.generation]
     down = ({"encoders": [*encoders, ds.RANDOM], "tasks": list(ds.TASKS), **settings,
              "pretraining_seeds": seeds, "finetune_seeds": settings["seeds"],
-             "encoder_params": next(r["params"] for r in rows if r["arm"] == encoders[0]),
+             "encoder_params": models.count_params(shapes_of[encoders[0]][1]["encoder"]),
              "generation": [r["arm"] for r in generation],
-             "generation_params": generation[0]["params"] if generation else 0,
+             "generation_params": _matmul_params(shapes_of[generation[0]["arm"]][1]) if generation else 0,
              "generation_settings": {"epochs": float(spec.macro("GENERATION_EPOCHS", 3.0)),
                                      "target_length": int(spec.macro("GENERATION_TARGET_LENGTH", 32))}}
             if settings and encoders else None)
@@ -166,7 +172,9 @@ def _machine() -> dict | None:
     feed = spec.macro("FEED_TOKENS_PER_S", None)
     if feed is None:
         return None
-    return {"feed_tokens_per_s": float(feed), "feed_workers": int(spec.value("data.mixture_or_task.feed_workers", 0)),
+    return {"feed_tokens_per_s": float(feed),  # MLM batches; FEED_S2S_TOKENS_PER_S: span corruption's
+            "feed_s2s_tokens_per_s": float(spec.macro("FEED_S2S_TOKENS_PER_S", feed)),
+            "feed_workers": int(spec.value("data.mixture_or_task.feed_workers", 0)),
             "compile_s": float(spec.macro("COMPILE_S")), "run_overhead_s": float(spec.macro("RUN_OVERHEAD_S")),
             "finetune_s": float(spec.macro("FINETUNE_S")), "machine": spec.macro("MACHINE", "")}
 
@@ -186,11 +194,18 @@ def finetune_count(down: dict | None) -> int:
     return n + len(gen_seeds) if down["generation"] else n
 
 
+def _matmul_params(shapes: dict) -> int:
+    """Parameters a token's forward pass multiplies by: all but the token embedding (a gather)."""
+    from seqpt_jax import models
+    return models.count_params(shapes) - models.count_params(shapes.get("token_embedder", {}))
+
+
 def finetune_flops(down: dict | None) -> float:
     """Every fine-tune's counted FLOPs (6 x params per trained token, 2 x params per scored
-    one): its epochs over the training examples, a validation pass per epoch and the tests, each
-    task at its size (ja_ner: measure.JA_NER_TRAIN sentences, Japanese only; the corpus tasks'
-    zero-shot tests in measure.TEST_LANGS languages, at most)."""
+    one, params being the encoder's layers for a classifier or tagger, a seq2seq's all but its
+    embedding table): its epochs over the training examples, a validation pass per epoch and the
+    tests, each task at its size (ja_ner: measure.JA_NER_TRAIN sentences, Japanese only; the corpus
+    tasks' zero-shot tests in measure.TEST_LANGS languages, at most)."""
     if not down:
         return 0.0
     from seqpt_jax.experiment import generation
@@ -239,9 +254,12 @@ def _wall(rows: list[dict], down: dict | None, seeds: int, rate: float | None, m
         machine["finetune_s"] = measured.get("finetune_s", machine.get("finetune_s", 0.0))
     if not machine or not (rate or measured):
         return None
-    single = machine["feed_tokens_per_s"]  # input tokens per second and feed process (None: not modelled)
-    feed = single * max(machine["feed_workers"], 1) if single else None
+    feed = machine["feed_tokens_per_s"]  # input tokens per second and feed process (None: not modelled)
+    workers = max(machine["feed_workers"], 1)
     runs = [r for r in rows if r["op"] == "train"]
+
+    def single(r):  # one process's rate on the row's batches: a seq2seq arm's are span corruption's
+        return machine.get("feed_s2s_tokens_per_s") or feed if r["kind"] == "encoder_decoder" else feed
 
     def device(r, part):  # seconds of a run's training or evaluation on the device
         if measured:
@@ -252,12 +270,15 @@ def _wall(rows: list[dict], down: dict | None, seeds: int, rate: float | None, m
     def inputs(r, steps):
         return steps * r["batch_size"] * r["lengths"][0]
 
-    # training batches come from the feed workers; evaluation batches are built in-process
+    # training batches come from the feed workers; held-out batches are built in-process by the
+    # first row of a seed that evaluates on them, and the batch cache serves every later trainer
     total_device = sum(device(r, "train") + device(r, "eval") for r in rows) * seeds
+    keys = [repr(r["batches"]) for r in rows]
+    builds_heldout = [k not in keys[:i] for i, k in enumerate(keys)]
     busy = total_device if feed is None else sum(
-        max(device(r, "train"), inputs(r, fed) / feed)
-        + max(device(r, "eval"), inputs(r, r["eval_passes"] * r["eval_batches"]) / single)
-        for r, fed in zip(rows, fed_steps(rows))) * seeds
+        max(device(r, "train"), inputs(r, fed) / (single(r) * workers))
+        + device(r, "eval") + (inputs(r, r["eval_batches"]) / single(r) if first else 0.0)
+        for r, fed, first in zip(rows, fed_steps(rows), builds_heldout)) * seeds
     programs = {(r["kind"], tuple(r["layers"]), r["d_model"], ph["phase"], k)
                 for r in runs for ph in r["phases"] for k in range(ph["programs"])}
     programs |= {(r["kind"], tuple(r["layers"]), r["d_model"], "eval") for r in rows}
@@ -322,14 +343,17 @@ def text(p: dict) -> str:
     w = p.get("wall")
     if w:
         parts = w["parts"]
+        s2s = w.get("feed_s2s_tokens_per_s")
         feed = ("feed not modelled" if not w["feed_tokens_per_s"] else
-                f"feed {_si(w['feed_tokens_per_s'])} tokens/s x {max(w['feed_workers'], 1)} workers")
+                f"feed {_si(w['feed_tokens_per_s'])}" + (f" (span corruption {_si(s2s)})" if s2s and s2s !=
+                                                          w["feed_tokens_per_s"] else "")
+                + f" tokens/s x {max(w['feed_workers'], 1)} workers")
         lines += [f"expected wall time on {w['machine'] or 'the declared machine'}: {_duration(w['seconds'])} = "
                   f"training {_duration(parts['training'])} ({'feed' if w['feed_bound'] else 'device'}-bound: device "
                   f"{_duration(w['device_s'])}, {feed}) + compile {_duration(parts['compile'])} ({w['programs']} "
-                  f"programs x {w['compile_s']:.3g} s) + runs {_duration(parts['overhead'])} + fine-tunes "
-                  f"{_duration(parts['finetune'])} ({w['finetunes']} runs x {w['finetune_s']:.3g} s"
-                  + ("" if w["measured"] else " + their FLOPs") + ")"]
+                  f"programs x {w['compile_s']:.3g} s) + runs {_duration(parts['overhead'])}"
+                  + (f" + fine-tunes {_duration(parts['finetune'])} ({w['finetunes']} runs x {w['finetune_s']:.3g} s"
+                     + ("" if w["measured"] else " + their FLOPs") + ")" if w["finetunes"] else "")]
     d = p.get("downstream")
     if d:
         runs = len(d["tasks"]) * d["pretraining_seeds"]

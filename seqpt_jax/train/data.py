@@ -43,17 +43,17 @@ def mixture_or_task(split: str, batch_size: int, seed: int, shard: tuple[int, in
     names are fed from it by the same numpy pipeline, importing neither seqio nor TensorFlow.
     `feed_workers`: processes building the numpy pipeline's training batches (`feed_workers`:
     the same batches; 0 builds them in this process). `batch_cache`: a folder where the numpy
-    pipeline's training batches are stored once and read by every later run that feeds the same
-    ones (`batch_cache`: the experiment runner's arms of one seed share it; off by default).
+    pipeline's batches are stored once and read by every later run that feeds the same ones
+    (`batch_cache`: the experiment runner's arms of one seed share it, their training batches and
+    the held-out ones every arm evaluates on; off by default).
     """
     from seqpt_jax.data import exported, feeding, names
     lengths = dict(task_feature_lengths or {"inputs": 128})
     def numpy_feed(specs):
         args = (specs, split, batch_size, lengths, seed, pack, shard)
-        if split != "train":  # evaluation batches: in-process, never cached
-            return feeding.Pipeline(*args)
         from seqpt_jax.data import batch_cache as cache, feed_workers as workers
-        source = workers.ParallelPipeline(args, feed_workers) if feed_workers else feeding.Pipeline(*args)
+        parallel = feed_workers and split == "train"  # evaluation batches: in-process
+        source = workers.ParallelPipeline(args, feed_workers) if parallel else feeding.Pipeline(*args)
         return cache.cached(source, args, batch_cache) if batch_cache else source
 
     if exported.is_export(corpus_dir) and name.startswith(names.LOCAL):

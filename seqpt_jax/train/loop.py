@@ -153,14 +153,20 @@ class Trainer:
         return step_lib.make_eval_step(self.model, self.mesh, self.table, self.config.optimization.z_loss,
                                        self.config.recipe.encoder_mlm_weight)
 
+    @functools.cached_property
+    def heldout(self) -> list[dict]:
+        """This host's rows of the `eval_batches` validation batches, built once: every evaluation
+        uses the same ones, and building them costs the host more than evaluating small models."""
+        s = self.config.schedule
+        source = self.config.data("validation", s.batch_size, s.seed, (jax.process_index(), jax.process_count()))
+        return [next(source) for _ in range(self.config.evaluation.eval_batches)]
+
     def evaluate(self, params) -> dict:
         """Mean loss and accuracy over `eval_batches` validation batches (the same ones each time),
         and each batch's mean loss ("batch_losses": the eval noise of experiment.savings)."""
-        s = self.config.schedule
-        source = self.config.data("validation", s.batch_size, s.seed, (jax.process_index(), jax.process_count()))
         total, batch_losses = None, []
-        for _ in range(self.config.evaluation.eval_batches):
-            sums = self.eval_step(params, data_lib.to_global(next(source), self.mesh))
+        for batch in self.heldout:
+            sums = self.eval_step(params, data_lib.to_global(batch, self.mesh))
             batch_losses.append(float(sums.loss) / max(float(sums.weight), 1.0))
             total = sums if total is None else type(sums)(*(a + b for a, b in zip(total, sums)))
         weight = max(float(total.weight), 1.0)
