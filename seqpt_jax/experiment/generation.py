@@ -57,15 +57,11 @@ def make_subset(corpus: str, dst: Path, s: dict) -> dict:
     return {"corpus": str(dst), "examples": out}
 
 
-def finetune(checkpoint: str, corpus: str, vocab_path: str, s: dict, progress=None) -> dict:
-    """Fine-tunes a seq2seq checkpoint on English synopses; chrF (and BLEU) on the test split,
-    in the schema of experiment/downstream.py's records: {"tasks": {TASK: {...}}}."""
-    return finetune_together([checkpoint], corpus, vocab_path, s, progress)[0]
-
-
 def finetune_together(checkpoints: list[str], corpus: str, vocab_path: str, s: dict, progress=None) -> list[dict]:
-    """`finetune` of seq2seq checkpoints of one kind and config, trained together as replicas of
-    one program (`protocol.run_replicas`, fine-tuning seed 0 each): one record per checkpoint."""
+    """Fine-tunes seq2seq checkpoints of one kind and config on English synopses, trained together
+    as replicas of one program (`protocol.run_replicas`, fine-tuning seed 0 each); chrF (and BLEU)
+    on the test split, one record per checkpoint in the schema of experiment/downstream.py's
+    records: {"tasks": {TASK: {...}}}."""
     from seqpt_jax import params_io
     from seqpt_jax.data import vocab as vocab_lib
     from seqpt_jax.evaluate import finetune as ft, protocol, tasks
