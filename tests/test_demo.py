@@ -57,6 +57,33 @@ def test_failed_stage_leaves_no_marker_and_keeps_its_work(tmp_path):
     assert result["seen"] == "step 5" and "(resuming)" in lines[0]
 
 
+def test_a_stage_another_process_is_running_is_waited_for_not_run_twice(tmp_path):
+    """Shards of one experiment (`--shard`) share its stages: the second runner to reach a stage
+    the first is running waits on its lock, then reads its marker (flock excludes separate open
+    files even within one process, so threads stand in for processes)."""
+    import threading
+    started, release, calls, lines = threading.Event(), threading.Event(), [], []
+
+    def slow(work: Path) -> dict:
+        calls.append("first")
+        started.set()
+        release.wait(30)
+        return {"by": "first"}
+
+    first = threading.Thread(target=lambda: StageRunner(tmp_path, log=lambda s: None).run("data", slow))
+    first.start()
+    assert started.wait(30)
+    second: dict = {}
+    waiter = threading.Thread(target=lambda: second.update(StageRunner(tmp_path, log=lines.append).run(
+        "data", lambda w: calls.append("second") or {"by": "second"})))
+    waiter.start()
+    waiter.join(0.5)
+    assert waiter.is_alive() and any("waiting" in line for line in lines)  # blocked, not running it
+    release.set()
+    first.join(30), waiter.join(30)
+    assert calls == ["first"] and second["by"] == "first" and "done by another process" in lines[-1]
+
+
 def _fixture_corpus(root: Path) -> Path:
     corpus = make_corpus(root)
     block = "Open\tO\nthe\tO\nFile\tB-UI\nmenu\tI-UI\n.\tO\n\nPress\tO\nEnter\tB-UI\n\n"

@@ -84,6 +84,17 @@ def test_plan_command_prints_and_refuses_unknown_names(capsys):
         experiment_cmd.main(["report", "/nonexistent-run-folder"])
 
 
+def test_shards_split_the_seeds_and_bad_shards_are_refused(tmp_path):
+    """--shard I/N: N processes on one --out run every seed once between them."""
+    mine = [runner.Runner("growth", "test", 5, tmp_path, shard=(i, 2)).my_seeds for i in (0, 1)]
+    assert mine == [[0, 2, 4], [1, 3]]
+    assert runner.Runner("growth", "test", 3, tmp_path).my_seeds == [0, 1, 2]
+    with pytest.raises(UserError, match="--shard 2/2 names no shard"):
+        runner.Runner("growth", "test", 3, tmp_path, shard=(2, 2))
+    with pytest.raises(UserError, match="is not I/N"):
+        experiment_cmd.main(["run", "growth", "--scale", "test", "--shard", "1-3", "--out", str(tmp_path)])
+
+
 @pytest.mark.parametrize("experiment", ["growth", "sequential"])
 def test_paper_scale_gins_build_their_shapes_without_allocating(experiment):
     import jax

@@ -34,17 +34,33 @@ def _run(args) -> int:
     from seqpt_jax.experiment import report, runner
     from seqpt_jax.train.preemption import EXIT_CODES, Stopped
     out = args.out or f"experiments/{args.name}-{args.scale}"
+    shard = _shard(args.shard)
     _compilation_cache(out)
     try:
         result = runner.Runner(args.name, args.scale, args.seeds, out, hw=args.hw, corpus=args.corpus,
                                vocab=args.vocab, progress=False if args.no_progress else None,
-                               only=args.arms.split(",") if args.arms else None).run()
+                               only=args.arms.split(",") if args.arms else None, shard=shard).run()
     except Stopped as e:
         print(e, file=sys.stderr)
         return EXIT_CODES[e.reason]
+    if shard[1] > 1:  # the other shards may still be running: the report waits for all of them
+        print(f"shard {shard[0]}/{shard[1]}: ran {len(result['ran'])} stage(s); once every shard is done: "
+              f"seqpt experiment report {out}", file=sys.stderr)
+        return 0
     written = report.write(out)
     print(f"ran {len(result['ran'])} stage(s); report: {written['markdown']}", file=sys.stderr)
     return 0
+
+
+def _shard(text: str | None) -> tuple[int, int]:
+    """'I/N' -> (I, N); the Runner checks the range."""
+    if not text:
+        return 0, 1
+    try:
+        index, count = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise UserError(f"--shard {text!r} is not I/N; give e.g. --shard 0/3 (this process runs seeds 0, 3, 6, ...).") from None
+    return index, count
 
 
 def _compilation_cache(out: str) -> None:
@@ -85,6 +101,9 @@ def main(argv: list[str]) -> int:
                                       "corpus (`seqpt corpus export`: its own vocabulary, no TensorFlow)")
     run.add_argument("--vocab", help="SentencePiece model (default: trained into OUT/vocab); with --plan, its size")
     run.add_argument("--arms", help="comma-separated arms to run (with the arms they need); default all")
+    run.add_argument("--shard", metavar="I/N",
+                     help="run only the seeds s with s %% N == I (and their fine-tunes); start N processes, "
+                          "I = 0..N-1, on one --out, then `report` it (default: every seed)")
     run.add_argument("--no-progress", action="store_true", help="plain log lines instead of progress bars")
     rep = sub.add_parser("report", help="write report.md, report.json and plots for a run folder")
     rep.add_argument("dir")

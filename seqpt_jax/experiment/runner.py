@@ -8,6 +8,11 @@
     out/batches/seed<k>/         seed k's training batches, built by its first arm that feeds them and
                                  read by the later ones (data.batch_cache); removed when its arms are done
 
+`shard=(i, n)` (`--shard i/n`) runs only the seeds s with s % n == i, their arms and their
+fine-tunes: n processes with i = 0..n-1 share one `out` (stages.StageRunner locks each stage, so
+the vocabulary and the downstream subsets are built once) and together run every seed; on 2
+cores, 3 one-seed processes keep both busy where one process keeps about one.
+
 Each arm is started by `launcher` exactly as `seqpt train` starts a run
 ([arm.gin, scale_<s>.gin, hw gin] + bindings). A finished arm (DONE) is skipped; a killed one
 resumes from its last checkpoint. Every arm also records its validation loss at step 0 — its
@@ -49,10 +54,15 @@ def evaluate_params(config, params) -> dict:
 class Runner:
     def __init__(self, experiment: str, scale: str, seeds: int, out: str | os.PathLike, *, hw: str = "hw/cpu.gin",
                  corpus: str | None = None, vocab: str | None = None, log: Callable[[str], None] = print,
-                 progress: bool | None = None, on_step: Callable | None = None, only: list[str] | None = None):
+                 progress: bool | None = None, on_step: Callable | None = None, only: list[str] | None = None,
+                 shard: tuple[int, int] = (0, 1)):
         if seeds < 1:
             raise UserError(f"--seeds must be at least 1, got {seeds}.")
+        index, count = shard
+        if not 0 <= index < count:
+            raise UserError(f"--shard {index}/{count} names no shard; use I/N with 0 <= I < N, e.g. --shard 0/3.")
         self.experiment, self.scale, self.seeds, self.hw = experiment, scale, seeds, hw
+        self.my_seeds = [s for s in range(seeds) if s % count == index]  # this process's seeds
         self.out = Path(out).expanduser()
         self.corpus, self.vocab, self.log, self.progress = corpus, vocab, log, progress
         self.on_step = on_step  # (arm, seed) -> callback(step, state) or None; tests kill runs with it
@@ -189,7 +199,7 @@ class Runner:
         self.corpus_dir = self._corpus_dir()
         self.vocab_path = self._vocab(self.corpus_dir)
         results = {}
-        for seed in range(self.seeds):
+        for seed in self.my_seeds:
             for name in self.selected:
                 arm = self.arms[name]
                 fn = self._init_only if arm.op == "init" else self._train
@@ -212,7 +222,7 @@ class Runner:
         if not encoders:
             return
         data = self._downstream_data(settings)
-        for seed in range(self.seeds):  # every pre-training seed, settings["seeds"] fine-tunings each
+        for seed in self.my_seeds:  # every pre-training seed, settings["seeds"] fine-tunings each
             self._together(self._arm_items(encoders, ds.RANDOM, seed), lambda ckpts, works: ds.finetune_together(
                 ckpts, data["corpus"], self.vocab_path, settings, works, self.progress, seeds=settings["seeds"]),
                 f"fine-tune on {' + '.join(ds.TASKS)} (seed {seed})")
@@ -272,7 +282,7 @@ class Runner:
         arms = [n for n in self.selected if self.arms[n].downstream_curve]
         if not arms or not dc.every():
             return
-        for seed in range(self.seeds):
+        for seed in self.my_seeds:
             points = [(dc.RANDOM, 0)] + [(n, step) for n in arms
                                           for step in checkpoints.committed_steps(self.checkpoint(n, seed))]
 
@@ -303,7 +313,7 @@ class Runner:
         data = self.stages.run("downstream/generation_data",
                                lambda w: gen.make_subset(self.corpus_dir, w / "corpus", settings),
                                "downstream generation subsets: English synopses")
-        for seed in gen.pretraining_seeds(self.seeds, settings):
+        for seed in [s for s in gen.pretraining_seeds(self.seeds, settings) if s in self.my_seeds]:
             self._together(self._arm_items(s2s, gen.RANDOM, seed), lambda ckpts, works: gen.finetune_together(
                 ckpts, data["corpus"], self.vocab_path, settings, self.progress),
                 f"fine-tune on English synopses (seed {seed})")

@@ -9,10 +9,17 @@ temporary file and a rename, so the marker appears only after everything the sta
 before returning. A rerun reads the marker instead of running the stage. A stage killed
 mid-way has no marker: its work directory is kept, so a stage that checkpoints (the trainer's
 MODEL_DIR) resumes there, and any other stage simply starts over.
+
+Several processes may share one `out` (`seqpt experiment run --shard`): a stage runs under an
+exclusive lock on out/.locks/<stage>.lock, so a process that reaches a stage another one is
+running waits for it and reads its marker instead of running it twice. The kernel drops the lock
+of a killed process, and the next one resumes the stage.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import resource
@@ -21,6 +28,7 @@ from pathlib import Path
 from typing import Callable
 
 MARKER = "DONE"
+LOCKS = ".locks"  # out/.locks/<stage>.lock: held by the one process running that stage
 
 
 def cpu_seconds() -> float:
@@ -32,7 +40,7 @@ def cpu_seconds() -> float:
 
 def write_json_atomic(path: Path, data) -> None:
     """Writes JSON to `path` through a temporary sibling and a rename (never half-written)."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # processes sharing `out` never share one
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=2, sort_keys=True, ensure_ascii=False)
         f.flush()
@@ -68,6 +76,22 @@ class StageRunner:
     def done(self, name: str) -> bool:
         return self.marker(name).is_file()
 
+    @contextlib.contextmanager
+    def _exclusive(self, name: str, tag: str):
+        """Holds the stage's lock; waits (and says so) while another process holds it."""
+        path = self.out / LOCKS / f"{name.replace('/', '__')}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self.log(f"{tag} {name}: another process is running it; waiting for it")
+                fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
     def run(self, name: str, fn: Callable[[Path], dict], what: str = "") -> dict:
         """The stage's result: read from its marker, or computed by `fn(work_dir)` and marked."""
         self.count += 1
@@ -76,17 +100,25 @@ class StageRunner:
             result = json.loads(self.marker(name).read_text("utf-8"))
             self.log(f"{tag} {name}: done already, skipped ({self.marker(name)})")
         else:
-            work = self.out / name
-            resumed = work.is_dir() and any(work.iterdir())
-            work.mkdir(parents=True, exist_ok=True)
-            self.log(f"{tag} {name}: {what or 'running'}" + (" (resuming)" if resumed else ""))
-            wall, cpu = time.time(), cpu_seconds()
-            result = dict(fn(work))
-            result["wall_s"] = round(time.time() - wall, 2)
-            result["cpu_s"] = round(cpu_seconds() - cpu, 2)
-            write_json_atomic(self.marker(name), result)
-            self.ran.append(name)
-            self.log(f"{tag} {name}: finished in {result['wall_s']:.0f} s wall, "
-                     f"{result['cpu_s']:.0f} s CPU")
+            with self._exclusive(name, tag):
+                result = self._run_locked(name, fn, what, tag)
         self.results[name] = result
+        return result
+
+    def _run_locked(self, name: str, fn: Callable[[Path], dict], what: str, tag: str) -> dict:
+        if self.done(name):  # another process finished it while this one waited
+            self.log(f"{tag} {name}: done by another process ({self.marker(name)})")
+            return json.loads(self.marker(name).read_text("utf-8"))
+        work = self.out / name
+        resumed = work.is_dir() and any(work.iterdir())
+        work.mkdir(parents=True, exist_ok=True)
+        self.log(f"{tag} {name}: {what or 'running'}" + (" (resuming)" if resumed else ""))
+        wall, cpu = time.time(), cpu_seconds()
+        result = dict(fn(work))
+        result["wall_s"] = round(time.time() - wall, 2)
+        result["cpu_s"] = round(cpu_seconds() - cpu, 2)
+        write_json_atomic(self.marker(name), result)
+        self.ran.append(name)
+        self.log(f"{tag} {name}: finished in {result['wall_s']:.0f} s wall, "
+                 f"{result['cpu_s']:.0f} s CPU")
         return result
