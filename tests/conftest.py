@@ -27,3 +27,12 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # set here in xdist's control
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Modules with a `slow` test run first (each module kept whole, so its module fixtures are
+    built once). pytest-xdist's worksteal hands each worker a contiguous share and lets the
+    first one idle steal from the end of the other's: with the minute-long runs at the front,
+    the end is short tests that split evenly, not one long run while the other worker waits."""
+    slow = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.module.__name__ not in slow)  # stable: the order within stays

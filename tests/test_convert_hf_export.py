@@ -24,6 +24,7 @@ from seqpt_jax import cli, models
 from seqpt_jax.data import vocab, vocab_record
 from seqpt_jax.params_io import load as load_source
 
+pytestmark = pytest.mark.slow  # its module fixtures train three runs and start Hugging Face (~70 s): run it early
 TOL = 1e-4
 MASKED = "Open the file menu and choose <extra_id_99> As to keep a copy."
 SOURCE, TARGET = "Откройте меню Файл и выберите Сохранить как.", "The package manager installs programs."
