@@ -51,16 +51,28 @@ def _few(stats: list[dict]) -> bool:
     return any(s.get("seeds_paired", 0) < savings.MIN_SEEDS for s in stats)
 
 
+def _missed(st: dict) -> bool:
+    """The arm ends above its scratch targets beyond the eval noise: the paired final-loss excess
+    (arm seed k - scratch seed k) has a 95% interval, eval noise included, above 0. A miss
+    within the noise is no evidence that the arm falls short."""
+    d = [a - t for a, t in zip(st.get("final_val_loss") or [], st.get("targets") or [])
+         if a is not None and t is not None]
+    lo, _ = savings.t_interval(d, extra_var=(st.get("eval_noise") or 0.0) ** 2)
+    return lo is not None and lo > 0 and st.get("eval_noise") is not None
+
+
 def _verdict(stats: list[dict], key: str = "saving"):
     """True when every interval lies above 0 with a loss gap beyond the eval noise; False when
-    one arm missed the target or its interval lies at/below 0; else None (fewer than MIN_SEEDS
-    seeds, an interval across 0, no eval noise recorded, a gap within it)."""
+    one arm missed the target beyond the eval noise (_missed) or its interval lies at/below 0;
+    else None (fewer than MIN_SEEDS seeds, a target missed within the noise, an interval across
+    0, no eval noise recorded, a gap within it)."""
     if not stats or _few(stats):
         return None
     cis = [s.get(key + "_ci") or [None, None] for s in stats]
-    if any(s.get(key) is None or (hi is not None and hi <= 0) for s, (_, hi) in zip(stats, cis)):
+    if any((s.get(key) is None and _missed(s)) or (hi is not None and hi <= 0) for s, (_, hi) in zip(stats, cis)):
         return False
-    if all(lo is not None and lo > 0 and s.get("min_effect") for s, (lo, _) in zip(stats, cis)):
+    if all(s.get(key) is not None and lo is not None and lo > 0 and s.get("min_effect")
+           for s, (lo, _) in zip(stats, cis)):
         return True
     return None
 
@@ -319,12 +331,7 @@ def _reaches(stats: dict, arms: dict, partway: list[str]) -> dict:
         return claim(text, None, f"{ev}; {FEW_SEEDS}")
     if any(st.get("saving") is not None for st in sts):
         return claim(text, True, ev)
-    worse = []
-    for _n, st in zip(partway, sts):
-        d = [a - t for a, t in zip(st["final_val_loss"], st["targets"])]
-        lo, _ = savings.t_interval(d, extra_var=(st.get("eval_noise") or 0.0) ** 2)
-        worse.append(lo is not None and lo > 0 and st.get("eval_noise") is not None)
-    return claim(text, False if all(worse) else None, ev)
+    return claim(text, False if all(_missed(st) for st in sts) else None, ev)
 
 
 def sequential(arms: dict, stats: dict, downstream: dict | None = None) -> list[dict]:
