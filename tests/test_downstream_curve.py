@@ -59,3 +59,16 @@ def test_flops_to_target_on_scores_starts_at_the_random_init_and_reads_higher_as
     assert verdict["holds"] is None and "target 0.325" in verdict["evidence"]   # two seeds: cannot tell
     assert dc.plot(section, tmp_path / "curve.png").is_file()
     assert os.path.getsize(tmp_path / "curve.png") > 1000
+
+
+def test_an_arm_short_of_the_reference_is_judged_by_the_paired_interval(tmp_path):
+    """Not reaching the reference's score "does not hold" only when the paired final-score gap
+    lies below 0 across the seeds; a miss within the seeds' spread cannot be told."""
+    for finals, verdict in (((0.20, 0.21, 0.19), False), ((0.297, 0.312, 0.288), None)):
+        root = tmp_path / str(verdict)
+        for seed, (m, e) in enumerate(zip((0.30, 0.31, 0.29), finals)):
+            _done(root, "random_init", seed, 0, 0.0, 0.10)
+            _done(root, "mlm", seed, 4, 20.0, m)
+            _done(root, "electra", seed, 4, 24.0, e)
+        (got,) = claims.downstream_curve_claims(dc.build(root, {"mlm": "mlm", "electra": "mlm"}))
+        assert got["holds"] is verdict, (finals, got)
