@@ -11,7 +11,7 @@
 `shard=(i, n)` (`--shard i/n`) runs only the seeds s with s % n == i, their arms and their
 fine-tunes: n processes with i = 0..n-1 share one `out` (stages.StageRunner locks each stage, so
 the vocabulary and the downstream subsets are built once) and together run every seed; on 2
-cores, 3 one-seed processes keep both busy where one process keeps about one.
+cores, 3 one-seed processes keep both busy where one process keeps 1.1-1.5 busy (measured).
 
 Each arm is started by `launcher` exactly as `seqpt train` starts a run
 ([arm.gin, scale_<s>.gin, hw gin] + bindings). A finished arm (DONE) is skipped; a killed one
